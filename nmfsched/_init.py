@@ -1,0 +1,86 @@
+"""Initial factors: NNDSVD, NNDSVDa, random, or the user's own."""
+
+import numpy as np
+from sklearn.utils.extmath import randomized_svd
+
+from ._validation import check_factor
+
+INIT_METHODS = ("nndsvd", "nndsvda", "random", "custom")
+
+
+def resolve_init(init, n_components, n_samples, n_features):
+    """The init actually used: ``None`` means "nndsvda", or "random" when
+    ``n_components > min(n_samples, n_features)`` (the SVD then has too few triplets)."""
+    if init is None:
+        return "nndsvda" if n_components <= min(n_samples, n_features) else "random"
+    if init in ("nndsvd", "nndsvda") and n_components > min(n_samples, n_features):
+        raise ValueError(
+            f"init={init!r} needs n_components <= min(n_samples, n_features) = "
+            f"{min(n_samples, n_features)}, got n_components={n_components}; use init='random'."
+        )
+    return init
+
+
+def _mean(X):
+    return float(X.sum() / (X.shape[0] * X.shape[1]))
+
+
+def _random_init(X, k, rng, dtype):
+    scale = np.sqrt(_mean(X) / k)
+    H = scale * np.abs(rng.standard_normal((k, X.shape[1])))
+    W = scale * np.abs(rng.standard_normal((X.shape[0], k)))
+    return W.astype(dtype), H.astype(dtype)
+
+
+def _nndsvd(X, k, rng, fill_zeros):
+    """Non-negative double SVD (Boutsidis & Gallopoulos, 2008), optionally with zeros
+    filled by the mean of X (the "a" variant, which lets every entry move)."""
+    U, S, Vt = randomized_svd(X, k, random_state=rng.integers(2**31 - 1))
+    W = np.zeros((X.shape[0], k))
+    H = np.zeros((k, X.shape[1]))
+    W[:, 0] = np.sqrt(S[0]) * np.abs(U[:, 0])
+    H[0, :] = np.sqrt(S[0]) * np.abs(Vt[0, :])
+    for j in range(1, k):
+        x, y = U[:, j], Vt[j, :]
+        xp, xn = np.maximum(x, 0), np.maximum(-x, 0)
+        yp, yn = np.maximum(y, 0), np.maximum(-y, 0)
+        xpn, ypn = np.linalg.norm(xp), np.linalg.norm(yp)
+        xnn, ynn = np.linalg.norm(xn), np.linalg.norm(yn)
+        mp, mn = xpn * ypn, xnn * ynn
+        if mp >= mn:
+            u, v, sigma = (xp / xpn if xpn else xp), (yp / ypn if ypn else yp), mp
+        else:
+            u, v, sigma = (xn / xnn if xnn else xn), (yn / ynn if ynn else yn), mn
+        lbd = np.sqrt(S[j] * sigma)
+        W[:, j] = lbd * u
+        H[j, :] = lbd * v
+    if fill_zeros:
+        avg = _mean(X)
+        W[W == 0] = avg
+        H[H == 0] = avg
+    return W, H
+
+
+def initialize_factors(X, n_components, init, rng, dtype, W=None, H=None, who="NMF"):
+    """Initial ``W`` (n_samples x k) and ``H`` (k x n_features) as C-ordered ``dtype`` arrays.
+
+    Parameters
+    ----------
+    X : ndarray or sparse matrix, non-negative
+    n_components : int
+    init : {"nndsvd", "nndsvda", "random", "custom"}
+        Already resolved with :func:`resolve_init`.
+    rng : numpy.random.Generator
+    dtype : numpy dtype
+    W, H : ndarray, optional
+        The user's factors, required for ``init="custom"``.
+    """
+    n, m = X.shape
+    if init == "custom":
+        W = check_factor(W, (n, n_components), "W", who, dtype)
+        H = check_factor(H, (n_components, m), "H", who, dtype)
+        return W, H
+    if init == "random":
+        return _random_init(X, n_components, rng, dtype)
+    W, H = _nndsvd(X, n_components, rng, fill_zeros=(init == "nndsvda"))
+    return np.ascontiguousarray(W, dtype=dtype), np.ascontiguousarray(H, dtype=dtype)

@@ -1,0 +1,89 @@
+"""Input checks that say what is wrong and where, before anything reaches a kernel."""
+
+import numpy as np
+import scipy.sparse as sp
+
+# Rows per chunk when scanning a dense array, so a check never allocates an X-sized mask.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _first_bad_dense(X, is_bad):
+    """(count, (row, col) of the first bad entry) for a dense 2-D array, scanned in chunks."""
+    count, first = 0, None
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(1, X.shape[1]))
+    for start in range(0, X.shape[0], rows_per_chunk):
+        mask = is_bad(X[start : start + rows_per_chunk])
+        c = int(np.count_nonzero(mask))
+        if c and first is None:
+            r, col = np.argwhere(mask)[0]
+            first = (start + int(r), int(col))
+        count += c
+    return count, first
+
+
+def _first_bad_sparse(X, is_bad):
+    X = X.tocsr()
+    mask = is_bad(X.data)
+    count = int(np.count_nonzero(mask))
+    if not count:
+        return 0, None
+    p = int(np.flatnonzero(mask)[0])
+    row = int(np.searchsorted(X.indptr, p, side="right") - 1)
+    return count, (row, int(X.indices[p]))
+
+
+def find_bad_entries(X, is_bad):
+    """How many entries of ``X`` satisfy ``is_bad`` and where the first one is."""
+    if sp.issparse(X):
+        return _first_bad_sparse(X, is_bad)
+    return _first_bad_dense(np.asarray(X), is_bad)
+
+
+def _plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def check_finite_nonnegative(X, name="X", who="NMF"):
+    """Raise ``ValueError`` naming how many entries of ``X`` are non-finite or negative.
+
+    Parameters
+    ----------
+    X : ndarray or sparse matrix
+        A numeric 2-D array (already converted to float by ``check_array``).
+    name : str
+        How the array is called in the message (``"X"``, ``"W"``, ``"H"``).
+    who : str
+        The estimator or function whose input this is.
+    """
+    count, first = find_bad_entries(X, lambda a: ~np.isfinite(a))
+    if count:
+        raise ValueError(
+            f"Input {name} contains NaN or infinity: {_plural(count, 'non-finite entry')} "
+            f"(first at row {first[0]}, column {first[1]}); {who} needs finite values."
+        )
+    count, first = find_bad_entries(X, lambda a: a < 0)
+    if count:
+        raise ValueError(
+            f"Negative values in data passed to {who} (input {name}): "
+            f"{_plural(count, 'negative entry')} (first at row {first[0]}, column {first[1]}); "
+            f"NMF needs {name} >= 0."
+        )
+
+
+def check_factor(A, expected_shape, name, who, dtype):
+    """Validate a user-supplied factor (``W`` or ``H``): shape, finiteness, sign; return a copy."""
+    if A is None:
+        raise ValueError(f"init='custom' needs both W and H; {name} is missing.")
+    if sp.issparse(A):
+        A = A.toarray()
+    A = np.asarray(A)
+    if A.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric, got dtype {A.dtype}.")
+    if A.shape != tuple(expected_shape):
+        raise ValueError(
+            f"{name} has shape {A.shape} but {who} expects {tuple(expected_shape)} "
+            f"({'n_samples x n_components' if name == 'W' else 'n_components x n_features'})."
+        )
+    A = np.array(A, dtype=dtype, order="C", copy=True)
+    check_finite_nonnegative(A, name=name, who=who)
+    return A

@@ -1,0 +1,401 @@
+"""StochasticNMF: a scikit-learn estimator, thin over :mod:`nmfsched.solver`."""
+
+import copy
+import time
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._init import INIT_METHODS, initialize_factors, resolve_init
+from ._validation import check_finite_nonnegative
+from .kernels import get_backend
+from .schedulers import Scheduler
+from .schedulers import get as get_scheduler
+from .solver import History, StochasticSolver, run_epochs, solve_w
+
+
+class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Non-negative matrix factorization by minibatch projected SGD with a scheduled learning rate.
+
+    Finds ``W >= 0`` and ``H >= 0`` minimising ``1/2 ||X - W H||_F^2`` (rows of ``X`` are
+    samples). Each minibatch solves its rows of ``W`` by projected coordinate sweeps and
+    then moves ``H`` one projected step along the unbiased minibatch gradient; component
+    ``j`` of ``H`` moves by ``learning_rate / L_j`` times its gradient, where
+    ``L_j = (W^T W)_jj`` is that component's Lipschitz constant, so the learning rate is
+    dimensionless (1.0 is the exact coordinate step of the deterministic problem). A
+    scheduler sets the learning rate after every epoch.
+
+    Parameters
+    ----------
+    n_components : int or "auto", default="auto"
+        Rank ``k``. "auto" takes it from ``W``/``H`` when ``init="custom"``, else uses
+        ``n_features``.
+    scheduler : str or Scheduler, default="step"
+        A registered name (see ``nmfsched.schedulers.available()``) or an instance
+        (copied, never modified).
+    scheduler_params : dict, default=None
+        Keyword arguments for the scheduler when it is given by name.
+    learning_rate : float or "auto", default="auto"
+        Initial (dimensionless) learning rate. "auto" starts at 1.0, the exact step.
+    batch_size : int, default=256
+        Rows per minibatch (capped at ``n_samples``).
+    max_epochs : int, default=200
+        Maximum passes over the data.
+    tol : float, default=3e-4
+        Stop when the best loss of the last ``n_iter_no_change`` epochs is less than
+        ``tol`` (relative) below the best loss before them. 0 disables this test.
+    n_iter_no_change : int, default=10
+        Window of the ``tol`` test, in epochs.
+    max_time : float, default=None
+        Stop after the epoch during which this many seconds have passed.
+    init : {"nndsvda", "nndsvd", "random", "custom"} or None, default=None
+        Initialisation. None means "nndsvda", or "random" when ``n_components`` exceeds
+        ``min(n_samples, n_features)``. "custom" uses the ``W`` and ``H`` passed to fit.
+    w_sweeps : int, default=2
+        Projected coordinate sweeps on each minibatch's rows of ``W`` per visit.
+    transform_max_sweeps : int, default=500
+        Sweep limit when solving ``W`` for fixed ``H`` (in ``transform`` and at the end of fit).
+    transform_tol : float, default=1e-6
+        Per-row relative tolerance of that solve.
+    backend : {"auto", "cpu"}, default="auto"
+        Where the arithmetic runs.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation and the minibatch order.
+    verbose : int, default=0
+        Print one line per epoch when > 0.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        The factor ``H``.
+    n_components_ : int
+    reconstruction_err_ : float
+        ``||X - W H||_F`` on the training data with ``W = transform(X)``.
+    n_iter_ : int
+        Epochs run (accumulates over ``partial_fit`` calls).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined only when ``X`` has string feature names.
+    history_ : dict of ndarray
+        One entry per epoch: "epoch", "seconds" (since fit started), "loss"
+        (``1/2 ||X - W H||_F^2`` at the end of the epoch), "rel_error"
+        (``||X - W H||_F / ||X||_F``), "lr" (the learning rate applied), "lr_bound"
+        (stability bound; NaN until computed), "h_step_min"/"h_step_max" (absolute steps
+        ``lr / L_j`` over components) and "n_clipped" (clipped H steps).
+    scheduler_ : Scheduler
+        The scheduler used, in its final state.
+    stop_reason_ : str
+        Why fitting stopped: "max_epochs", "tol", "max_time" or "exact".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nmfsched import StochasticNMF
+    >>> X = np.random.default_rng(0).random((100, 20))
+    >>> model = StochasticNMF(n_components=5, random_state=0)
+    >>> W = model.fit_transform(X)
+    >>> W.shape, model.components_.shape
+    ((100, 5), (5, 20))
+    """
+
+    _parameter_constraints = {
+        "n_components": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "scheduler": [str, HasMethods(["reset", "step", "state_dict", "load_state_dict"])],
+        "scheduler_params": [dict, None],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "max_time": [Interval(Real, 0, None, closed="neither"), None],
+        "init": [StrOptions(set(INIT_METHODS)), None],
+        "w_sweeps": [Interval(Integral, 1, None, closed="left")],
+        "transform_max_sweeps": [Interval(Integral, 1, None, closed="left")],
+        "transform_tol": [Interval(Real, 0, None, closed="left")],
+        "backend": [StrOptions({"auto", "cpu"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_components="auto",
+        *,
+        scheduler="step",
+        scheduler_params=None,
+        learning_rate="auto",
+        batch_size=256,
+        max_epochs=200,
+        tol=3e-4,
+        n_iter_no_change=10,
+        max_time=None,
+        init=None,
+        w_sweeps=2,
+        transform_max_sweeps=500,
+        transform_tol=1e-6,
+        backend="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.scheduler = scheduler
+        self.scheduler_params = scheduler_params
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.max_time = max_time
+        self.init = init
+        self.w_sweeps = w_sweeps
+        self.transform_max_sweeps = transform_max_sweeps
+        self.transform_tol = transform_tol
+        self.backend = backend
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ helpers
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.input_tags.positive_only = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def _check_X(self, X, *, reset):
+        X = validate_data(
+            self,
+            X,
+            reset=reset,
+            accept_sparse=("csr", "csc"),
+            dtype=[np.float64, np.float32],
+            ensure_all_finite=False,
+        )
+        check_finite_nonnegative(X, name="X", who=type(self).__name__)
+        return X.tocsr() if sp.issparse(X) else X
+
+    def _resolve_n_components(self, X, W, H):
+        if self.n_components != "auto":
+            return self.n_components
+        if self.init == "custom" and H is not None:
+            return np.shape(H)[0]
+        if self.init == "custom" and W is not None:
+            return np.shape(W)[1]
+        return X.shape[1]
+
+    def _make_scheduler(self):
+        if isinstance(self.scheduler, Scheduler) or not isinstance(self.scheduler, str):
+            if self.scheduler_params:
+                raise ValueError(
+                    "scheduler_params apply only to a scheduler given by name; "
+                    "configure the scheduler instance directly instead."
+                )
+            return copy.deepcopy(self.scheduler)
+        return get_scheduler(self.scheduler, **(self.scheduler_params or {}))
+
+    def _initial_lr(self):
+        return 1.0 if self.learning_rate == "auto" else float(self.learning_rate)
+
+    def _init_factors(self, X, W, H, rng):
+        if (W is not None or H is not None) and self.init != "custom":
+            raise ValueError(
+                f"W or H was passed but init={self.init!r}; set init='custom' to start from them."
+            )
+        k = self._resolve_n_components(X, W, H)
+        init = resolve_init(self.init, k, *X.shape)
+        return initialize_factors(X, k, init, rng, X.dtype, W=W, H=H, who=type(self).__name__)
+
+    def _make_solver(self, X, W, H, rng, backend):
+        return StochasticSolver(
+            X,
+            W,
+            H,
+            backend=backend,
+            batch_size=self.batch_size,
+            w_sweeps=self.w_sweeps,
+            rng=rng,
+        )
+
+    def _finish(self, solver, X):
+        """Set the fitted attributes and return the final ``W`` (solved for the final ``H``)."""
+        H = solver.H
+        W = solve_w(
+            solver.backend,
+            X,
+            H,
+            W=solver.W_host(),
+            max_sweeps=self.transform_max_sweeps,
+            tol=self.transform_tol,
+        )
+        self.components_ = H
+        self.n_components_ = H.shape[0]
+        self.reconstruction_err_ = _frobenius_error(X, W, H)
+        return W
+
+    # ------------------------------------------------------------------ public API
+    def fit_transform(self, X, y=None, W=None, H=None):
+        """Learn the factorization of ``X`` and return ``W``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Non-negative, finite data. CSR/CSC input is never densified.
+        y : Ignored
+        W : array-like of shape (n_samples, n_components), default=None
+            Initial ``W`` when ``init="custom"``.
+        H : array-like of shape (n_components, n_features), default=None
+            Initial ``H`` when ``init="custom"``.
+
+        Returns
+        -------
+        W : ndarray of shape (n_samples, n_components)
+        """
+        t_start = time.perf_counter()
+        self._validate_params()
+        X = self._check_X(X, reset=True)
+        backend = get_backend(self.backend)
+        with backend.compute_context():
+            rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
+            W0, H0 = self._init_factors(X, W, H, rng)
+            solver = self._make_solver(X, W0, H0, rng, backend)
+            scheduler = self._make_scheduler()
+            scheduler.reset(self._initial_lr())
+            history = History()
+            self.stop_reason_ = run_epochs(
+                solver,
+                scheduler,
+                history,
+                max_epochs=self.max_epochs,
+                tol=self.tol,
+                n_iter_no_change=self.n_iter_no_change,
+                max_time=self.max_time,
+                t_start=t_start,
+                verbose=self.verbose,
+            )
+            W = self._finish(solver, X)
+        self.scheduler_ = scheduler
+        self.history_ = history.as_arrays()
+        self.n_iter_ = len(history)
+        self._rng = rng
+        return W
+
+    def fit(self, X, y=None, W=None, H=None):
+        """Learn the factorization of ``X``; see :meth:`fit_transform`.
+
+        Returns
+        -------
+        self : StochasticNMF
+        """
+        self.fit_transform(X, y=y, W=W, H=H)
+        return self
+
+    def partial_fit(self, X, y=None, W=None, H=None):
+        """Run one epoch over ``X``, continuing from the current ``H`` and scheduler.
+
+        The first call initialises the model from ``X`` (as :meth:`fit` does); later calls
+        solve ``W`` for the new rows, then make one pass of minibatch steps on ``H`` and one
+        scheduler step. Use it to stream data in chunks, or to drive epochs by hand.
+
+        Returns
+        -------
+        self : StochasticNMF
+        """
+        t_start = time.perf_counter()
+        first = not hasattr(self, "components_")
+        if first:
+            self._validate_params()
+        X = self._check_X(X, reset=first)
+        backend = get_backend(self.backend)
+        with backend.compute_context():
+            if first:
+                rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
+                W0, H0 = self._init_factors(X, W, H, rng)
+                scheduler = self._make_scheduler()
+                scheduler.reset(self._initial_lr())
+                history, seconds_offset = History(), 0.0
+            else:
+                if W is not None or H is not None:
+                    raise ValueError("W and H can only be passed to the first partial_fit call.")
+                rng, scheduler = self._rng, self.scheduler_
+                H0 = self.components_
+                W0 = solve_w(backend, X, H0, max_sweeps=self.w_sweeps, tol=0.0)
+                history = History(self.history_)
+                seconds_offset = float(self.history_["seconds"][-1]) if len(history) else 0.0
+            solver = self._make_solver(X, W0, H0, rng, backend)
+            self.stop_reason_ = run_epochs(
+                solver,
+                scheduler,
+                history,
+                max_epochs=1,
+                t_start=t_start - seconds_offset,
+                verbose=self.verbose,
+                first_epoch=len(history),
+            )
+            self._finish(solver, X)
+        self.scheduler_, self._rng = scheduler, rng
+        self.history_ = history.as_arrays()
+        self.n_iter_ = len(history)
+        return self
+
+    def transform(self, X):
+        """Solve ``W`` for the fitted ``H``: ``argmin_{W >= 0} ||X - W H||_F``.
+
+        Returns
+        -------
+        W : ndarray of shape (n_samples, n_components)
+        """
+        check_is_fitted(self)
+        X = self._check_X(X, reset=False)
+        H = self.components_.astype(X.dtype, copy=False)
+        backend = get_backend(self.backend)
+        with backend.compute_context():
+            return solve_w(
+                backend, X, H, max_sweeps=self.transform_max_sweeps, tol=self.transform_tol
+            )
+
+    def inverse_transform(self, X):
+        """Map ``W`` back to data space: ``X @ components_``.
+
+        Parameters
+        ----------
+        X : {ndarray, sparse matrix} of shape (n_samples, n_components)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self)
+        from sklearn.utils import check_array
+
+        X = check_array(X, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
+        if X.shape[1] != self.components_.shape[0]:
+            raise ValueError(
+                f"X has {X.shape[1]} columns but the model has {self.components_.shape[0]} components."
+            )
+        return X @ self.components_.astype(X.dtype, copy=False)
+
+    @property
+    def _n_features_out(self):
+        return self.components_.shape[0]
+
+
+def _frobenius_error(X, W, H):
+    """``||X - W H||_F`` computed in float64, in row blocks for dense X, by Gram identity for sparse."""
+    if sp.issparse(X):
+        X = X.tocsr()
+        cross = float(np.sum(np.asarray((X @ H.T.astype(np.float64))) * W))
+        sq = float(X.data.astype(np.float64) @ X.data.astype(np.float64))
+        gram = float(np.sum((W.T.astype(np.float64) @ W) * (H.astype(np.float64) @ H.T)))
+        return float(np.sqrt(max(sq - 2 * cross + gram, 0.0)))
+    total = 0.0
+    step = max(1, (1 << 22) // max(1, X.shape[1]))
+    H64 = H.astype(np.float64)
+    for start in range(0, X.shape[0], step):
+        R = X[start : start + step].astype(np.float64) - W[start : start + step] @ H64
+        total += float(np.einsum("ij,ij->", R, R))
+    return float(np.sqrt(total))

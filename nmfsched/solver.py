@@ -1,0 +1,266 @@
+"""The factorization loop, written once for every backend.
+
+Minibatch projected SGD on ``f(W, H) = 1/2 ||X - W H||_F^2`` (rows of ``X`` are samples).
+For each minibatch ``B`` of rows, in a fresh random order every epoch:
+
+1. ``W_B`` takes ``w_sweeps`` projected coordinate sweeps on its exact block problem
+   ``min_{W_B >= 0} 1/2 ||X_B - W_B H||^2``, each component with its own ``1/L`` step
+   (``L_j = (H H^T)_jj``; this is the HALS step).
+2. ``H`` takes one projected stochastic step along the unbiased minibatch gradient
+   ``g_B = (n/|B|) (W_B^T W_B H - W_B^T X_B)``, component ``j`` with step ``lr / L_j``
+   where ``L_j = (W^T W)_jj`` is the exact component constant of the full problem
+   (``W^T W`` is kept up to date as rows of ``W`` change, at ``O(|B| k^2)`` per batch).
+
+At the end of each epoch ``W`` is refreshed against the final ``H`` (one more product
+``X H^T``), and the exact loss is computed from Gram identities, without forming ``W H``.
+The loop calls backend primitives only; the ``k x k`` algebra is NumPy on the host.
+"""
+
+import math
+import time
+
+import numpy as np
+
+from .schedulers.base import Observation
+from .theory import component_lipschitz
+
+HISTORY_KEYS = (
+    "epoch",
+    "seconds",
+    "loss",
+    "rel_error",
+    "lr",
+    "lr_bound",
+    "h_step_min",
+    "h_step_max",
+    "n_clipped",
+)
+
+
+def _safe_inverse(values):
+    """``1 / values`` where a value is meaningfully positive, else 0 (that component is frozen)."""
+    values = np.asarray(values, dtype=np.float64)
+    scale = values.max() if values.size else 0.0
+    out = np.zeros_like(values)
+    ok = values > max(scale * 1e-12, np.finfo(np.float64).tiny)
+    out[ok] = 1.0 / values[ok]
+    return out
+
+
+class History:
+    """Per-epoch records, returned as a dict of equal-length NumPy arrays."""
+
+    def __init__(self, initial=None):
+        self._rows = {key: [] for key in HISTORY_KEYS}
+        if initial:
+            for key in HISTORY_KEYS:
+                self._rows[key].extend(np.asarray(initial[key]).tolist())
+
+    def append(self, **row):
+        for key in HISTORY_KEYS:
+            self._rows[key].append(row[key])
+
+    def __len__(self):
+        return len(self._rows["epoch"])
+
+    def losses(self):
+        return self._rows["loss"]
+
+    def as_arrays(self):
+        out = {key: np.asarray(values, dtype=np.float64) for key, values in self._rows.items()}
+        out["epoch"] = out["epoch"].astype(np.int64)
+        out["n_clipped"] = out["n_clipped"].astype(np.int64)
+        return out
+
+
+class StochasticSolver:
+    """Device state of one factorization: the data, the factors and the per-batch buffers.
+
+    Parameters
+    ----------
+    X : ndarray or CSR matrix, validated (finite, non-negative, float32 or float64)
+    W : ndarray of shape (n_samples, k)
+    H : ndarray of shape (k, n_features)
+    backend : backend object (see :mod:`nmfsched.kernels`)
+    batch_size : int
+    w_sweeps : int
+        Coordinate sweeps on each minibatch's ``W`` rows per visit.
+    rng : numpy.random.Generator
+        Draws the row order of every epoch.
+    """
+
+    def __init__(self, X, W, H, *, backend, batch_size, w_sweeps, rng):
+        self.backend = be = backend
+        self.X = be.to_device(X)
+        self.n_samples, self.n_features = X.shape
+        self.dtype = np.dtype(W.dtype)
+        self.k = W.shape[1]
+        self.batch_size = int(min(max(1, batch_size), self.n_samples))
+        self.w_sweeps = int(w_sweeps)
+        self.rng = rng
+        self.W = be.asarray(W, dtype=self.dtype)
+        self.Ht = be.asarray(np.asarray(H).T, dtype=self.dtype)  # H stored transposed: rows are features
+        self.sq_norm_X = be.squared_norm(self.X)
+        b, m, k = self.batch_size, self.n_features, self.k
+        self._xb_buf = None if _is_sparse(X) else be.empty((b, m), self.dtype)
+        self._xht_buf = be.empty((b, k), self.dtype)
+        self._wb_buf = be.empty((b, k), self.dtype)
+        self._ct_buf = be.empty((m, k), self.dtype)
+        self._p_full = be.empty((self.n_samples, k), self.dtype)
+        self.WtW = be.gram(self.W)
+
+    # -- factors on the host -------------------------------------------------------------
+    @property
+    def H(self):
+        return np.ascontiguousarray(self.backend.to_host(self.Ht).T)
+
+    def W_host(self):
+        return self.backend.to_host(self.W)
+
+    # -- one epoch -------------------------------------------------------------------------
+    def sgd_epoch(self, lr, clip=math.inf):
+        """One pass over the rows in random order; returns the number of clipped H steps."""
+        be, n, b = self.backend, self.n_samples, self.batch_size
+        order = be.asarray(self.rng.permutation(n).astype(np.int64))
+        n_clipped = 0
+        for start in range(0, n, b):
+            rows = order[start : start + b]
+            nb = rows.shape[0]
+            Xb = be.take_rows(self.X, rows, self._xb_buf)
+            HHt = be.gram(self.Ht)
+            P = be.xb_ht(Xb, self.Ht, self._xht_buf[:nb])
+            Wb = be.take_rows(self.W, rows, self._wb_buf)
+            self.WtW -= be.gram(Wb)
+            be.projected_cd(Wb, HHt, P, _safe_inverse(component_lipschitz(HHt)), max_sweeps=self.w_sweeps)
+            self.W[rows] = Wb
+            WbtWb = be.gram(Wb)
+            self.WtW += WbtWb
+            Ct = be.xbt_wb(Xb, Wb, self._ct_buf)
+            steps = lr * (n / nb) * _safe_inverse(component_lipschitz(self.WtW))
+            n_clipped += be.projected_cd(self.Ht, WbtWb, Ct, steps, max_sweeps=1, clip=clip)
+        return n_clipped
+
+    def refresh_w(self, max_sweeps, tol=0.0):
+        """Coordinate sweeps on all of ``W`` against the current ``H``; returns the loss.
+
+        Also resets the running ``W^T W`` to its exact value (no drift across epochs).
+        """
+        be = self.backend
+        HHt = be.gram(self.Ht)
+        P = be.xb_ht(be.all_rows(self.X), self.Ht, self._p_full)
+        be.projected_cd(self.W, HHt, P, _safe_inverse(component_lipschitz(HHt)), max_sweeps=max_sweeps, tol=tol)
+        self.WtW = be.gram(self.W)
+        loss = 0.5 * (self.sq_norm_X - 2.0 * be.inner(self.W, P) + float(np.sum(self.WtW * HHt)))
+        # The Gram identity cancels large terms; never report a negative loss from rounding.
+        return max(loss, 0.0)
+
+    def rel_error(self, loss):
+        if self.sq_norm_X == 0:
+            return 0.0
+        return math.sqrt(2.0 * loss / self.sq_norm_X)
+
+    def h_steps(self, lr):
+        steps = lr * _safe_inverse(component_lipschitz(self.WtW))
+        live = steps[steps > 0]
+        if not live.size:
+            return 0.0, 0.0
+        return float(live.min()), float(live.max())
+
+
+def _is_sparse(X):
+    return hasattr(X, "tocsr")
+
+
+def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6):
+    """``argmin_{W >= 0} 1/2 ||X - W H||^2`` by projected coordinate descent (row by row).
+
+    Each row stops on its own (relative l1 movement below ``tol``), so the result for a
+    row does not depend on which other rows are solved with it.
+    """
+    Xd = backend.to_device(X)
+    Ht = backend.asarray(np.asarray(H).T, dtype=H.dtype)
+    n, k = X.shape[0], H.shape[0]
+    P = backend.xb_ht(backend.all_rows(Xd), Ht, backend.empty((n, k), H.dtype))
+    HHt = backend.gram(Ht)
+    if W is None:
+        W = backend.asarray(np.zeros((n, k), dtype=H.dtype))
+    else:
+        W = backend.asarray(W, dtype=H.dtype).copy()
+    backend.projected_cd(W, HHt, P, _safe_inverse(component_lipschitz(HHt)), max_sweeps=max_sweeps, tol=tol)
+    return backend.to_host(W)
+
+
+def _stalled(losses, tol, window):
+    """True when the best of the last ``window`` losses beats the earlier best by < ``tol``."""
+    if len(losses) <= window:
+        return False
+    best_before = min(losses[:-window])
+    return best_before - min(losses[-window:]) <= tol * best_before
+
+
+def run_epochs(
+    solver,
+    scheduler,
+    history,
+    *,
+    max_epochs,
+    tol=0.0,
+    n_iter_no_change=10,
+    max_time=None,
+    t_start=None,
+    verbose=0,
+    first_epoch=0,
+):
+    """Run up to ``max_epochs`` epochs, asking ``scheduler`` for the learning rate after each.
+
+    The scheduler must already be ``reset``; its current ``lr`` drives the first epoch.
+    Stops early when the best loss of the last ``n_iter_no_change`` epochs is less than
+    ``tol`` (relative) below the best loss before them (a stochastic loss is not monotone,
+    so single epochs are not compared), when the loss reaches 0, or after ``max_time``
+    seconds.
+
+    Returns
+    -------
+    stop_reason : str
+        "max_epochs", "tol", "max_time" or "exact".
+    """
+    t_start = time.perf_counter() if t_start is None else t_start
+    lr = scheduler.lr
+    for epoch in range(first_epoch + 1, first_epoch + max_epochs + 1):
+        n_clipped = solver.sgd_epoch(lr)
+        loss = solver.refresh_w(solver.w_sweeps)
+        seconds = time.perf_counter() - t_start
+        if not math.isfinite(loss) or not solver.backend.all_finite(solver.Ht):
+            raise FloatingPointError(
+                f"The factorization diverged in epoch {epoch} at learning rate {lr:.4g} "
+                f"(loss {loss!r}); use a smaller learning_rate or a decaying scheduler."
+            )
+        rel_error = solver.rel_error(loss)
+        step_min, step_max = solver.h_steps(lr)
+        history.append(
+            epoch=epoch,
+            seconds=seconds,
+            loss=loss,
+            rel_error=rel_error,
+            lr=lr,
+            lr_bound=math.nan,
+            h_step_min=step_min,
+            h_step_max=step_max,
+            n_clipped=n_clipped,
+        )
+        if verbose:
+            print(
+                f"epoch {epoch:4d}  loss {loss:.6e}  rel_error {rel_error:.5f}  "
+                f"lr {lr:.4g}  {seconds:.2f} s",
+                flush=True,
+            )
+        lr = scheduler.step(
+            Observation(epoch=epoch, loss=loss, rel_error=rel_error, lr=lr, seconds=seconds)
+        )
+        if loss == 0.0:
+            return "exact"
+        if tol > 0 and _stalled(history.losses(), tol, n_iter_no_change):
+            return "tol"
+        if max_time is not None and seconds >= max_time:
+            return "max_time"
+    return "max_epochs"

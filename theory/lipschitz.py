@@ -1,0 +1,45 @@
+"""Lipschitz constants of the gradient of ``f(W, H) = 1/2 ||X - W H||_F^2``.
+
+For fixed ``W`` the gradient in ``H`` is ``W.T W H - W.T X``, which is Lipschitz in ``H`` with
+constant ``||W.T W||_2`` (the block constant ``L_H``). Restricted to row ``j`` of ``H``
+(component ``j``) the constant is ``(W.T W)_jj = ||W[:, j]||^2``. The same holds for ``W``
+with the Gram ``H H.T``. The solver's steps are ``lr / L`` with these constants, so a
+learning rate of 1 is the exact minimiser along a component (the HALS step).
+"""
+
+import numpy as np
+
+
+def block_lipschitz(gram):
+    """Lipschitz constant of the block gradient: the spectral norm of the Gram matrix.
+
+    Parameters
+    ----------
+    gram : ndarray of shape (k, k)
+        ``W.T @ W`` (for the ``H`` block) or ``H @ H.T`` (for the ``W`` block).
+
+    Returns
+    -------
+    float
+        ``||gram||_2``, the largest eigenvalue of the symmetric PSD ``gram``.
+    """
+    gram = np.asarray(gram, dtype=np.float64)
+    if gram.size == 0:
+        return 0.0
+    return float(np.linalg.eigvalsh(gram)[-1])
+
+
+def component_lipschitz(gram):
+    """Lipschitz constants of the gradient restricted to each component (the diagonal).
+
+    Parameters
+    ----------
+    gram : ndarray of shape (k, k)
+
+    Returns
+    -------
+    ndarray of shape (k,)
+        ``diag(gram)``; component ``j``'s constant. Never larger than
+        :func:`block_lipschitz` and never smaller than ``block_lipschitz / k``.
+    """
+    return np.diag(np.asarray(gram, dtype=np.float64)).copy()
