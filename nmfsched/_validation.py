@@ -40,7 +40,9 @@ def find_bad_entries(X, is_bad):
 
 
 def _plural(n, word):
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
 
 
 def check_finite_nonnegative(X, name="X", who="NMF"):

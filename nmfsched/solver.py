@@ -227,8 +227,10 @@ def run_epochs(
     t_start = time.perf_counter() if t_start is None else t_start
     lr = scheduler.lr
     for epoch in range(first_epoch + 1, first_epoch + max_epochs + 1):
-        n_clipped = solver.sgd_epoch(lr)
-        loss = solver.refresh_w(solver.w_sweeps)
+        # Overflow is detected below and reported as one clear error, not as warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            n_clipped = solver.sgd_epoch(lr)
+            loss = solver.refresh_w(solver.w_sweeps)
         seconds = time.perf_counter() - t_start
         if not math.isfinite(loss) or not solver.backend.all_finite(solver.Ht):
             raise FloatingPointError(

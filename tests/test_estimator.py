@@ -1,0 +1,179 @@
+"""Behaviour of StochasticNMF and factorize as a user sees them."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from nmfsched import StochasticNMF, factorize
+from nmfsched.schedulers import StepScheduler
+
+from conftest import low_rank
+
+
+@parametrize_with_checks([StochasticNMF(n_components=3, max_epochs=15), StochasticNMF(max_epochs=5)])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def test_loss_decreases_and_history_is_consistent():
+    X = low_rank(300, 40, 5, noise=0.2)
+    model = StochasticNMF(5, random_state=0, max_epochs=40).fit(X)
+    h = model.history_
+    assert set(h) >= {"epoch", "seconds", "loss", "rel_error", "lr", "lr_bound"}
+    lengths = {len(v) for v in h.values()}
+    assert lengths == {model.n_iter_}
+    assert h["loss"][-1] < 0.5 * h["loss"][0]
+    assert np.isfinite(h["loss"]).all()
+    # reconstruction_err_ uses the final W = transform(X), at least as good as the last epoch
+    assert model.reconstruction_err_ <= np.sqrt(2 * h["loss"][-1]) * (1 + 1e-9)
+
+
+def test_reaches_near_exact_fit_on_low_rank_data():
+    X = low_rank(200, 50, 4)
+    model = StochasticNMF(4, random_state=0, max_epochs=300, tol=0).fit(X)
+    assert model.history_["rel_error"][-1] < 0.01
+
+
+def test_dense_and_sparse_give_the_same_result():
+    X = low_rank(120, 60, 4, noise=0.1)
+    X[X < np.quantile(X, 0.6)] = 0
+    params = dict(n_components=4, random_state=3, max_epochs=10, init="random")
+    W_d = StochasticNMF(**params).fit_transform(X)
+    for fmt in (sp.csr_matrix, sp.csc_matrix):
+        m = StochasticNMF(**params)
+        W_s = m.fit_transform(fmt(X))
+        np.testing.assert_allclose(W_s, W_d, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(m.components_, StochasticNMF(**params).fit(X).components_, rtol=1e-8, atol=1e-10)
+
+
+def test_sparse_input_is_not_densified(monkeypatch):
+    X = sp.random(200, 100, density=0.05, format="csr", random_state=0)
+
+    def refuse(*a, **k):
+        raise AssertionError("X was densified")
+
+    monkeypatch.setattr(sp.csr_matrix, "toarray", refuse)
+    monkeypatch.setattr(sp.csr_matrix, "todense", refuse)
+    StochasticNMF(3, max_epochs=3, random_state=0).fit(X)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_preserved(dtype):
+    X = low_rank(50, 20, 3).astype(dtype)
+    model = StochasticNMF(3, max_epochs=5, random_state=0)
+    W = model.fit_transform(X)
+    assert W.dtype == dtype and model.components_.dtype == dtype
+    assert model.transform(X).dtype == dtype
+
+
+def test_integer_input_is_accepted_as_float64():
+    X = (low_rank(30, 10, 2) * 10).astype(np.int64)
+    assert StochasticNMF(2, max_epochs=3).fit_transform(X).dtype == np.float64
+
+
+def test_random_state_makes_runs_reproducible():
+    X = low_rank(100, 30, 3, noise=0.3)
+    a = StochasticNMF(3, random_state=42, max_epochs=8).fit(X)
+    b = StochasticNMF(3, random_state=42, max_epochs=8).fit(X)
+    c = StochasticNMF(3, random_state=43, max_epochs=8, init="random").fit(X)
+    np.testing.assert_array_equal(a.components_, b.components_)
+    assert not np.allclose(a.components_, c.components_)
+
+
+@pytest.mark.parametrize("init", ["nndsvd", "nndsvda", "random"])
+def test_every_init_method_fits(init):
+    X = low_rank(80, 20, 3, noise=0.1)
+    model = StochasticNMF(3, init=init, random_state=0, max_epochs=30).fit(X)
+    assert model.history_["rel_error"][-1] < 0.2
+
+
+def test_custom_init_is_used_and_not_modified():
+    X = low_rank(40, 12, 2)
+    W0, H0 = np.full((40, 2), 0.5), np.full((2, 12), 0.5)
+    W0c, H0c = W0.copy(), H0.copy()
+    model = StochasticNMF(init="custom", max_epochs=1, random_state=0)
+    model.fit(X, W=W0, H=H0)
+    assert model.n_components_ == 2  # "auto" taken from H
+    np.testing.assert_array_equal(W0, W0c)
+    np.testing.assert_array_equal(H0, H0c)
+
+
+def test_transform_matches_fit_transform_and_inverse_transform_reconstructs():
+    X = low_rank(100, 30, 4, noise=0.05)
+    model = StochasticNMF(4, random_state=0)
+    W = model.fit_transform(X)
+    np.testing.assert_allclose(model.transform(X), W, atol=1e-4 * np.abs(W).max())
+    Xr = model.inverse_transform(W)
+    assert Xr.shape == X.shape
+    assert np.linalg.norm(X - Xr) == pytest.approx(model.reconstruction_err_, rel=1e-6)
+
+
+def test_inverse_transform_checks_columns():
+    model = StochasticNMF(3, max_epochs=2).fit(low_rank(20, 10, 3))
+    with pytest.raises(ValueError, match="X has 2 columns but the model has 3 components"):
+        model.inverse_transform(np.ones((4, 2)))
+
+
+def test_partial_fit_streams_chunks():
+    X = low_rank(400, 30, 3, noise=0.05)
+    model = StochasticNMF(3, random_state=0, scheduler="constant", learning_rate=0.5)
+    for epoch in range(3):
+        for chunk in np.array_split(X, 4):
+            model.partial_fit(chunk)
+    assert model.n_iter_ == 12
+    assert len(model.history_["loss"]) == 12
+    np.testing.assert_array_equal(model.history_["epoch"], np.arange(1, 13))
+    assert (np.diff(model.history_["seconds"]) >= 0).all()
+    err = np.linalg.norm(X - model.transform(X) @ model.components_) / np.linalg.norm(X)
+    assert err < 0.1
+    with pytest.raises(ValueError, match="X has 5 features"):
+        model.partial_fit(np.ones((3, 5)))
+
+
+def test_scheduler_instance_is_copied_and_fitted_one_exposed():
+    sched = StepScheduler(step_size=1, gamma=0.5)
+    model = StochasticNMF(2, scheduler=sched, max_epochs=4, tol=0).fit(low_rank(30, 10, 2))
+    assert np.isnan(sched.lr)  # the user's object was not touched
+    np.testing.assert_allclose(model.history_["lr"], [1.0, 0.5, 0.25, 0.125])
+    assert model.scheduler_.lr == 1.0 / 16
+
+
+def test_scheduler_by_name_with_params_and_learning_rate():
+    model = StochasticNMF(
+        2, scheduler="step", scheduler_params=dict(step_size=2, gamma=0.1), learning_rate=0.3,
+        max_epochs=4, tol=0,
+    ).fit(low_rank(30, 10, 2))
+    np.testing.assert_allclose(model.history_["lr"], [0.3, 0.3, 0.03, 0.03])
+
+
+def test_max_time_stops_early():
+    model = StochasticNMF(3, max_epochs=10_000, tol=0, max_time=0.2).fit(low_rank(300, 50, 3, noise=0.5))
+    assert model.stop_reason_ == "max_time"
+    assert model.n_iter_ < 10_000
+
+
+def test_verbose_prints_one_line_per_epoch(capsys):
+    StochasticNMF(2, max_epochs=3, tol=0, verbose=1).fit(low_rank(20, 8, 2))
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch")]
+    assert len(lines) == 3 and "rel_error" in lines[0]
+
+
+def test_zero_matrix_gives_zero_error_not_nan():
+    model = StochasticNMF(2, max_epochs=3, init="random").fit(np.zeros((10, 5)))
+    assert model.reconstruction_err_ == 0.0
+    assert np.isfinite(model.components_).all()
+
+
+def test_factorize_returns_factors_and_history():
+    X = low_rank(60, 15, 3)
+    W, H, history = factorize(X, 3, random_state=0, max_epochs=20)
+    assert W.shape == (60, 3) and H.shape == (3, 15)
+    assert len(history["loss"]) == 20 or history["loss"].size < 20
+    model = StochasticNMF(3, random_state=0, max_epochs=20).fit(X)
+    np.testing.assert_array_equal(H, model.components_)
+
+
+def test_get_feature_names_out():
+    model = StochasticNMF(3, max_epochs=2).fit(low_rank(20, 10, 3))
+    assert list(model.get_feature_names_out()) == ["stochasticnmf0", "stochasticnmf1", "stochasticnmf2"]

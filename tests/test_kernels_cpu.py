@@ -1,0 +1,160 @@
+"""Each CPU kernel against a plain NumPy oracle."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nmfsched.kernels import cpu
+
+
+def cd_oracle(Y, G, P, steps, max_sweeps, tol, clip):
+    """Plain-Python Gauss-Seidel projected coordinate steps (the kernel's specification)."""
+    Y = Y.astype(np.float64).copy()
+    n_clipped = 0
+    for r in range(Y.shape[0]):
+        for _ in range(max_sweeps):
+            moved = 0.0
+            for j in range(Y.shape[1]):
+                if steps[j] == 0:
+                    continue
+                d = -steps[j] * (Y[r] @ G[:, j] - P[r, j])
+                if abs(d) > clip:
+                    d = np.sign(d) * clip
+                    n_clipped += 1
+                new = max(Y[r, j] + d, 0.0)
+                moved += abs(new - Y[r, j])
+                Y[r, j] = new
+            if moved <= tol * np.abs(Y[r]).sum():
+                break
+    return Y, n_clipped
+
+
+def random_cd_problem(rng, n_rows, k, dtype):
+    B = rng.random((k, 3 * k + 1))
+    G = (B @ B.T).astype(dtype)
+    P = rng.random((n_rows, k)).astype(dtype) * 3
+    Y = rng.random((n_rows, k)).astype(dtype)
+    steps = (1.0 / np.diag(G)).astype(dtype)
+    return Y, G, P, steps
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_rows", [1, 7, 300])  # 300 rows x k=12 x 3 sweeps takes the parallel path
+@pytest.mark.parametrize("sweeps,tol", [(1, 0.0), (3, 0.0), (50, 1e-3)])
+def test_projected_cd_matches_oracle(rng, dtype, n_rows, sweeps, tol):
+    Y, G, P, steps = random_cd_problem(rng, n_rows, 12 if n_rows == 300 else 5, dtype)
+    expected, _ = cd_oracle(Y, G.astype(np.float64), P.astype(np.float64), steps.astype(np.float64), sweeps, tol, np.inf)
+    cpu.projected_cd(Y, G, P, steps, sweeps, dtype(tol), dtype(np.inf))
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(Y, expected, rtol=rtol, atol=rtol)
+    assert Y.dtype == dtype
+
+
+def test_serial_and_parallel_paths_agree(rng):
+    Y, G, P, steps = random_cd_problem(rng, 500, 10, np.float64)
+    Y2 = Y.copy()
+    cpu.projected_cd_serial(Y, G, P, steps, 4, 0.0, np.inf)
+    cpu.projected_cd_parallel(Y2, G, P, steps, 4, 0.0, np.inf)
+    np.testing.assert_array_equal(Y, Y2)
+
+
+def test_projected_cd_clips_and_counts(rng):
+    Y, G, P, steps = random_cd_problem(rng, 20, 4, np.float64)
+    P *= 100  # large gradients, so most steps want to move far
+    expected, expected_count = cd_oracle(Y, G, P, steps, 1, 0.0, 0.05)
+    count = cpu.projected_cd(Y, G, P, steps, 1, 0.0, 0.05)
+    np.testing.assert_allclose(Y, expected, rtol=1e-12)
+    assert count == expected_count > 0
+
+
+def test_projected_cd_zero_step_freezes_component(rng):
+    Y, G, P, steps = random_cd_problem(rng, 10, 4, np.float64)
+    steps[2] = 0.0
+    before = Y[:, 2].copy()
+    cpu.projected_cd(Y, G, P, steps, 3, 0.0, np.inf)
+    np.testing.assert_array_equal(Y[:, 2], before)
+
+
+def test_projected_cd_propagates_nan(rng):
+    """fastmath must keep NaN semantics: a NaN gradient may not be projected to 0."""
+    Y, G, P, steps = random_cd_problem(rng, 3, 4, np.float64)
+    P[1, 2] = np.nan
+    cpu.projected_cd(Y, G, P, steps, 1, 0.0, np.inf)
+    assert np.isnan(Y[1, 2])
+    assert np.isfinite(Y[0]).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n_rows=st.integers(1, 40),
+    k=st.integers(1, 8),
+    scale=st.sampled_from([1e-6, 1.0, 1e6]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_exact_coordinate_steps_never_increase_row_objective(n_rows, k, scale, seed):
+    """Steps 1/G_jj are exact coordinate minimisers: each row's objective cannot rise
+    and every entry stays >= 0."""
+    rng = np.random.default_rng(seed)
+    Hm = rng.random((k, 2 * k + 1)) * scale
+    X = rng.random((n_rows, 2 * k + 1)) * scale
+    G = Hm @ Hm.T
+    P = X @ Hm.T
+    Y = rng.random((n_rows, k)) * rng.random() * 3
+
+    def objective(W):
+        return 0.5 * ((X - W @ Hm) ** 2).sum(axis=1)
+
+    before = objective(Y)
+    cpu.projected_cd(Y, G, P, 1.0 / np.diag(G), 2, 0.0, np.inf)
+    after = objective(Y)
+    assert (Y >= 0).all()
+    assert (after <= before + 1e-9 * (before + scale**2)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_csr_row_products_match_dense(rng, dtype, index_dtype):
+    X = sp.random(60, 45, density=0.2, format="csr", random_state=0, dtype=dtype)
+    X.indices = X.indices.astype(index_dtype)
+    X.indptr = X.indptr.astype(index_dtype)
+    rows = rng.permutation(60)[:17].astype(np.int64)
+    Ht = rng.random((45, 6)).astype(dtype)
+    Wb = rng.random((17, 6)).astype(dtype)
+    dense = X.toarray()
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+
+    out = np.full((17, 6), np.nan, dtype=dtype)
+    cpu.csr_rows_matmul(X.indptr, X.indices, X.data, rows, Ht, out)
+    np.testing.assert_allclose(out, dense[rows] @ Ht, rtol=rtol)
+
+    out_t = np.full((45, 6), np.nan, dtype=dtype)  # must be overwritten, not accumulated into
+    cpu.csr_rows_t_matmul(X.indptr, X.indices, X.data, rows, Wb, out_t)
+    np.testing.assert_allclose(out_t, dense[rows].T @ Wb, rtol=rtol)
+
+
+def test_backend_products_agree_dense_and_sparse(rng):
+    be = cpu.CPUBackend()
+    X = sp.random(50, 30, density=0.3, format="csr", random_state=1)
+    rows = rng.permutation(50)[:20].astype(np.int64)
+    Ht = rng.random((30, 4))
+    Wb = rng.random((20, 4))
+    dense_b = be.take_rows(X.toarray(), rows, np.empty((20, 30)))
+    sparse_b = be.take_rows(be.to_device(X), rows)
+    np.testing.assert_allclose(
+        be.xb_ht(dense_b, Ht, np.empty((20, 4))), be.xb_ht(sparse_b, Ht, np.empty((20, 4)))
+    )
+    np.testing.assert_allclose(
+        be.xbt_wb(dense_b, Wb, np.empty((30, 4))), be.xbt_wb(sparse_b, Wb, np.empty((30, 4)))
+    )
+    assert be.squared_norm(X) == pytest.approx(be.squared_norm(X.toarray()))
+
+
+def test_backend_accepts_mixed_index_dtypes():
+    X = sp.random(10, 8, density=0.5, format="csr", random_state=2)
+    X.indices = X.indices.astype(np.int32)
+    X.indptr = X.indptr.astype(np.int64)
+    Xd = cpu.CPUBackend().to_device(X)
+    assert Xd.indices.dtype == Xd.indptr.dtype
+    np.testing.assert_array_equal(Xd.toarray(), X.toarray())

@@ -1,0 +1,174 @@
+"""The solver loop against a plain-NumPy replay of the same algorithm."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from nmfsched.kernels import get_backend
+from nmfsched.schedulers import ConstantScheduler, StepScheduler
+from nmfsched.solver import History, StochasticSolver, _stalled, run_epochs, solve_w
+
+from conftest import low_rank
+
+
+def _cd_rows(Y, G, P, steps, sweeps):
+    for _ in range(sweeps):
+        for j in range(Y.shape[1]):
+            if steps[j] > 0:
+                Y[:, j] = np.maximum(Y[:, j] - steps[j] * (Y @ G[:, j] - P[:, j]), 0)
+
+
+def oracle_epochs(X, W, H, lrs, batch_size, w_sweeps, seed):
+    """NumPy version of run_epochs: same row order, same arithmetic, no kernels."""
+    X = X.toarray() if sp.issparse(X) else X
+    W, H = W.astype(np.float64).copy(), H.astype(np.float64).copy()
+    rng = np.random.default_rng(seed)
+    n = X.shape[0]
+    losses = []
+    for lr in lrs:
+        order = rng.permutation(n)
+        for start in range(0, n, batch_size):
+            rows = order[start : start + batch_size]
+            HHt = H @ H.T
+            Wb = W[rows]
+            _cd_rows(Wb, HHt, X[rows] @ H.T, 1 / np.diag(HHt), w_sweeps)
+            W[rows] = Wb
+            A = W.T @ W
+            grad_scale = n / len(rows)
+            for j in range(H.shape[0]):  # Gauss-Seidel over the rows of H
+                g = grad_scale * ((Wb.T @ Wb)[j] @ H - Wb[:, j] @ X[rows])
+                H[j] = np.maximum(H[j] - lr / A[j, j] * g, 0)
+        HHt = H @ H.T
+        _cd_rows(W, HHt, X @ H.T, 1 / np.diag(HHt), w_sweeps)
+        losses.append(0.5 * ((X - W @ H) ** 2).sum())
+    return W, H, losses
+
+
+def make_solver(X, W, H, batch_size, w_sweeps, seed):
+    return StochasticSolver(
+        X, W, H, backend=get_backend("cpu"), batch_size=batch_size, w_sweeps=w_sweeps,
+        rng=np.random.default_rng(seed),
+    )
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("batch_size", [7, 40, 1000])  # 1000 > n: full batch
+def test_epochs_match_numpy_oracle(sparse, batch_size):
+    rng = np.random.default_rng(0)
+    X = low_rank(40, 25, 4, noise=0.1)
+    if sparse:
+        X[X < 0.8 * X.mean()] = 0
+        X = sp.csr_matrix(X)
+    W0, H0 = rng.random((40, 4)), rng.random((4, 25))
+    lrs = [1.0, 0.6, 0.3]
+    W_ref, H_ref, loss_ref = oracle_epochs(X, W0, H0, lrs, batch_size, 2, seed=7)
+
+    solver = make_solver(X, W0, H0, batch_size, 2, seed=7)
+    losses = []
+    for lr in lrs:
+        solver.sgd_epoch(lr)
+        losses.append(solver.refresh_w(2))
+    np.testing.assert_allclose(solver.H, H_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(solver.W_host(), W_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(losses, loss_ref, rtol=1e-9)
+
+
+def test_gram_identity_loss_matches_direct_residual_in_float32():
+    X = low_rank(200, 60, 5, noise=0.2, dtype=np.float32)
+    rng = np.random.default_rng(1)
+    solver = make_solver(X, rng.random((200, 5)).astype(np.float32), rng.random((5, 60)).astype(np.float32), 64, 1, 0)
+    loss = solver.refresh_w(1)
+    W, H = solver.W_host().astype(np.float64), solver.H.astype(np.float64)
+    direct = 0.5 * ((X.astype(np.float64) - W @ H) ** 2).sum()
+    assert loss == pytest.approx(direct, rel=1e-4)
+
+
+def test_full_batch_constant_rate_is_monotone_hals():
+    """With one batch and lr=1 every update is an exact coordinate minimisation (HALS),
+    so the loss can never rise."""
+    X = low_rank(60, 30, 6, noise=0.3)
+    rng = np.random.default_rng(3)
+    solver = make_solver(X, rng.random((60, 6)), rng.random((6, 30)), 60, 1, 0)
+    sched = ConstantScheduler()
+    sched.reset(1.0)
+    history = History()
+    run_epochs(solver, sched, history, max_epochs=30)
+    losses = np.asarray(history.losses())
+    assert (np.diff(losses) <= 1e-9 * losses[:-1]).all()
+
+
+def test_run_epochs_records_history_and_scheduler_rates():
+    X = low_rank(50, 20, 3, noise=0.1)
+    rng = np.random.default_rng(0)
+    solver = make_solver(X, rng.random((50, 3)), rng.random((3, 20)), 16, 2, 0)
+    sched = StepScheduler(step_size=2, gamma=0.5)
+    sched.reset(0.8)
+    history = History()
+    reason = run_epochs(solver, sched, history, max_epochs=6)
+    h = history.as_arrays()
+    assert reason == "max_epochs"
+    np.testing.assert_array_equal(h["epoch"], np.arange(1, 7))
+    np.testing.assert_allclose(h["lr"], [0.8, 0.8, 0.4, 0.4, 0.2, 0.2])
+    assert (np.diff(h["seconds"]) >= 0).all()
+    assert np.isnan(h["lr_bound"]).all()
+    assert (h["h_step_min"] <= h["h_step_max"]).all()
+    np.testing.assert_allclose(h["rel_error"], np.sqrt(2 * h["loss"] / (X**2).sum()))
+
+
+def test_run_epochs_stops_on_exact_fit():
+    W, H = np.random.default_rng(0).random((30, 2)), np.random.default_rng(1).random((2, 10))
+    X = W @ H
+    solver = make_solver(X, W, H, 30, 1, 0)
+    sched = ConstantScheduler()
+    sched.reset(1.0)
+    assert run_epochs(solver, sched, History(), max_epochs=10) == "exact"
+
+
+def test_run_epochs_max_time():
+    X = low_rank(40, 10, 2)
+    solver = make_solver(X, np.ones((40, 2)), np.ones((2, 10)), 8, 1, 0)
+    sched = ConstantScheduler()
+    sched.reset(1.0)
+    history = History()
+    assert run_epochs(solver, sched, history, max_epochs=1000, max_time=1e-9) == "max_time"
+    assert len(history) == 1
+
+
+def test_divergence_raises_a_clear_error():
+    X = low_rank(60, 20, 3, noise=0.5)
+    rng = np.random.default_rng(0)
+    solver = make_solver(X, rng.random((60, 3)), rng.random((3, 20)), 5, 1, 0)
+    sched = ConstantScheduler()
+    # The exact W solve absorbs huge H steps (the loss stays finite up to ~1e30);
+    # a rate that overflows float64 must end in one clear error, not NaN factors.
+    sched.reset(1e300)
+    with pytest.raises(FloatingPointError, match="diverged in epoch 1 at learning rate 1e\\+300"):
+        run_epochs(solver, sched, History(), max_epochs=5)
+
+
+@pytest.mark.parametrize(
+    "losses,stalled",
+    [
+        ([10, 9, 8, 7, 6], False),  # still improving
+        ([10, 5, 5, 5, 5], True),  # flat for the window
+        ([10, 5, 6, 4.99999, 7], True),  # noise around the best: improvement below tol
+        ([10, 5, 6, 4, 7], False),  # one genuinely better epoch in the window
+        ([10, 9], False),  # too short to judge
+    ],
+)
+def test_stall_test_uses_best_loss_not_last(losses, stalled):
+    assert _stalled(losses, tol=1e-3, window=3) is stalled
+
+
+def test_solve_w_is_row_independent_and_optimal(rng):
+    X = low_rank(80, 30, 4, noise=0.05)
+    H = rng.random((4, 30))
+    W = solve_w(get_backend("cpu"), X, H, max_sweeps=2000, tol=1e-12)
+    W_half = solve_w(get_backend("cpu"), X[::2], H, max_sweeps=2000, tol=1e-12)
+    np.testing.assert_allclose(W[::2], W_half, rtol=1e-10, atol=1e-12)
+    # KKT conditions of NNLS: gradient >= 0, and = 0 where W > 0
+    grad = W @ (H @ H.T) - X @ H.T
+    assert (grad > -1e-6).all()
+    assert np.abs(grad[W > 1e-8]).max() < 1e-6
