@@ -23,7 +23,7 @@ def run_demo(n_components=16, random_state=0, compare=True, out=print):
     rel = model.reconstruction_err_ / np.linalg.norm(X)
     h = model.history_
     out(
-        f"  StochasticNMF ({model.scheduler_.name} schedule): {model.n_iter_} epochs in {seconds:.2f} s, "
+        f"  StochasticNMF ({model.scheduler_!r}): {model.n_iter_} epochs in {seconds:.2f} s, "
         f"stopped by {model.stop_reason_}; relative error {rel:.4f}"
     )
     marks = sorted({0, len(h["epoch"]) // 4, len(h["epoch"]) // 2, len(h["epoch"]) - 1})

@@ -7,7 +7,7 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils import check_random_state
+from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -77,7 +77,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         The factor ``H``.
     n_components_ : int
     reconstruction_err_ : float
-        ``||X - W H||_F`` on the training data with ``W = transform(X)``.
+        ``||X - W H||_F`` on the training data with ``W = transform(X)`` (after
+        ``partial_fit``: on the last chunk, with its ``W`` refreshed for the final ``H``).
     n_iter_ : int
         Epochs run (accumulates over ``partial_fit`` calls).
     n_features_in_ : int
@@ -178,8 +179,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             dtype=[np.float64, np.float32],
             ensure_all_finite=False,
         )
+        if sp.issparse(X):
+            X = X.tocsr()  # one conversion; the kernels and the checks read CSR
         check_finite_nonnegative(X, name="X", who=type(self).__name__)
-        return X.tocsr() if sp.issparse(X) else X
+        return X
 
     def _resolve_n_components(self, X, W, H):
         if self.n_components != "auto":
@@ -338,7 +341,11 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 verbose=self.verbose,
                 first_epoch=len(history),
             )
-            self._finish(solver, X)
+        # The epoch already refreshed W for the final H and computed the exact loss; a
+        # full transform-grade solve per streamed chunk would double the cost of a call.
+        self.components_ = solver.H
+        self.n_components_ = self.components_.shape[0]
+        self.reconstruction_err_ = float(np.sqrt(2.0 * history.losses()[-1]))
         self.scheduler_, self._rng = scheduler, rng
         self.history_ = history.as_arrays()
         self.n_iter_ = len(history)
@@ -372,8 +379,6 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        from sklearn.utils import check_array
-
         X = check_array(X, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
         if X.shape[1] != self.components_.shape[0]:
             raise ValueError(

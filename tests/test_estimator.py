@@ -127,6 +127,11 @@ def test_partial_fit_streams_chunks():
     assert (np.diff(model.history_["seconds"]) >= 0).all()
     err = np.linalg.norm(X - model.transform(X) @ model.components_) / np.linalg.norm(X)
     assert err < 0.1
+    # reconstruction_err_ is the last chunk's error with its refreshed W: never below the
+    # optimal-W error, and close to it
+    last = np.array_split(X, 4)[-1]
+    best = np.linalg.norm(last - model.transform(last) @ model.components_)
+    assert best * (1 - 1e-9) <= model.reconstruction_err_ <= 1.2 * best
     with pytest.raises(ValueError, match="X has 5 features"):
         model.partial_fit(np.ones((3, 5)))
 

@@ -1,6 +1,7 @@
 """The scheduler protocol: what the solver tells a scheduler, and what it gets back."""
 
 import copy
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -42,6 +43,9 @@ class Scheduler:
     Subclasses implement :meth:`_next_lr` and, if they keep extra state, :meth:`_reset`.
     Everything in ``__dict__`` is the scheduler's state (parameters included, as in torch).
     """
+
+    #: The registry name; set by :func:`nmfsched.schedulers.register`.
+    name = None
 
     def __init__(self):
         self.lr0 = math.nan
@@ -94,8 +98,6 @@ class Scheduler:
 
     def get_params(self):
         """The constructor parameters (read back from the attributes of the same name)."""
-        import inspect
-
         names = [
             p for p in inspect.signature(type(self).__init__).parameters if p != "self"
         ]
