@@ -1,6 +1,7 @@
 """The ``nmfsched`` command."""
 
 import argparse
+import os
 import platform
 import sys
 
@@ -60,7 +61,15 @@ def main(argv=None):
     if getattr(args, "rank", 1) < 1:
         print("nmfsched: error: --rank must be >= 1", file=sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("nmfsched: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `nmfsched demo | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -35,3 +35,10 @@ def test_usage_errors_exit_2():
     assert run("nonsense").returncode == 2
     r = run("demo", "--rank", "0")
     assert r.returncode == 2 and "--rank must be >= 1" in r.stderr
+
+
+def test_closed_pipe_is_not_a_traceback():
+    cmd = f"{sys.executable} -m nmfsched.cli demo --rank 4 --no-compare | head -1"
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert r.stdout.startswith("nmfsched demo:")
+    assert "Traceback" not in r.stderr
