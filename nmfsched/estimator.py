@@ -16,7 +16,7 @@ from ._validation import check_finite_nonnegative
 from .kernels import get_backend
 from .schedulers import Scheduler
 from .schedulers import get as get_scheduler
-from .solver import History, StochasticSolver, run_epochs, solve_w
+from .solver import History, StochasticSolver, resolve_w_sweeps, run_epochs, solve_w
 
 
 class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -58,8 +58,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     init : {"nndsvda", "nndsvd", "random", "custom"} or None, default=None
         Initialisation. None means "nndsvda", or "random" when ``n_components`` exceeds
         ``min(n_samples, n_features)``. "custom" uses the ``W`` and ``H`` passed to fit.
-    w_sweeps : int, default=2
-        Projected coordinate sweeps on each minibatch's rows of ``W`` per visit.
+    w_sweeps : int or "auto", default="auto"
+        Projected coordinate sweeps on each minibatch's rows of ``W`` per visit. "auto"
+        takes 2 when a sweep is cheap next to the minibatch products
+        (``n_components <= 0.1 * n_features``), else 1.
     transform_max_sweeps : int, default=500
         Sweep limit when solving ``W`` for fixed ``H`` (in ``transform`` and at the end of fit).
     transform_tol : float, default=1e-6
@@ -117,7 +119,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "max_time": [Interval(Real, 0, None, closed="neither"), None],
         "init": [StrOptions(set(INIT_METHODS)), None],
-        "w_sweeps": [Interval(Integral, 1, None, closed="left")],
+        "w_sweeps": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "transform_max_sweeps": [Interval(Integral, 1, None, closed="left")],
         "transform_tol": [Interval(Real, 0, None, closed="left")],
         "backend": [StrOptions({"auto", "cpu"})],
@@ -138,7 +140,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         n_iter_no_change=10,
         max_time=None,
         init=None,
-        w_sweeps=2,
+        w_sweeps="auto",
         transform_max_sweeps=500,
         transform_tol=1e-6,
         backend="auto",
@@ -222,7 +224,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             H,
             backend=backend,
             batch_size=self.batch_size,
-            w_sweeps=self.w_sweeps,
+            w_sweeps=resolve_w_sweeps(self.w_sweeps, W.shape[1], X.shape[1]),
             rng=rng,
         )
 
@@ -328,7 +330,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                     raise ValueError("W and H can only be passed to the first partial_fit call.")
                 rng, scheduler = self._rng, self.scheduler_
                 H0 = self.components_
-                W0 = solve_w(backend, X, H0, max_sweeps=self.w_sweeps, tol=0.0)
+                W0 = solve_w(
+                    backend, X, H0, max_sweeps=resolve_w_sweeps(self.w_sweeps, *H0.shape), tol=0.0
+                )
                 history = History(self.history_)
                 seconds_offset = float(self.history_["seconds"][-1]) if len(history) else 0.0
             solver = self._make_solver(X, W0, H0, rng, backend)

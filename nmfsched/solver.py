@@ -40,11 +40,23 @@ HISTORY_KEYS = (
 def _safe_inverse(values):
     """``1 / values`` where a value is meaningfully positive, else 0 (that component is frozen)."""
     values = np.asarray(values, dtype=np.float64)
-    scale = values.max() if values.size else 0.0
-    out = np.zeros_like(values)
-    ok = values > max(scale * 1e-12, np.finfo(np.float64).tiny)
-    out[ok] = 1.0 / values[ok]
-    return out
+    floor = max(values.max(initial=0.0) * 1e-12, _TINY)
+    return np.divide(1.0, values, out=np.zeros_like(values), where=values > floor)
+
+
+_TINY = np.finfo(np.float64).tiny
+
+
+def resolve_w_sweeps(w_sweeps, n_components, n_features):
+    """Sweeps per minibatch visit; "auto" picks 2 when a sweep is cheap, else 1.
+
+    One sweep over a batch row costs about ``2 k^2`` flops against ``2 m k`` for the
+    row's share of the two minibatch products, so an extra sweep adds ``k / m`` to
+    the epoch. "auto" pays for it when that is at most 10%.
+    """
+    if w_sweeps != "auto":
+        return int(w_sweeps)
+    return 2 if n_components <= 0.1 * n_features else 1
 
 
 class History:

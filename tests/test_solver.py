@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from nmfsched.kernels import get_backend
 from nmfsched.schedulers import ConstantScheduler, StepScheduler
-from nmfsched.solver import History, StochasticSolver, _stalled, run_epochs, solve_w
+from nmfsched.solver import History, StochasticSolver, _stalled, resolve_w_sweeps, run_epochs, solve_w
 
 from conftest import low_rank
 
@@ -172,3 +172,11 @@ def test_solve_w_is_row_independent_and_optimal(rng):
     grad = W @ (H @ H.T) - X @ H.T
     assert (grad > -1e-6).all()
     assert np.abs(grad[W > 1e-8]).max() < 1e-6
+
+
+@pytest.mark.parametrize(
+    "w_sweeps,k,m,expected",
+    [("auto", 16, 64, 1), ("auto", 40, 4096, 2), ("auto", 49, 361, 1), ("auto", 10, 100, 2), (3, 16, 64, 3)],
+)
+def test_resolve_w_sweeps(w_sweeps, k, m, expected):
+    assert resolve_w_sweeps(w_sweeps, k, m) == expected
