@@ -35,10 +35,11 @@ def test_reaches_near_exact_fit_on_low_rank_data():
     assert model.history_["rel_error"][-1] < 0.01
 
 
-def test_dense_and_sparse_give_the_same_result():
+@pytest.mark.parametrize("init", [None, "nndsvd", "random"])
+def test_dense_and_sparse_give_the_same_result(init):
     X = low_rank(120, 60, 4, noise=0.1)
     X[X < np.quantile(X, 0.6)] = 0
-    params = dict(n_components=4, random_state=3, max_epochs=10, init="random")
+    params = dict(n_components=4, random_state=3, init=init)  # a full default-length run
     W_d = StochasticNMF(**params).fit_transform(X)
     for fmt in (sp.csr_matrix, sp.csc_matrix):
         m = StochasticNMF(**params)
