@@ -217,6 +217,19 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         init = resolve_init(self.init, k, *X.shape)
         return initialize_factors(X, k, init, rng, X.dtype, W=W, H=H, who=type(self).__name__)
 
+    def _start_run(self, X, W, H):
+        """A fresh run: the random generator, the initial factors and a reset scheduler."""
+        rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
+        W0, H0 = self._init_factors(X, W, H, rng)
+        scheduler = self._make_scheduler()
+        scheduler.reset(self._initial_lr())
+        return rng, W0, H0, scheduler
+
+    def _record_run(self, rng, scheduler, history):
+        self._rng, self.scheduler_ = rng, scheduler
+        self.history_ = history.as_arrays()
+        self.n_iter_ = len(history)
+
     def _make_solver(self, X, W, H, rng, backend):
         return StochasticSolver(
             X,
@@ -267,11 +280,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         X = self._check_X(X, reset=True)
         backend = get_backend(self.backend)
         with backend.compute_context():
-            rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-            W0, H0 = self._init_factors(X, W, H, rng)
+            rng, W0, H0, scheduler = self._start_run(X, W, H)
             solver = self._make_solver(X, W0, H0, rng, backend)
-            scheduler = self._make_scheduler()
-            scheduler.reset(self._initial_lr())
             history = History()
             self.stop_reason_ = run_epochs(
                 solver,
@@ -285,10 +295,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 verbose=self.verbose,
             )
             W = self._finish(solver, X)
-        self.scheduler_ = scheduler
-        self.history_ = history.as_arrays()
-        self.n_iter_ = len(history)
-        self._rng = rng
+        self._record_run(rng, scheduler, history)
         return W
 
     def fit(self, X, y=None, W=None, H=None):
@@ -320,10 +327,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         backend = get_backend(self.backend)
         with backend.compute_context():
             if first:
-                rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-                W0, H0 = self._init_factors(X, W, H, rng)
-                scheduler = self._make_scheduler()
-                scheduler.reset(self._initial_lr())
+                rng, W0, H0, scheduler = self._start_run(X, W, H)
                 history, seconds_offset = History(), 0.0
             else:
                 if W is not None or H is not None:
@@ -350,9 +354,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.components_ = solver.H
         self.n_components_ = self.components_.shape[0]
         self.reconstruction_err_ = float(np.sqrt(2.0 * history.losses()[-1]))
-        self.scheduler_, self._rng = scheduler, rng
-        self.history_ = history.as_arrays()
-        self.n_iter_ = len(history)
+        self._record_run(rng, scheduler, history)
         return self
 
     def transform(self, X):
