@@ -30,13 +30,13 @@ PARALLEL_MIN_FLOPS = 1 << 18
 
 def _cd_signatures(ret_type, *extra):
     return [
-        ret_type(f[:, ::1], f[:, ::1], f[:, ::1], f[::1], nb.int64, f, f, *extra)
+        ret_type(f[:, ::1], f[:, ::1], f[:, ::1], f[::1], nb.int64, f, f[::1], f[::1], *extra)
         for f in _FLOATS
     ]
 
 
 @nb.njit(_cd_signatures(nb.int64, nb.int64, nb.int64), **JIT_OPTIONS)
-def _projected_cd_rows(Y, G, P, steps, max_sweeps, tol, clip, r0, r1):  # pragma: no cover
+def _projected_cd_rows(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, r0, r1):  # pragma: no cover
     """Rows ``r0:r1`` of :func:`projected_cd` (serial); returns their clipped-step count."""
     k = Y.shape[1]
     g = np.empty(k, dtype=Y.dtype)
@@ -59,6 +59,7 @@ def _projected_cd_rows(Y, G, P, steps, max_sweeps, tol, clip, r0, r1):  # pragma
                     size += abs(old)
                     continue
                 d = -s * g[j]
+                clip = max(clip_rel[j] * abs(old), clip_abs[j])
                 if d > clip:
                     d = clip
                     n_clipped += 1
@@ -81,7 +82,7 @@ def _projected_cd_rows(Y, G, P, steps, max_sweeps, tol, clip, r0, r1):  # pragma
 
 
 @nb.njit(_cd_signatures(nb.int64), **PARALLEL_JIT_OPTIONS)
-def projected_cd_parallel(Y, G, P, steps, max_sweeps, tol, clip):  # pragma: no cover
+def projected_cd_parallel(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs):  # pragma: no cover
     """:func:`projected_cd` with rows spread over Numba's threads."""
     n_rows = Y.shape[0]
     n_tasks = (n_rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
@@ -89,24 +90,25 @@ def projected_cd_parallel(Y, G, P, steps, max_sweeps, tol, clip):  # pragma: no 
     for task in nb.prange(n_tasks):
         r0 = task * _ROWS_PER_TASK
         n_clipped += _projected_cd_rows(
-            Y, G, P, steps, max_sweeps, tol, clip, r0, min(n_rows, r0 + _ROWS_PER_TASK)
+            Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, r0, min(n_rows, r0 + _ROWS_PER_TASK)
         )
     return n_clipped
 
 
 @nb.njit(_cd_signatures(nb.int64), **JIT_OPTIONS)
-def projected_cd_serial(Y, G, P, steps, max_sweeps, tol, clip):  # pragma: no cover
+def projected_cd_serial(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs):  # pragma: no cover
     """:func:`projected_cd` on one thread."""
-    return _projected_cd_rows(Y, G, P, steps, max_sweeps, tol, clip, 0, Y.shape[0])
+    return _projected_cd_rows(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, 0, Y.shape[0])
 
 
-def projected_cd(Y, G, P, steps, max_sweeps, tol, clip):
+def projected_cd(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs):
     """Projected coordinate steps on every row of ``Y`` for the gradient ``Y @ G - P``.
 
     Row ``r`` of ``Y`` is updated component by component (Gauss-Seidel)::
 
         d = steps[j] * (P[r, j] - Y[r, :] @ G[:, j])
-        Y[r, j] = max(0, Y[r, j] + clip_to(d, [-clip, clip]))
+        c = max(clip_rel[j] * |Y[r, j]|, clip_abs[j])       # the entry's clipping limit
+        Y[r, j] = max(0, Y[r, j] + clip_to(d, [-c, c]))
 
     ``G`` must be symmetric (a Gram matrix). The row's gradient is computed once per
     sweep and then kept current with one axpy per moved component (the fast-HALS form).
@@ -119,7 +121,7 @@ def projected_cd(Y, G, P, steps, max_sweeps, tol, clip):
     """
     rows, k = Y.shape
     kernel = projected_cd_parallel if rows * k * k * max_sweeps >= PARALLEL_MIN_FLOPS else projected_cd_serial
-    return kernel(Y, G, P, steps, max_sweeps, tol, clip)
+    return kernel(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs)
 
 
 # --------------------------------------------------------------------------------------
@@ -269,9 +271,14 @@ class CPUBackend:
         return bool(np.isfinite(A).all())
 
     # -- the fused update ---------------------------------------------------------------
-    def projected_cd(self, Y, G, P, steps, *, max_sweeps=1, tol=0.0, clip=np.inf):
-        """Projected coordinate steps on the rows of ``Y`` in place; see :func:`projected_cd`."""
-        dtype = Y.dtype.type
+    def projected_cd(self, Y, G, P, steps, *, max_sweeps=1, tol=0.0, clips=None):
+        """Projected coordinate steps on the rows of ``Y`` in place; see :func:`projected_cd`.
+
+        ``clips``, a pair ``(relative, absolute)`` of per-component vectors (default: no
+        limit), bounds the step of entry ``(r, j)`` by ``max(relative[j] * |Y[r, j]|, absolute[j])``.
+        """
+        k = Y.shape[1]
+        clip_rel, clip_abs = (np.zeros(k), np.full(k, np.inf)) if clips is None else clips
         return int(
             projected_cd(
                 Y,
@@ -279,7 +286,29 @@ class CPUBackend:
                 P,
                 np.ascontiguousarray(steps, dtype=Y.dtype),
                 int(max_sweeps),
-                dtype(tol),
-                dtype(clip),
+                Y.dtype.type(tol),
+                np.array(np.broadcast_to(clip_rel, (k,)), dtype=Y.dtype),
+                np.array(np.broadcast_to(clip_abs, (k,)), dtype=Y.dtype),
             )
         )
+
+    def h_gradient(self, Ht, G, Ct, out):
+        """``out = Ht @ G - Ct``: the H-gradient ``(G H - C)^T`` in H's transposed layout."""
+        np.matmul(Ht, G.astype(Ht.dtype, copy=False), out=out)
+        out -= Ct
+        return out
+
+    def column_sq_norms(self, A, mask=None):
+        """``sum(A**2, axis=0)`` as a float64 host vector, optionally over ``mask`` only."""
+        A = A if mask is None else np.where(mask, A, 0)
+        return np.einsum("ij,ij->j", A, A, dtype=np.float64)
+
+    def projected_column_sq_norms(self, G, Y):
+        """Per column, ``||G||^2`` over the entries that a projected step can move:
+        those with ``Y > 0`` or ``G < 0`` (the support of the gradient mapping)."""
+        return self.column_sq_norms(G, mask=(Y > 0) | (G < 0))
+
+    def accumulate(self, acc, A):
+        """``acc += A`` in place."""
+        acc += A
+        return acc

@@ -2,6 +2,7 @@
 
 import copy
 import time
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -16,6 +17,7 @@ from ._validation import check_finite_nonnegative
 from .kernels import get_backend
 from .schedulers import Scheduler
 from .schedulers import get as get_scheduler
+from .stability import StabilityGuard, StabilityWarning
 from .solver import History, StochasticSolver, resolve_w_sweeps, run_epochs, solve_w
 
 
@@ -41,7 +43,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     scheduler_params : dict, default=None
         Keyword arguments for the scheduler when it is given by name.
     learning_rate : float or "auto", default="auto"
-        Initial (dimensionless) learning rate. "auto" starts at 1.0, the exact step.
+        Initial (dimensionless) learning rate. "auto" starts at half the stability bound
+        computed at the initial factors, the rate of largest expected decrease.
     batch_size : int, default=256
         Rows per minibatch (capped at ``n_samples``).
     max_epochs : int, default=200
@@ -66,6 +69,15 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Sweep limit when solving ``W`` for fixed ``H`` (in ``transform`` and at the end of fit).
     transform_tol : float, default=1e-6
         Per-row relative tolerance of that solve.
+    enforce_bound : bool, default=True
+        Never apply more than ``safety_factor`` times the stability bound, and clip every
+        entry of every ``H`` update (see ``nmfsched.theory``). ``False`` is for
+        experiments only: the bound is still computed and recorded, not enforced.
+    safety_factor : float in (0, 1], default=0.9
+        Margin under the bound; the bound of an epoch is estimated from the previous one.
+    curvature_tolerance : float, default=1.0
+        How much (relative) one ``H`` update may change a component's curvature; sets the
+        clipping limit ``(sqrt(1 + curvature_tolerance) - 1) ||h_j|| / sqrt(n_features)``.
     backend : {"auto", "cpu"}, default="auto"
         Where the arithmetic runs.
     random_state : int, RandomState instance or None, default=None
@@ -122,6 +134,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "w_sweeps": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "transform_max_sweeps": [Interval(Integral, 1, None, closed="left")],
         "transform_tol": [Interval(Real, 0, None, closed="left")],
+        "enforce_bound": ["boolean"],
+        "safety_factor": [Interval(Real, 0, 1, closed="right")],
+        "curvature_tolerance": [Interval(Real, 0, None, closed="neither")],
         "backend": [StrOptions({"auto", "cpu"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -143,6 +158,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         w_sweeps="auto",
         transform_max_sweeps=500,
         transform_tol=1e-6,
+        enforce_bound=True,
+        safety_factor=0.9,
+        curvature_tolerance=1.0,
         backend="auto",
         random_state=None,
         verbose=0,
@@ -160,6 +178,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.w_sweeps = w_sweeps
         self.transform_max_sweeps = transform_max_sweeps
         self.transform_tol = transform_tol
+        self.enforce_bound = enforce_bound
+        self.safety_factor = safety_factor
+        self.curvature_tolerance = curvature_tolerance
         self.backend = backend
         self.random_state = random_state
         self.verbose = verbose
@@ -205,9 +226,6 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             return copy.deepcopy(self.scheduler)
         return get_scheduler(self.scheduler, **(self.scheduler_params or {}))
 
-    def _initial_lr(self):
-        return 1.0 if self.learning_rate == "auto" else float(self.learning_rate)
-
     def _init_factors(self, X, W, H, rng):
         if (W is not None or H is not None) and self.init != "custom":
             raise ValueError(
@@ -217,18 +235,42 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         init = resolve_init(self.init, k, *X.shape)
         return initialize_factors(X, k, init, rng, X.dtype, W=W, H=H, who=type(self).__name__)
 
-    def _start_run(self, X, W, H):
-        """A fresh run: the random generator, the initial factors and a reset scheduler."""
+    def _start_run(self, X, W, H, backend):
+        """A fresh run: generator, solver at the initial factors, guard and reset scheduler.
+
+        A probe pass at the initial factors gives the initial loss and the first bound;
+        ``learning_rate="auto"`` starts there, a larger explicit rate is capped (warned).
+        """
         rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
         W0, H0 = self._init_factors(X, W, H, rng)
+        solver = self._make_solver(X, W0, H0, rng, backend)
+        guard = StabilityGuard(self.enforce_bound, self.safety_factor, self.curvature_tolerance)
+        guard.initial_loss = solver.probe()
+        guard.bound = solver.lr_bound()
+        if self.learning_rate == "auto":
+            # Half the bound maximises the expected decrease (theory/README.md, Theorem 1).
+            # A bound of 0 means a stationary point: any start works, the cap holds H still.
+            lr0 = guard.bound / 2 if guard.bound > 0 else 1.0
+        else:
+            lr0 = float(self.learning_rate)
+            if self.enforce_bound and lr0 > guard.cap:
+                warnings.warn(
+                    f"learning_rate={lr0:.4g} exceeds the stability bound {guard.bound:.4g} "
+                    f"(x safety_factor {self.safety_factor:g} = {guard.cap:.4g}) at the "
+                    f"initial factors; learning rates are capped at the bound of each epoch. "
+                    f"Set enforce_bound=False only to experiment without the guarantee.",
+                    StabilityWarning,
+                    stacklevel=3,
+                )
         scheduler = self._make_scheduler()
-        scheduler.reset(self._initial_lr())
-        return rng, W0, H0, scheduler
+        scheduler.reset(lr0)
+        return rng, solver, guard, scheduler
 
-    def _record_run(self, rng, scheduler, history):
-        self._rng, self.scheduler_ = rng, scheduler
+    def _record_run(self, rng, scheduler, guard, history):
+        self._rng, self.scheduler_, self._guard = rng, scheduler, guard
         self.history_ = history.as_arrays()
         self.n_iter_ = len(history)
+        self.stability_certificate_ = guard.certificate(history.losses())
 
     def _make_solver(self, X, W, H, rng, backend):
         return StochasticSolver(
@@ -280,13 +322,13 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         X = self._check_X(X, reset=True)
         backend = get_backend(self.backend)
         with backend.compute_context():
-            rng, W0, H0, scheduler = self._start_run(X, W, H)
-            solver = self._make_solver(X, W0, H0, rng, backend)
+            rng, solver, guard, scheduler = self._start_run(X, W, H, backend)
             history = History()
             self.stop_reason_ = run_epochs(
                 solver,
                 scheduler,
                 history,
+                guard,
                 max_epochs=self.max_epochs,
                 tol=self.tol,
                 n_iter_no_change=self.n_iter_no_change,
@@ -295,7 +337,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 verbose=self.verbose,
             )
             W = self._finish(solver, X)
-        self._record_run(rng, scheduler, history)
+        self._record_run(rng, scheduler, guard, history)
         return W
 
     def fit(self, X, y=None, W=None, H=None):
@@ -327,23 +369,24 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         backend = get_backend(self.backend)
         with backend.compute_context():
             if first:
-                rng, W0, H0, scheduler = self._start_run(X, W, H)
+                rng, solver, guard, scheduler = self._start_run(X, W, H, backend)
                 history, seconds_offset = History(), 0.0
             else:
                 if W is not None or H is not None:
                     raise ValueError("W and H can only be passed to the first partial_fit call.")
-                rng, scheduler = self._rng, self.scheduler_
+                rng, scheduler, guard = self._rng, self.scheduler_, self._guard
                 H0 = self.components_
                 W0 = solve_w(
                     backend, X, H0, max_sweeps=resolve_w_sweeps(self.w_sweeps, *H0.shape), tol=0.0
                 )
+                solver = self._make_solver(X, W0, H0, rng, backend)
                 history = History(self.history_)
                 seconds_offset = float(self.history_["seconds"][-1]) if len(history) else 0.0
-            solver = self._make_solver(X, W0, H0, rng, backend)
             self.stop_reason_ = run_epochs(
                 solver,
                 scheduler,
                 history,
+                guard,
                 max_epochs=1,
                 t_start=t_start - seconds_offset,
                 verbose=self.verbose,
@@ -354,7 +397,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.components_ = solver.H
         self.n_components_ = self.components_.shape[0]
         self.reconstruction_err_ = float(np.sqrt(2.0 * history.losses()[-1]))
-        self._record_run(rng, scheduler, history)
+        self._record_run(rng, scheduler, guard, history)
         return self
 
     def transform(self, X):

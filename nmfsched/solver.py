@@ -13,6 +13,11 @@ For each minibatch ``B`` of rows, in a fresh random order every epoch:
 
 At the end of each epoch ``W`` is refreshed against the final ``H`` (one more product
 ``X H^T``), and the exact loss is computed from Gram identities, without forming ``W H``.
+
+Along the way the loop gathers, per component, the epoch-mean minibatch gradient and the
+spread of the minibatch gradients around it; :mod:`nmfsched.theory` turns them into the
+learning-rate bound for the next epoch, which a :class:`~nmfsched.stability.StabilityGuard`
+enforces (with a per-entry clip on every ``H`` update).
 The loop calls backend primitives only; the ``k x k`` algebra is NumPy on the host.
 """
 
@@ -22,7 +27,7 @@ import time
 import numpy as np
 
 from .schedulers.base import Observation
-from .theory import component_lipschitz
+from .theory import component_lipschitz, entry_clip_limits, lr_upper_bound, minibatch_gradient_noise
 
 HISTORY_KEYS = (
     "epoch",
@@ -30,7 +35,10 @@ HISTORY_KEYS = (
     "loss",
     "rel_error",
     "lr",
+    "lr_proposed",
     "lr_bound",
+    "grad_sq",
+    "noise_sq",
     "h_step_min",
     "h_step_max",
     "n_clipped",
@@ -119,6 +127,9 @@ class StochasticSolver:
         self._wb_buf = be.empty((b, k), self.dtype)
         self._ct_buf = be.empty((m, k), self.dtype)
         self._p_full = be.empty((self.n_samples, k), self.dtype)
+        self._grad_buf = be.empty((m, k), self.dtype)
+        self._grad_sum = be.empty((m, k), self.dtype)
+        self._grad_wsq = np.zeros(k)
         self.WtW = be.gram(self.W)
 
     # -- factors on the host -------------------------------------------------------------
@@ -130,13 +141,38 @@ class StochasticSolver:
         return self.backend.to_host(self.W)
 
     # -- one epoch -------------------------------------------------------------------------
-    def sgd_epoch(self, lr, clip=math.inf):
-        """One pass over the rows in random order; returns the number of clipped H steps."""
-        be, n, b = self.backend, self.n_samples, self.batch_size
-        order = be.asarray(self.rng.permutation(n).astype(np.int64))
-        n_clipped = 0
+    def _batches(self):
+        n, b = self.n_samples, self.batch_size
+        order = self.backend.asarray(self.rng.permutation(n).astype(np.int64))
         for start in range(0, n, b):
-            rows = order[start : start + b]
+            yield order[start : start + b]
+
+    def _reset_statistics(self):
+        self._grad_sum[...] = 0
+        self._grad_wsq[:] = 0.0
+
+    def _accumulate_gradient(self, WbtWb, Ct, n_rows):
+        """Add one minibatch's gradient to the epoch statistics.
+
+        With ``p_B = |B|/n`` and ``g_B = (n/|B|) (W_B^T W_B H - W_B^T X_B)``, the sums kept
+        are ``sum_B p_B g_B`` (the raw batch gradients add up to it) and, per component,
+        ``sum_B p_B ||g_B,j||^2``.
+        """
+        be = self.backend
+        raw = be.h_gradient(self.Ht, WbtWb, Ct, self._grad_buf)
+        be.accumulate(self._grad_sum, raw)
+        self._grad_wsq += (self.n_samples / n_rows) * be.column_sq_norms(raw)
+
+    def sgd_epoch(self, lr, curvature_tolerance=None):
+        """One pass over the rows in random order; returns the number of clipped H steps.
+
+        With ``curvature_tolerance`` set, every entry of an ``H`` update is clipped to
+        :func:`nmfsched.theory.entry_clip_limits` of the ``H`` it starts from.
+        """
+        be, n = self.backend, self.n_samples
+        self._reset_statistics()
+        n_clipped = 0
+        for rows in self._batches():
             nb = rows.shape[0]
             Xb = be.take_rows(self.X, rows, self._xb_buf)
             HHt = be.gram(self.Ht)
@@ -148,9 +184,48 @@ class StochasticSolver:
             WbtWb = be.gram(Wb)
             self.WtW += WbtWb
             Ct = be.xbt_wb(Xb, Wb, self._ct_buf)
+            self._accumulate_gradient(WbtWb, Ct, nb)
             steps = lr * (n / nb) * _safe_inverse(component_lipschitz(self.WtW))
-            n_clipped += be.projected_cd(self.Ht, WbtWb, Ct, steps, max_sweeps=1, clip=clip)
+            clips = None
+            if curvature_tolerance is not None:
+                clips = entry_clip_limits(np.diag(HHt), self.n_features, curvature_tolerance)
+            n_clipped += be.projected_cd(self.Ht, WbtWb, Ct, steps, max_sweeps=1, clips=clips)
         return n_clipped
+
+    def probe(self):
+        """Gradient statistics at the current iterate without moving it; returns the loss.
+
+        One pass of the products ``X_B^T W_B`` gives both the minibatch gradients (for the
+        first epoch's bound) and the loss by the identity
+        ``<W_B, X_B H^T> = <X_B^T W_B, H^T>``.
+        """
+        be = self.backend
+        self._reset_statistics()
+        cross = 0.0
+        for rows in self._batches():
+            Xb = be.take_rows(self.X, rows, self._xb_buf)
+            Wb = be.take_rows(self.W, rows, self._wb_buf)
+            Ct = be.xbt_wb(Xb, Wb, self._ct_buf)
+            self._accumulate_gradient(be.gram(Wb), Ct, rows.shape[0])
+            cross += be.inner(Ct, self.Ht)
+        loss = 0.5 * (self.sq_norm_X - 2.0 * cross + float(np.sum(self.WtW * be.gram(self.Ht))))
+        return max(loss, 0.0)
+
+    def gradient_statistics(self):
+        """``(grad_sq, noise_sq, lipschitz)`` per component from the last pass.
+
+        ``grad_sq`` is the squared norm of the projected gradient (the gradient mapping:
+        entries at 0 whose gradient pushes them below 0 do not count), taken of the
+        epoch-mean gradient; ``noise_sq`` the minibatch variance around it.
+        """
+        be = self.backend
+        grad_sq = be.projected_column_sq_norms(self._grad_sum, self.Ht)
+        noise_sq = minibatch_gradient_noise(self._grad_wsq, be.column_sq_norms(self._grad_sum))
+        return grad_sq, noise_sq, component_lipschitz(self.WtW)
+
+    def lr_bound(self):
+        """The learning-rate bound from the statistics of the last pass."""
+        return lr_upper_bound(*self.gradient_statistics())
 
     def refresh_w(self, max_sweeps, tol=0.0):
         """Coordinate sweeps on all of ``W`` against the current ``H``; returns the loss.
@@ -214,6 +289,7 @@ def run_epochs(
     solver,
     scheduler,
     history,
+    guard,
     *,
     max_epochs,
     tol=0.0,
@@ -225,11 +301,13 @@ def run_epochs(
 ):
     """Run up to ``max_epochs`` epochs, asking ``scheduler`` for the learning rate after each.
 
-    The scheduler must already be ``reset``; its current ``lr`` drives the first epoch.
-    Stops early when the best loss of the last ``n_iter_no_change`` epochs is less than
-    ``tol`` (relative) below the best loss before them (a stochastic loss is not monotone,
-    so single epochs are not compared), when the loss reaches 0, or after ``max_time``
-    seconds.
+    The scheduler must already be ``reset`` and ``guard.bound`` set (from
+    :meth:`StochasticSolver.probe` or a previous epoch). Each epoch applies
+    ``guard.apply(proposal)``; afterwards the scheduler sees the epoch's loss and the
+    bound for the next epoch. Stops early when the best loss of the last
+    ``n_iter_no_change`` epochs is less than ``tol`` (relative) below the best loss before
+    them (a stochastic loss is not monotone, so single epochs are not compared), when the
+    loss reaches 0, or after ``max_time`` seconds.
 
     Returns
     -------
@@ -237,18 +315,21 @@ def run_epochs(
         "max_epochs", "tol", "max_time" or "exact".
     """
     t_start = time.perf_counter() if t_start is None else t_start
-    lr = scheduler.lr
+    proposed = scheduler.lr
     for epoch in range(first_epoch + 1, first_epoch + max_epochs + 1):
+        lr = guard.apply(proposed)
         # Overflow is detected below and reported as one clear error, not as warnings.
         with np.errstate(over="ignore", invalid="ignore"):
-            n_clipped = solver.sgd_epoch(lr)
+            n_clipped = solver.sgd_epoch(lr, guard.clip_tolerance)
             loss = solver.refresh_w(solver.w_sweeps)
+            grad_sq, noise_sq, lipschitz = solver.gradient_statistics()
         seconds = time.perf_counter() - t_start
         if not math.isfinite(loss) or not solver.backend.all_finite(solver.Ht):
             raise FloatingPointError(
                 f"The factorization diverged in epoch {epoch} at learning rate {lr:.4g} "
-                f"(loss {loss!r}); use a smaller learning_rate or a decaying scheduler."
+                f"(loss {loss!r}); use a smaller learning_rate or keep enforce_bound=True."
             )
+        guard.record(lr, n_clipped)
         rel_error = solver.rel_error(loss)
         step_min, step_max = solver.h_steps(lr)
         history.append(
@@ -257,19 +338,32 @@ def run_epochs(
             loss=loss,
             rel_error=rel_error,
             lr=lr,
-            lr_bound=math.nan,
+            lr_proposed=proposed,
+            lr_bound=guard.bound,
+            grad_sq=float(np.sum(grad_sq)),
+            noise_sq=float(np.sum(noise_sq)),
             h_step_min=step_min,
             h_step_max=step_max,
             n_clipped=n_clipped,
         )
+        guard.bound = lr_upper_bound(grad_sq, noise_sq, lipschitz)
         if verbose:
             print(
                 f"epoch {epoch:4d}  loss {loss:.6e}  rel_error {rel_error:.5f}  "
-                f"lr {lr:.4g}  {seconds:.2f} s",
+                f"lr {lr:.4g}  next bound {guard.bound:.4g}  {seconds:.2f} s",
                 flush=True,
             )
-        lr = scheduler.step(
-            Observation(epoch=epoch, loss=loss, rel_error=rel_error, lr=lr, seconds=seconds)
+        proposed = scheduler.step(
+            Observation(
+                epoch=epoch,
+                loss=loss,
+                rel_error=rel_error,
+                lr=lr,
+                lr_bound=guard.bound,
+                grad_sq=float(np.sum(grad_sq)),
+                noise_sq=float(np.sum(noise_sq)),
+                seconds=seconds,
+            )
         )
         if loss == 0.0:
             return "exact"

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from nmfsched.kernels import cpu
 
 
-def cd_oracle(Y, G, P, steps, max_sweeps, tol, clip):
+def cd_oracle(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs):
     """Plain-Python Gauss-Seidel projected coordinate steps (the kernel's specification)."""
     Y = Y.astype(np.float64).copy()
     n_clipped = 0
@@ -20,8 +20,9 @@ def cd_oracle(Y, G, P, steps, max_sweeps, tol, clip):
                 if steps[j] == 0:
                     continue
                 d = -steps[j] * (Y[r] @ G[:, j] - P[r, j])
-                if abs(d) > clip:
-                    d = np.sign(d) * clip
+                limit = max(clip_rel[j] * abs(Y[r, j]), clip_abs[j])
+                if abs(d) > limit:
+                    d = np.sign(d) * limit
                     n_clipped += 1
                 new = max(Y[r, j] + d, 0.0)
                 moved += abs(new - Y[r, j])
@@ -45,8 +46,9 @@ def random_cd_problem(rng, n_rows, k, dtype):
 @pytest.mark.parametrize("sweeps,tol", [(1, 0.0), (3, 0.0), (50, 1e-3)])
 def test_projected_cd_matches_oracle(rng, dtype, n_rows, sweeps, tol):
     Y, G, P, steps = random_cd_problem(rng, n_rows, 12 if n_rows == 300 else 5, dtype)
-    expected, _ = cd_oracle(Y, G.astype(np.float64), P.astype(np.float64), steps.astype(np.float64), sweeps, tol, np.inf)
-    cpu.projected_cd(Y, G, P, steps, sweeps, dtype(tol), dtype(np.inf))
+    rel, absolute = np.zeros(Y.shape[1], dtype=dtype), np.full(Y.shape[1], np.inf, dtype=dtype)
+    expected, _ = cd_oracle(Y, G.astype(np.float64), P.astype(np.float64), steps.astype(np.float64), sweeps, tol, rel, absolute)
+    cpu.projected_cd(Y, G, P, steps, sweeps, dtype(tol), rel, absolute)
     rtol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(Y, expected, rtol=rtol, atol=rtol)
     assert Y.dtype == dtype
@@ -55,16 +57,18 @@ def test_projected_cd_matches_oracle(rng, dtype, n_rows, sweeps, tol):
 def test_serial_and_parallel_paths_agree(rng):
     Y, G, P, steps = random_cd_problem(rng, 500, 10, np.float64)
     Y2 = Y.copy()
-    cpu.projected_cd_serial(Y, G, P, steps, 4, 0.0, np.inf)
-    cpu.projected_cd_parallel(Y2, G, P, steps, 4, 0.0, np.inf)
+    rel, absolute = np.full(10, 0.1), np.full(10, 0.05)
+    assert cpu.projected_cd_serial(Y, G, P, steps, 4, 0.0, rel, absolute) == cpu.projected_cd_parallel(Y2, G, P, steps, 4, 0.0, rel, absolute)
     np.testing.assert_array_equal(Y, Y2)
 
 
 def test_projected_cd_clips_and_counts(rng):
     Y, G, P, steps = random_cd_problem(rng, 20, 4, np.float64)
     P *= 100  # large gradients, so most steps want to move far
-    expected, expected_count = cd_oracle(Y, G, P, steps, 1, 0.0, 0.05)
-    count = cpu.projected_cd(Y, G, P, steps, 1, 0.0, 0.05)
+    rel = np.array([0.1, 0.0, 0.0, 0.5])  # relative part of each component's limit
+    absolute = np.array([0.05, 0.5, np.inf, 0.01])  # and its floor
+    expected, expected_count = cd_oracle(Y, G, P, steps, 1, 0.0, rel, absolute)
+    count = cpu.projected_cd(Y, G, P, steps, 1, 0.0, rel, absolute)
     np.testing.assert_allclose(Y, expected, rtol=1e-12)
     assert count == expected_count > 0
 
@@ -73,7 +77,7 @@ def test_projected_cd_zero_step_freezes_component(rng):
     Y, G, P, steps = random_cd_problem(rng, 10, 4, np.float64)
     steps[2] = 0.0
     before = Y[:, 2].copy()
-    cpu.projected_cd(Y, G, P, steps, 3, 0.0, np.inf)
+    cpu.projected_cd(Y, G, P, steps, 3, 0.0, np.zeros(4), np.full(4, np.inf))
     np.testing.assert_array_equal(Y[:, 2], before)
 
 
@@ -81,7 +85,7 @@ def test_projected_cd_propagates_nan(rng):
     """fastmath must keep NaN semantics: a NaN gradient may not be projected to 0."""
     Y, G, P, steps = random_cd_problem(rng, 3, 4, np.float64)
     P[1, 2] = np.nan
-    cpu.projected_cd(Y, G, P, steps, 1, 0.0, np.inf)
+    cpu.projected_cd(Y, G, P, steps, 1, 0.0, np.zeros(4), np.full(4, np.inf))
     assert np.isnan(Y[1, 2])
     assert np.isfinite(Y[0]).all()
 
@@ -107,7 +111,7 @@ def test_exact_coordinate_steps_never_increase_row_objective(n_rows, k, scale, s
         return 0.5 * ((X - W @ Hm) ** 2).sum(axis=1)
 
     before = objective(Y)
-    cpu.projected_cd(Y, G, P, 1.0 / np.diag(G), 2, 0.0, np.inf)
+    cpu.projected_cd(Y, G, P, 1.0 / np.diag(G), 2, 0.0, np.zeros(k), np.full(k, np.inf))
     after = objective(Y)
     assert (Y >= 0).all()
     assert (after <= before + 1e-9 * (before + scale**2)).all()
@@ -158,3 +162,16 @@ def test_backend_accepts_mixed_index_dtypes():
     Xd = cpu.CPUBackend().to_device(X)
     assert Xd.indices.dtype == Xd.indptr.dtype
     np.testing.assert_array_equal(Xd.toarray(), X.toarray())
+
+
+def test_backend_gradient_helpers_match_numpy(rng):
+    be = cpu.CPUBackend()
+    Ht, G, Ct = rng.random((30, 4)), rng.random((4, 4)), rng.random((30, 4))
+    out = be.h_gradient(Ht, G, Ct, np.empty((30, 4)))
+    np.testing.assert_allclose(out, Ht @ G - Ct)
+    np.testing.assert_allclose(be.column_sq_norms(out), (out**2).sum(axis=0))
+    mask = out > 0
+    np.testing.assert_allclose(be.column_sq_norms(out, mask), (np.where(mask, out, 0) ** 2).sum(axis=0))
+    acc = np.ones((30, 4))
+    be.accumulate(acc, out)
+    np.testing.assert_allclose(acc, 1 + out)

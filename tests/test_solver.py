@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from nmfsched.kernels import get_backend
 from nmfsched.schedulers import ConstantScheduler, StepScheduler
+from nmfsched.stability import StabilityGuard
 from nmfsched.solver import History, StochasticSolver, _stalled, resolve_w_sweeps, run_epochs, solve_w
 
 from conftest import low_rank
@@ -44,6 +45,11 @@ def oracle_epochs(X, W, H, lrs, batch_size, w_sweeps, seed):
         _cd_rows(W, HHt, X @ H.T, 1 / np.diag(HHt), w_sweeps)
         losses.append(0.5 * ((X - W @ H) ** 2).sum())
     return W, H, losses
+
+
+def unguarded():
+    """A guard that records the bound but enforces nothing (these tests pin the loop itself)."""
+    return StabilityGuard(enforce=False)
 
 
 def make_solver(X, W, H, batch_size, w_sweeps, seed):
@@ -94,7 +100,7 @@ def test_full_batch_constant_rate_is_monotone_hals():
     sched = ConstantScheduler()
     sched.reset(1.0)
     history = History()
-    run_epochs(solver, sched, history, max_epochs=30)
+    run_epochs(solver, sched, history, unguarded(), max_epochs=30)
     losses = np.asarray(history.losses())
     assert (np.diff(losses) <= 1e-9 * losses[:-1]).all()
 
@@ -106,13 +112,16 @@ def test_run_epochs_records_history_and_scheduler_rates():
     sched = StepScheduler(step_size=2, gamma=0.5)
     sched.reset(0.8)
     history = History()
-    reason = run_epochs(solver, sched, history, max_epochs=6)
+    reason = run_epochs(solver, sched, history, unguarded(), max_epochs=6)
     h = history.as_arrays()
     assert reason == "max_epochs"
     np.testing.assert_array_equal(h["epoch"], np.arange(1, 7))
     np.testing.assert_allclose(h["lr"], [0.8, 0.8, 0.4, 0.4, 0.2, 0.2])
     assert (np.diff(h["seconds"]) >= 0).all()
-    assert np.isnan(h["lr_bound"]).all()
+    assert np.isnan(h["lr_bound"][0])  # no probe was run: no bound for the first epoch
+    assert ((h["lr_bound"][1:] >= 0) & (h["lr_bound"][1:] <= 2)).all()
+    np.testing.assert_array_equal(h["lr"], h["lr_proposed"])  # nothing enforced
+    assert (h["noise_sq"] >= 0).all() and (h["grad_sq"] >= 0).all()
     assert (h["h_step_min"] <= h["h_step_max"]).all()
     np.testing.assert_allclose(h["rel_error"], np.sqrt(2 * h["loss"] / (X**2).sum()))
 
@@ -123,7 +132,7 @@ def test_run_epochs_stops_on_exact_fit():
     solver = make_solver(X, W, H, 30, 1, 0)
     sched = ConstantScheduler()
     sched.reset(1.0)
-    assert run_epochs(solver, sched, History(), max_epochs=10) == "exact"
+    assert run_epochs(solver, sched, History(), unguarded(), max_epochs=10) == "exact"
 
 
 def test_run_epochs_max_time():
@@ -132,7 +141,7 @@ def test_run_epochs_max_time():
     sched = ConstantScheduler()
     sched.reset(1.0)
     history = History()
-    assert run_epochs(solver, sched, history, max_epochs=1000, max_time=1e-9) == "max_time"
+    assert run_epochs(solver, sched, history, unguarded(), max_epochs=1000, max_time=1e-9) == "max_time"
     assert len(history) == 1
 
 
@@ -145,7 +154,7 @@ def test_divergence_raises_a_clear_error():
     # a rate that overflows float64 must end in one clear error, not NaN factors.
     sched.reset(1e300)
     with pytest.raises(FloatingPointError, match="diverged in epoch 1 at learning rate 1e\\+300"):
-        run_epochs(solver, sched, History(), max_epochs=5)
+        run_epochs(solver, sched, History(), unguarded(), max_epochs=5)
 
 
 @pytest.mark.parametrize(

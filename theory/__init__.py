@@ -1,8 +1,27 @@
 """Step-size theory for projected (stochastic) gradient NMF under the Frobenius loss.
 
-Plain NumPy on small ``k x k`` matrices and scalars; nothing here touches the data.
+Plain NumPy on small ``k x k`` matrices, ``k``-vectors and scalars; nothing here touches
+the data. Statements, assumptions and proofs are in theory/README.md.
 """
 
-from .lipschitz import block_lipschitz, component_lipschitz
+from .bounds import (
+    curvature_after_update,
+    entry_clip_limits,
+    expected_sweep_change,
+    lr_upper_bound,
+    minibatch_gradient_noise,
+    update_norm_limits,
+)
+from .lipschitz import block_lipschitz, component_lipschitz, minibatch_lipschitz
 
-__all__ = ["block_lipschitz", "component_lipschitz"]
+__all__ = [
+    "block_lipschitz",
+    "component_lipschitz",
+    "minibatch_lipschitz",
+    "minibatch_gradient_noise",
+    "lr_upper_bound",
+    "expected_sweep_change",
+    "update_norm_limits",
+    "entry_clip_limits",
+    "curvature_after_update",
+]

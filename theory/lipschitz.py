@@ -43,3 +43,12 @@ def component_lipschitz(gram):
         :func:`block_lipschitz` and never smaller than ``block_lipschitz / k``.
     """
     return np.diag(np.asarray(gram, dtype=np.float64)).copy()
+
+
+def minibatch_lipschitz(batch_gram, n_samples, batch_size):
+    """Lipschitz constant of the unbiased minibatch gradient in ``H``.
+
+    The estimate ``(n/b) (W_B^T W_B H - W_B^T X_B)`` is Lipschitz in ``H`` with constant
+    ``(n/b) ||W_B^T W_B||_2``; its expectation over batches is ``||W^T W||_2``'s matrix.
+    """
+    return (n_samples / batch_size) * block_lipschitz(batch_gram)

@@ -21,7 +21,12 @@ class Observation:
     lr : float
         The (dimensionless) learning rate applied during the epoch.
     lr_bound : float
-        The stability bound on the learning rate (NaN when not computed).
+        The stability bound for the next epoch (NaN when not computed); the solver
+        never applies more than a safety factor times it.
+    grad_sq : float
+        Squared norm of the epoch-mean projected gradient of ``H``.
+    noise_sq : float
+        Variance of the minibatch gradient of ``H`` around that mean.
     seconds : float
         Wall time since the fit started.
     """
@@ -31,6 +36,8 @@ class Observation:
     rel_error: float
     lr: float
     lr_bound: float = math.nan
+    grad_sq: float = math.nan
+    noise_sq: float = math.nan
     seconds: float = math.nan
 
 
