@@ -28,21 +28,30 @@ _ROWS_PER_TASK = 64
 PARALLEL_MIN_FLOPS = 1 << 18
 
 
-def _cd_signatures(ret_type, *extra):
+def _cd_signatures(ret_type, extra):
+    # Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, *extra
     return [
-        ret_type(f[:, ::1], f[:, ::1], f[:, ::1], f[::1], nb.int64, f, f[::1], f[::1], *extra)
+        ret_type(
+            f[:, ::1], f[:, ::1], f[:, ::1], f[::1], nb.int64, f, f[::1], f[::1],
+            f[:, ::1], nb.float64, *extra(f),
+        )
         for f in _FLOATS
     ]
 
 
-@nb.njit(_cd_signatures(nb.int64, nb.int64, nb.int64), **JIT_OPTIONS)
-def _projected_cd_rows(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, r0, r1):  # pragma: no cover
+@nb.njit(
+    _cd_signatures(nb.int64, lambda f: (nb.float64[::1], nb.int64, nb.int64)), **JIT_OPTIONS
+)
+def _projected_cd_rows(
+    Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc, r0, r1
+):  # pragma: no cover
     """Rows ``r0:r1`` of :func:`projected_cd` (serial); returns their clipped-step count."""
     k = Y.shape[1]
+    accumulate = grad_acc.shape[0] > 0
     g = np.empty(k, dtype=Y.dtype)
     n_clipped = 0
     for r in range(r0, r1):
-        for _ in range(max_sweeps):
+        for sweep in range(max_sweeps):
             for l in range(k):
                 g[l] = -P[r, l]
             for j in range(k):
@@ -50,6 +59,10 @@ def _projected_cd_rows(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, r0, 
                 if y != 0.0:
                     for l in range(k):
                         g[l] += y * G[j, l]
+            if accumulate and sweep == 0:  # the gradient at the start of the step
+                for l in range(k):
+                    grad_acc[r, l] += g[l]
+                    sq_acc[l] += sq_weight * g[l] * g[l]
             moved = 0.0
             size = 0.0
             for j in range(k):
@@ -81,27 +94,39 @@ def _projected_cd_rows(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, r0, 
     return n_clipped
 
 
-@nb.njit(_cd_signatures(nb.int64), **PARALLEL_JIT_OPTIONS)
-def projected_cd_parallel(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs):  # pragma: no cover
+@nb.njit(_cd_signatures(nb.int64, lambda f: (nb.float64[::1],)), **PARALLEL_JIT_OPTIONS)
+def projected_cd_parallel(
+    Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc
+):  # pragma: no cover
     """:func:`projected_cd` with rows spread over Numba's threads."""
-    n_rows = Y.shape[0]
+    n_rows, k = Y.shape
     n_tasks = (n_rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    partial_sq = np.zeros((n_tasks, k))  # one row per task: no race on the sums
     n_clipped = 0
     for task in nb.prange(n_tasks):
         r0 = task * _ROWS_PER_TASK
         n_clipped += _projected_cd_rows(
-            Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, r0, min(n_rows, r0 + _ROWS_PER_TASK)
+            Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight,
+            partial_sq[task], r0, min(n_rows, r0 + _ROWS_PER_TASK),
         )
+    for task in range(n_tasks):
+        for l in range(k):
+            sq_acc[l] += partial_sq[task, l]
     return n_clipped
 
 
-@nb.njit(_cd_signatures(nb.int64), **JIT_OPTIONS)
-def projected_cd_serial(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs):  # pragma: no cover
+@nb.njit(_cd_signatures(nb.int64, lambda f: (nb.float64[::1],)), **JIT_OPTIONS)
+def projected_cd_serial(
+    Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc
+):  # pragma: no cover
     """:func:`projected_cd` on one thread."""
-    return _projected_cd_rows(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, 0, Y.shape[0])
+    return _projected_cd_rows(
+        Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc,
+        0, Y.shape[0],
+    )
 
 
-def projected_cd(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs):
+def projected_cd(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc):
     """Projected coordinate steps on every row of ``Y`` for the gradient ``Y @ G - P``.
 
     Row ``r`` of ``Y`` is updated component by component (Gauss-Seidel)::
@@ -109,6 +134,11 @@ def projected_cd(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs):
         d = steps[j] * (P[r, j] - Y[r, :] @ G[:, j])
         c = max(clip_rel[j] * |Y[r, j]|, clip_abs[j])       # the entry's clipping limit
         Y[r, j] = max(0, Y[r, j] + clip_to(d, [-c, c]))
+
+    When ``grad_acc`` is not empty (shape ``Y.shape``), the gradient ``Y @ G - P`` at the
+    start of the step is added to it, and ``sq_weight`` times its squared column norms to
+    ``sq_acc`` (float64, length ``k``): the statistics of the learning-rate bound, at no
+    extra pass over the data.
 
     ``G`` must be symmetric (a Gram matrix). The row's gradient is computed once per
     sweep and then kept current with one axpy per moved component (the fast-HALS form).
@@ -121,7 +151,7 @@ def projected_cd(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs):
     """
     rows, k = Y.shape
     kernel = projected_cd_parallel if rows * k * k * max_sweeps >= PARALLEL_MIN_FLOPS else projected_cd_serial
-    return kernel(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs)
+    return kernel(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc)
 
 
 # --------------------------------------------------------------------------------------
@@ -271,14 +301,19 @@ class CPUBackend:
         return bool(np.isfinite(A).all())
 
     # -- the fused update ---------------------------------------------------------------
-    def projected_cd(self, Y, G, P, steps, *, max_sweeps=1, tol=0.0, clips=None):
+    def projected_cd(self, Y, G, P, steps, *, max_sweeps=1, tol=0.0, clips=None, statistics=None):
         """Projected coordinate steps on the rows of ``Y`` in place; see :func:`projected_cd`.
 
         ``clips``, a pair ``(relative, absolute)`` of per-component vectors (default: no
         limit), bounds the step of entry ``(r, j)`` by ``max(relative[j] * |Y[r, j]|, absolute[j])``.
+        ``statistics``, a triple ``(grad_acc, sq_weight, sq_acc)``, accumulates the gradient
+        at the start of the step (see :func:`projected_cd`).
         """
         k = Y.shape[1]
         clip_rel, clip_abs = (np.zeros(k), np.full(k, np.inf)) if clips is None else clips
+        grad_acc, sq_weight, sq_acc = (
+            (self._no_accumulator(Y.dtype), 0.0, np.zeros(k)) if statistics is None else statistics
+        )
         return int(
             projected_cd(
                 Y,
@@ -289,14 +324,15 @@ class CPUBackend:
                 Y.dtype.type(tol),
                 np.array(np.broadcast_to(clip_rel, (k,)), dtype=Y.dtype),
                 np.array(np.broadcast_to(clip_abs, (k,)), dtype=Y.dtype),
+                grad_acc,
+                float(sq_weight),
+                sq_acc,
             )
         )
 
-    def h_gradient(self, Ht, G, Ct, out):
-        """``out = Ht @ G - Ct``: the H-gradient ``(G H - C)^T`` in H's transposed layout."""
-        np.matmul(Ht, G.astype(Ht.dtype, copy=False), out=out)
-        out -= Ct
-        return out
+    @staticmethod
+    def _no_accumulator(dtype):
+        return np.empty((0, 0), dtype=dtype)
 
     def column_sq_norms(self, A, mask=None):
         """``sum(A**2, axis=0)`` as a float64 host vector, optionally over ``mask`` only."""
@@ -307,8 +343,3 @@ class CPUBackend:
         """Per column, ``||G||^2`` over the entries that a projected step can move:
         those with ``Y > 0`` or ``G < 0`` (the support of the gradient mapping)."""
         return self.column_sq_norms(G, mask=(Y > 0) | (G < 0))
-
-    def accumulate(self, acc, A):
-        """``acc += A`` in place."""
-        acc += A
-        return acc

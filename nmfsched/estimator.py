@@ -70,9 +70,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     transform_tol : float, default=1e-6
         Per-row relative tolerance of that solve.
     enforce_bound : bool, default=True
-        Never apply more than ``safety_factor`` times the stability bound, and clip every
-        entry of every ``H`` update (see ``nmfsched.theory``). ``False`` is for
-        experiments only: the bound is still computed and recorded, not enforced.
+        Never apply more than ``safety_factor`` times the stability bound, clip every
+        entry of every ``H`` update (see ``nmfsched.theory``), and undo any epoch that
+        ends above the loss the fit started from (halving the cap until one succeeds).
+        ``False`` is for experiments only: the bound is still computed and recorded.
     safety_factor : float in (0, 1], default=0.9
         Margin under the bound; the bound of an epoch is estimated from the previous one.
     curvature_tolerance : float, default=1.0
@@ -329,6 +330,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 scheduler,
                 history,
                 guard,
+                start_loss=guard.initial_loss,
                 max_epochs=self.max_epochs,
                 tol=self.tol,
                 n_iter_no_change=self.n_iter_no_change,
@@ -371,6 +373,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             if first:
                 rng, solver, guard, scheduler = self._start_run(X, W, H, backend)
                 history, seconds_offset = History(), 0.0
+                start_loss = guard.initial_loss
             else:
                 if W is not None or H is not None:
                     raise ValueError("W and H can only be passed to the first partial_fit call.")
@@ -380,6 +383,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                     backend, X, H0, max_sweeps=resolve_w_sweeps(self.w_sweeps, *H0.shape), tol=0.0
                 )
                 solver = self._make_solver(X, W0, H0, rng, backend)
+                start_loss = solver.probe()  # this chunk's own reference loss and bound
+                guard.bound = solver.lr_bound()
                 history = History(self.history_)
                 seconds_offset = float(self.history_["seconds"][-1]) if len(history) else 0.0
             self.stop_reason_ = run_epochs(
@@ -387,6 +392,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 scheduler,
                 history,
                 guard,
+                start_loss=start_loss,
                 max_epochs=1,
                 t_start=t_start - seconds_offset,
                 verbose=self.verbose,

@@ -42,6 +42,7 @@ HISTORY_KEYS = (
     "h_step_min",
     "h_step_max",
     "n_clipped",
+    "rejected",
 )
 
 
@@ -90,6 +91,7 @@ class History:
         out = {key: np.asarray(values, dtype=np.float64) for key, values in self._rows.items()}
         out["epoch"] = out["epoch"].astype(np.int64)
         out["n_clipped"] = out["n_clipped"].astype(np.int64)
+        out["rejected"] = out["rejected"].astype(bool)
         return out
 
 
@@ -127,7 +129,6 @@ class StochasticSolver:
         self._wb_buf = be.empty((b, k), self.dtype)
         self._ct_buf = be.empty((m, k), self.dtype)
         self._p_full = be.empty((self.n_samples, k), self.dtype)
-        self._grad_buf = be.empty((m, k), self.dtype)
         self._grad_sum = be.empty((m, k), self.dtype)
         self._grad_wsq = np.zeros(k)
         self.WtW = be.gram(self.W)
@@ -151,17 +152,14 @@ class StochasticSolver:
         self._grad_sum[...] = 0
         self._grad_wsq[:] = 0.0
 
-    def _accumulate_gradient(self, WbtWb, Ct, n_rows):
-        """Add one minibatch's gradient to the epoch statistics.
+    def _statistics(self, n_rows):
+        """The accumulators a minibatch's ``H`` step adds its gradient to.
 
         With ``p_B = |B|/n`` and ``g_B = (n/|B|) (W_B^T W_B H - W_B^T X_B)``, the sums kept
         are ``sum_B p_B g_B`` (the raw batch gradients add up to it) and, per component,
-        ``sum_B p_B ||g_B,j||^2``.
+        ``sum_B p_B ||g_B,j||^2`` (the raw gradient's squares weighted by ``n/|B|``).
         """
-        be = self.backend
-        raw = be.h_gradient(self.Ht, WbtWb, Ct, self._grad_buf)
-        be.accumulate(self._grad_sum, raw)
-        self._grad_wsq += (self.n_samples / n_rows) * be.column_sq_norms(raw)
+        return self._grad_sum, self.n_samples / n_rows, self._grad_wsq
 
     def sgd_epoch(self, lr, curvature_tolerance=None):
         """One pass over the rows in random order; returns the number of clipped H steps.
@@ -184,12 +182,13 @@ class StochasticSolver:
             WbtWb = be.gram(Wb)
             self.WtW += WbtWb
             Ct = be.xbt_wb(Xb, Wb, self._ct_buf)
-            self._accumulate_gradient(WbtWb, Ct, nb)
             steps = lr * (n / nb) * _safe_inverse(component_lipschitz(self.WtW))
             clips = None
             if curvature_tolerance is not None:
                 clips = entry_clip_limits(np.diag(HHt), self.n_features, curvature_tolerance)
-            n_clipped += be.projected_cd(self.Ht, WbtWb, Ct, steps, max_sweeps=1, clips=clips)
+            n_clipped += be.projected_cd(
+                self.Ht, WbtWb, Ct, steps, max_sweeps=1, clips=clips, statistics=self._statistics(nb)
+            )
         return n_clipped
 
     def probe(self):
@@ -206,7 +205,10 @@ class StochasticSolver:
             Xb = be.take_rows(self.X, rows, self._xb_buf)
             Wb = be.take_rows(self.W, rows, self._wb_buf)
             Ct = be.xbt_wb(Xb, Wb, self._ct_buf)
-            self._accumulate_gradient(be.gram(Wb), Ct, rows.shape[0])
+            # a zero step: the kernel only measures the gradient
+            be.projected_cd(
+                self.Ht, be.gram(Wb), Ct, np.zeros(self.k), statistics=self._statistics(rows.shape[0])
+            )
             cross += be.inner(Ct, self.Ht)
         loss = 0.5 * (self.sq_norm_X - 2.0 * cross + float(np.sum(self.WtW * be.gram(self.Ht))))
         return max(loss, 0.0)
@@ -240,6 +242,16 @@ class StochasticSolver:
         loss = 0.5 * (self.sq_norm_X - 2.0 * be.inner(self.W, P) + float(np.sum(self.WtW * HHt)))
         # The Gram identity cancels large terms; never report a negative loss from rounding.
         return max(loss, 0.0)
+
+    def snapshot(self):
+        """A copy of the iterate (``W``, ``H`` and the running ``W^T W``)."""
+        return self.W.copy(), self.Ht.copy(), self.WtW.copy()
+
+    def restore(self, snapshot):
+        W, Ht, WtW = snapshot
+        self.W[...] = W
+        self.Ht[...] = Ht
+        self.WtW = WtW.copy()
 
     def rel_error(self, loss):
         if self.sq_norm_X == 0:
@@ -291,6 +303,7 @@ def run_epochs(
     history,
     guard,
     *,
+    start_loss,
     max_epochs,
     tol=0.0,
     n_iter_no_change=10,
@@ -302,9 +315,11 @@ def run_epochs(
     """Run up to ``max_epochs`` epochs, asking ``scheduler`` for the learning rate after each.
 
     The scheduler must already be ``reset`` and ``guard.bound`` set (from
-    :meth:`StochasticSolver.probe` or a previous epoch). Each epoch applies
-    ``guard.apply(proposal)``; afterwards the scheduler sees the epoch's loss and the
-    bound for the next epoch. Stops early when the best loss of the last
+    :meth:`StochasticSolver.probe` or a previous epoch); ``start_loss`` is the loss of the
+    solver's current iterate. Each epoch applies ``guard.apply(proposal)``; an enforcing
+    guard rejects an epoch that ends above the loss it started from (the iterate is
+    restored). Afterwards the scheduler sees the
+    loss and the bound for the next epoch. Stops early when the best loss of the last
     ``n_iter_no_change`` epochs is less than ``tol`` (relative) below the best loss before
     them (a stochastic loss is not monotone, so single epochs are not compared), when the
     loss reaches 0, or after ``max_time`` seconds.
@@ -316,8 +331,10 @@ def run_epochs(
     """
     t_start = time.perf_counter() if t_start is None else t_start
     proposed = scheduler.lr
+    previous_loss = start_loss  # the loss of the iterate an epoch starts from
     for epoch in range(first_epoch + 1, first_epoch + max_epochs + 1):
         lr = guard.apply(proposed)
+        before = solver.snapshot() if guard.enforce else None
         # Overflow is detected below and reported as one clear error, not as warnings.
         with np.errstate(over="ignore", invalid="ignore"):
             n_clipped = solver.sgd_epoch(lr, guard.clip_tolerance)
@@ -330,6 +347,14 @@ def run_epochs(
                 f"(loss {loss!r}); use a smaller learning_rate or keep enforce_bound=True."
             )
         guard.record(lr, n_clipped)
+        rejected = guard.should_reject(loss, start_loss)
+        if rejected:
+            solver.restore(before)
+            loss = previous_loss
+            guard.reject()
+        else:
+            guard.accept()
+        previous_loss = loss
         rel_error = solver.rel_error(loss)
         step_min, step_max = solver.h_steps(lr)
         history.append(
@@ -345,6 +370,7 @@ def run_epochs(
             h_step_min=step_min,
             h_step_max=step_max,
             n_clipped=n_clipped,
+            rejected=rejected,
         )
         guard.bound = lr_upper_bound(grad_sq, noise_sq, lipschitz)
         if verbose:

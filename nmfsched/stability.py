@@ -10,6 +10,13 @@ class StabilityWarning(UserWarning):
 class StabilityGuard:
     """Caps the scheduler's learning rate at ``safety_factor x bound`` and keeps the record.
 
+    The bound guarantees descent in expectation; the guard makes "never worse than the
+    start" sure. An epoch whose exact loss ends above the loss the run started from is
+    rejected (the solver restores the factors from before it) and the cap is halved
+    until an epoch succeeds. Epochs that rise above the previous epoch but stay below
+    the start are kept: a stochastic method's loss is not monotone, and undoing every
+    uptick undid more than half of all epochs on digits and stalled the run.
+
     Parameters
     ----------
     enforce : bool, default=True
@@ -32,11 +39,25 @@ class StabilityGuard:
         self.max_ratio = 0.0
         self.n_capped = 0
         self.n_clipped = 0
+        self.n_rejected = 0
+        self.backoff = 1.0
 
     @property
     def cap(self):
         """The largest learning rate the next epoch may apply."""
-        return self.safety_factor * self.bound
+        return self.safety_factor * self.backoff * self.bound
+
+    def should_reject(self, loss, start_loss):
+        """Whether an epoch that ended at ``loss`` in a run that started at ``start_loss`` is undone."""
+        return self.enforce and loss > start_loss
+
+    def reject(self):
+        """Book a rejected epoch and halve the cap for the next try."""
+        self.n_rejected += 1
+        self.backoff *= 0.5
+
+    def accept(self):
+        self.backoff = 1.0
 
     @property
     def clip_tolerance(self):
@@ -70,6 +91,7 @@ class StabilityGuard:
             "max_lr_to_bound": self.max_ratio,
             "n_capped_epochs": self.n_capped,
             "n_clipped_steps": self.n_clipped,
+            "n_rejected_epochs": self.n_rejected,
             "initial_loss": self.initial_loss,
             "final_loss": final,
             "all_losses_finite": finite,

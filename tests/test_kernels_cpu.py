@@ -9,6 +9,11 @@ from hypothesis import strategies as st
 from nmfsched.kernels import cpu
 
 
+def NO_STATS(dtype, k):
+    """The kernel's statistics arguments, switched off."""
+    return np.empty((0, 0), dtype=dtype), 0.0, np.zeros(k)
+
+
 def cd_oracle(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs):
     """Plain-Python Gauss-Seidel projected coordinate steps (the kernel's specification)."""
     Y = Y.astype(np.float64).copy()
@@ -48,7 +53,7 @@ def test_projected_cd_matches_oracle(rng, dtype, n_rows, sweeps, tol):
     Y, G, P, steps = random_cd_problem(rng, n_rows, 12 if n_rows == 300 else 5, dtype)
     rel, absolute = np.zeros(Y.shape[1], dtype=dtype), np.full(Y.shape[1], np.inf, dtype=dtype)
     expected, _ = cd_oracle(Y, G.astype(np.float64), P.astype(np.float64), steps.astype(np.float64), sweeps, tol, rel, absolute)
-    cpu.projected_cd(Y, G, P, steps, sweeps, dtype(tol), rel, absolute)
+    cpu.projected_cd(Y, G, P, steps, sweeps, dtype(tol), rel, absolute, *NO_STATS(dtype, 12 if n_rows == 300 else 5))
     rtol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(Y, expected, rtol=rtol, atol=rtol)
     assert Y.dtype == dtype
@@ -58,7 +63,7 @@ def test_serial_and_parallel_paths_agree(rng):
     Y, G, P, steps = random_cd_problem(rng, 500, 10, np.float64)
     Y2 = Y.copy()
     rel, absolute = np.full(10, 0.1), np.full(10, 0.05)
-    assert cpu.projected_cd_serial(Y, G, P, steps, 4, 0.0, rel, absolute) == cpu.projected_cd_parallel(Y2, G, P, steps, 4, 0.0, rel, absolute)
+    assert cpu.projected_cd_serial(Y, G, P, steps, 4, 0.0, rel, absolute, *NO_STATS(np.float64, 10)) == cpu.projected_cd_parallel(Y2, G, P, steps, 4, 0.0, rel, absolute, *NO_STATS(np.float64, 10))
     np.testing.assert_array_equal(Y, Y2)
 
 
@@ -68,7 +73,7 @@ def test_projected_cd_clips_and_counts(rng):
     rel = np.array([0.1, 0.0, 0.0, 0.5])  # relative part of each component's limit
     absolute = np.array([0.05, 0.5, np.inf, 0.01])  # and its floor
     expected, expected_count = cd_oracle(Y, G, P, steps, 1, 0.0, rel, absolute)
-    count = cpu.projected_cd(Y, G, P, steps, 1, 0.0, rel, absolute)
+    count = cpu.projected_cd(Y, G, P, steps, 1, 0.0, rel, absolute, *NO_STATS(np.float64, 4))
     np.testing.assert_allclose(Y, expected, rtol=1e-12)
     assert count == expected_count > 0
 
@@ -77,7 +82,7 @@ def test_projected_cd_zero_step_freezes_component(rng):
     Y, G, P, steps = random_cd_problem(rng, 10, 4, np.float64)
     steps[2] = 0.0
     before = Y[:, 2].copy()
-    cpu.projected_cd(Y, G, P, steps, 3, 0.0, np.zeros(4), np.full(4, np.inf))
+    cpu.projected_cd(Y, G, P, steps, 3, 0.0, np.zeros(4), np.full(4, np.inf), *NO_STATS(np.float64, 4))
     np.testing.assert_array_equal(Y[:, 2], before)
 
 
@@ -85,7 +90,7 @@ def test_projected_cd_propagates_nan(rng):
     """fastmath must keep NaN semantics: a NaN gradient may not be projected to 0."""
     Y, G, P, steps = random_cd_problem(rng, 3, 4, np.float64)
     P[1, 2] = np.nan
-    cpu.projected_cd(Y, G, P, steps, 1, 0.0, np.zeros(4), np.full(4, np.inf))
+    cpu.projected_cd(Y, G, P, steps, 1, 0.0, np.zeros(4), np.full(4, np.inf), *NO_STATS(np.float64, 4))
     assert np.isnan(Y[1, 2])
     assert np.isfinite(Y[0]).all()
 
@@ -111,7 +116,7 @@ def test_exact_coordinate_steps_never_increase_row_objective(n_rows, k, scale, s
         return 0.5 * ((X - W @ Hm) ** 2).sum(axis=1)
 
     before = objective(Y)
-    cpu.projected_cd(Y, G, P, 1.0 / np.diag(G), 2, 0.0, np.zeros(k), np.full(k, np.inf))
+    cpu.projected_cd(Y, G, P, 1.0 / np.diag(G), 2, 0.0, np.zeros(k), np.full(k, np.inf), *NO_STATS(np.float64, k))
     after = objective(Y)
     assert (Y >= 0).all()
     assert (after <= before + 1e-9 * (before + scale**2)).all()
@@ -164,14 +169,22 @@ def test_backend_accepts_mixed_index_dtypes():
     np.testing.assert_array_equal(Xd.toarray(), X.toarray())
 
 
-def test_backend_gradient_helpers_match_numpy(rng):
+def test_kernel_accumulates_the_start_gradient(rng):
+    """The fused statistics equal Y @ G - P at the start of the step, for both code paths."""
+    for n_rows in (5, 400):
+        Y, G, P, steps = random_cd_problem(rng, n_rows, 8, np.float64)
+        expected = Y @ G - P
+        grad_acc = np.ones_like(Y)
+        sq_acc = np.full(8, 2.0)
+        be = cpu.CPUBackend()
+        be.projected_cd(Y, G, P, steps, max_sweeps=3, statistics=(grad_acc, 0.5, sq_acc))
+        np.testing.assert_allclose(grad_acc, 1 + expected, rtol=1e-12)
+        np.testing.assert_allclose(sq_acc, 2 + 0.5 * (expected**2).sum(axis=0), rtol=1e-12)
+
+
+def test_backend_column_norms_match_numpy(rng):
     be = cpu.CPUBackend()
-    Ht, G, Ct = rng.random((30, 4)), rng.random((4, 4)), rng.random((30, 4))
-    out = be.h_gradient(Ht, G, Ct, np.empty((30, 4)))
-    np.testing.assert_allclose(out, Ht @ G - Ct)
-    np.testing.assert_allclose(be.column_sq_norms(out), (out**2).sum(axis=0))
-    mask = out > 0
-    np.testing.assert_allclose(be.column_sq_norms(out, mask), (np.where(mask, out, 0) ** 2).sum(axis=0))
-    acc = np.ones((30, 4))
-    be.accumulate(acc, out)
-    np.testing.assert_allclose(acc, 1 + out)
+    G, Y = rng.normal(size=(30, 4)), rng.random((30, 4)) * (rng.random((30, 4)) > 0.5)
+    np.testing.assert_allclose(be.column_sq_norms(G), (G**2).sum(axis=0))
+    free = (Y > 0) | (G < 0)
+    np.testing.assert_allclose(be.projected_column_sq_norms(G, Y), (np.where(free, G, 0) ** 2).sum(axis=0))

@@ -100,7 +100,7 @@ def test_full_batch_constant_rate_is_monotone_hals():
     sched = ConstantScheduler()
     sched.reset(1.0)
     history = History()
-    run_epochs(solver, sched, history, unguarded(), max_epochs=30)
+    run_epochs(solver, sched, history, unguarded(), start_loss=np.inf, max_epochs=30)
     losses = np.asarray(history.losses())
     assert (np.diff(losses) <= 1e-9 * losses[:-1]).all()
 
@@ -112,7 +112,7 @@ def test_run_epochs_records_history_and_scheduler_rates():
     sched = StepScheduler(step_size=2, gamma=0.5)
     sched.reset(0.8)
     history = History()
-    reason = run_epochs(solver, sched, history, unguarded(), max_epochs=6)
+    reason = run_epochs(solver, sched, history, unguarded(), start_loss=np.inf, max_epochs=6)
     h = history.as_arrays()
     assert reason == "max_epochs"
     np.testing.assert_array_equal(h["epoch"], np.arange(1, 7))
@@ -132,7 +132,7 @@ def test_run_epochs_stops_on_exact_fit():
     solver = make_solver(X, W, H, 30, 1, 0)
     sched = ConstantScheduler()
     sched.reset(1.0)
-    assert run_epochs(solver, sched, History(), unguarded(), max_epochs=10) == "exact"
+    assert run_epochs(solver, sched, History(), unguarded(), start_loss=np.inf, max_epochs=10) == "exact"
 
 
 def test_run_epochs_max_time():
@@ -141,7 +141,7 @@ def test_run_epochs_max_time():
     sched = ConstantScheduler()
     sched.reset(1.0)
     history = History()
-    assert run_epochs(solver, sched, history, unguarded(), max_epochs=1000, max_time=1e-9) == "max_time"
+    assert run_epochs(solver, sched, history, unguarded(), start_loss=np.inf, max_epochs=1000, max_time=1e-9) == "max_time"
     assert len(history) == 1
 
 
@@ -154,7 +154,7 @@ def test_divergence_raises_a_clear_error():
     # a rate that overflows float64 must end in one clear error, not NaN factors.
     sched.reset(1e300)
     with pytest.raises(FloatingPointError, match="diverged in epoch 1 at learning rate 1e\\+300"):
-        run_epochs(solver, sched, History(), unguarded(), max_epochs=5)
+        run_epochs(solver, sched, History(), unguarded(), start_loss=np.inf, max_epochs=5)
 
 
 @pytest.mark.parametrize(

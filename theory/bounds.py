@@ -93,7 +93,7 @@ def update_norm_limits(component_sq_norms, curvature_tolerance=1.0):
 
     The ``W``-block curvature of component ``j`` is ``L_j = ||h_j||^2``. An update with
     ``||dh_j|| <= c ||h_j||``, ``c = sqrt(1 + rho) - 1``, keeps
-    ``(1 - c)^2 L_j <= L_j' <= (1 + rho) L_j`` (theory/README.md, Proposition 2).
+    ``max(0, 1 - c)^2 L_j <= L_j' <= (1 + rho) L_j`` (theory/README.md, Proposition 2).
 
     Parameters
     ----------
