@@ -120,7 +120,7 @@ def test_inverse_transform_checks_columns():
 def test_partial_fit_streams_chunks():
     X = low_rank(400, 30, 3, noise=0.05)
     model = StochasticNMF(3, random_state=0, scheduler="constant", learning_rate=0.5)
-    for epoch in range(3):
+    for _ in range(3):
         for chunk in np.array_split(X, 4):
             model.partial_fit(chunk)
     assert model.n_iter_ == 12

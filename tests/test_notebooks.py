@@ -1,6 +1,5 @@
 """Every notebook in notebooks/ runs top to bottom without error."""
 
-import os
 from pathlib import Path
 
 import pytest

@@ -1,6 +1,5 @@
 """The solver loop against a plain-NumPy replay of the same algorithm."""
 
-import math
 
 import numpy as np
 import pytest
