@@ -357,6 +357,7 @@ def run_epochs(
         previous_loss = loss
         rel_error = solver.rel_error(loss)
         step_min, step_max = solver.h_steps(lr)
+        grad_total, noise_total = float(np.sum(grad_sq)), float(np.sum(noise_sq))
         history.append(
             epoch=epoch,
             seconds=seconds,
@@ -365,8 +366,8 @@ def run_epochs(
             lr=lr,
             lr_proposed=proposed,
             lr_bound=guard.bound,
-            grad_sq=float(np.sum(grad_sq)),
-            noise_sq=float(np.sum(noise_sq)),
+            grad_sq=grad_total,
+            noise_sq=noise_total,
             h_step_min=step_min,
             h_step_max=step_max,
             n_clipped=n_clipped,
@@ -386,8 +387,8 @@ def run_epochs(
                 rel_error=rel_error,
                 lr=lr,
                 lr_bound=guard.bound,
-                grad_sq=float(np.sum(grad_sq)),
-                noise_sq=float(np.sum(noise_sq)),
+                grad_sq=grad_total,
+                noise_sq=noise_total,
                 seconds=seconds,
             )
         )
