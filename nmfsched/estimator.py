@@ -30,7 +30,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     ``j`` of ``H`` moves by ``learning_rate / L_j`` times its gradient, where
     ``L_j = (W^T W)_jj`` is that component's Lipschitz constant, so the learning rate is
     dimensionless (1.0 is the exact coordinate step of the deterministic problem). A
-    scheduler sets the learning rate after every epoch.
+    scheduler proposes the learning rate after every epoch; with ``enforce_bound`` the
+    solver applies at most ``safety_factor`` times the stability bound of
+    ``nmfsched.theory``, clips every update, and undoes an epoch that would end above
+    the starting loss.
 
     Parameters
     ----------
@@ -100,11 +103,20 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Defined only when ``X`` has string feature names.
     history_ : dict of ndarray
-        One entry per epoch: "epoch", "seconds" (since fit started), "loss"
-        (``1/2 ||X - W H||_F^2`` at the end of the epoch), "rel_error"
-        (``||X - W H||_F / ||X||_F``), "lr" (the learning rate applied), "lr_bound"
-        (stability bound; NaN until computed), "h_step_min"/"h_step_max" (absolute steps
-        ``lr / L_j`` over components) and "n_clipped" (clipped H steps).
+        One entry per epoch: "epoch"; "seconds" (since fit started); "loss"
+        (``1/2 ||X - W H||_F^2`` at the end of the epoch); "rel_error"
+        (``||X - W H||_F / ||X||_F``); "lr" (the learning rate applied); "lr_proposed"
+        (the scheduler's proposal); "lr_bound" (the stability bound in force during the
+        epoch); "grad_sq" and "noise_sq" (the epoch's projected-gradient and minibatch-
+        noise statistics, from which the next bound comes); "h_step_min"/"h_step_max"
+        (absolute steps ``lr / L_j`` over components); "n_clipped" (clipped coordinate
+        steps of ``H``); "rejected" (the epoch ended above the loss the fit started from
+        and was undone; its "loss" is the restored one).
+    stability_certificate_ : dict
+        "enforced", "safety_factor", "curvature_tolerance", "max_lr_to_bound" (largest
+        applied-rate / bound ratio), "n_capped_epochs", "n_clipped_steps",
+        "n_rejected_epochs", "initial_loss", "final_loss", "all_losses_finite" and
+        "descent" (final loss <= initial loss, all finite).
     scheduler_ : Scheduler
         The scheduler used, in its final state.
     stop_reason_ : str
