@@ -5,7 +5,7 @@ import scipy.sparse as sp
 
 from .kernels import get_backend
 from .solver import StochasticSolver, _safe_inverse
-from .theory import component_lipschitz, entry_clip_limits, lr_upper_bound, minibatch_gradient_noise
+from .theory import component_lipschitz, entry_clip_limits
 
 
 def h_step_expected_change(X, W, H, lrs, *, batch_size=256, random_state=0, curvature_tolerance=None):
@@ -48,16 +48,14 @@ def h_step_expected_change(X, W, H, lrs, *, batch_size=256, random_state=0, curv
     Ht0 = solver.Ht.copy()
     L = component_lipschitz(solver.WtW)
     P_full = be.xb_ht(be.all_rows(solver.X), Ht0, np.empty((n, H.shape[0]), X.dtype))
-    sq_norm = solver.sq_norm_X
 
     def loss(Ht):
         P = be.xb_ht(be.all_rows(solver.X), Ht, P_full)
-        return 0.5 * (sq_norm - 2 * be.inner(W, P) + float(np.sum(solver.WtW * be.gram(Ht))))
+        return solver.gram_loss(be.inner(W, P), be.gram(Ht))
 
     f0 = loss(Ht0)
     changes = np.zeros(len(lrs))
-    grad_sum = np.zeros_like(Ht0)
-    grad_wsq = np.zeros(H.shape[0])
+    solver._reset_statistics()
     clips = None
     if curvature_tolerance is not None:
         clips = entry_clip_limits(np.diag(be.gram(Ht0)), m, curvature_tolerance)
@@ -70,12 +68,11 @@ def h_step_expected_change(X, W, H, lrs, *, batch_size=256, random_state=0, curv
         for i, lr in enumerate(lrs):
             Ht = Ht0.copy()
             steps = lr * (n / rows.shape[0]) * _safe_inverse(L)
-            stats = (grad_sum, n / rows.shape[0], grad_wsq) if i == 0 else None
+            # the start gradient does not depend on lr: gather the statistics once
+            stats = solver._statistics(rows.shape[0]) if i == 0 else None
             be.projected_cd(Ht, WbtWb, Ct, steps, clips=clips, statistics=stats)
             changes[i] += weight * (loss(Ht) - f0)
-    grad_sq = be.projected_column_sq_norms(grad_sum, Ht0)
-    noise = minibatch_gradient_noise(grad_wsq, be.column_sq_norms(grad_sum))
-    return changes, lr_upper_bound(grad_sq, noise, L)
+    return changes, solver.lr_bound()  # solver.Ht is still Ht0: the steps worked on copies
 
 
 def largest_descending_rate(lrs, changes):

@@ -210,8 +210,7 @@ class StochasticSolver:
                 self.Ht, be.gram(Wb), Ct, np.zeros(self.k), statistics=self._statistics(rows.shape[0])
             )
             cross += be.inner(Ct, self.Ht)
-        loss = 0.5 * (self.sq_norm_X - 2.0 * cross + float(np.sum(self.WtW * be.gram(self.Ht))))
-        return max(loss, 0.0)
+        return max(self.gram_loss(cross, be.gram(self.Ht)), 0.0)
 
     def gradient_statistics(self):
         """``(grad_sq, noise_sq, lipschitz)`` per component from the last pass.
@@ -239,9 +238,16 @@ class StochasticSolver:
         P = be.xb_ht(be.all_rows(self.X), self.Ht, self._p_full)
         be.projected_cd(self.W, HHt, P, _safe_inverse(component_lipschitz(HHt)), max_sweeps=max_sweeps, tol=tol)
         self.WtW = be.gram(self.W)
-        loss = 0.5 * (self.sq_norm_X - 2.0 * be.inner(self.W, P) + float(np.sum(self.WtW * HHt)))
         # The Gram identity cancels large terms; never report a negative loss from rounding.
-        return max(loss, 0.0)
+        return max(self.gram_loss(be.inner(self.W, P), HHt), 0.0)
+
+    def gram_loss(self, cross, HHt):
+        """``1/2 ||X - W H||^2 = 1/2 (||X||^2 - 2 <W, X H^T> + <W^T W, H H^T>)``.
+
+        ``cross`` is ``<W, X H^T>``; ``W^T W`` is the solver's running one. Not clamped:
+        rounding can make a near-zero loss slightly negative.
+        """
+        return 0.5 * (self.sq_norm_X - 2.0 * cross + float(np.sum(self.WtW * HHt)))
 
     def snapshot(self):
         """A copy of the iterate (``W``, ``H`` and the running ``W^T W``)."""
