@@ -276,7 +276,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                     stacklevel=3,
                 )
         scheduler = self._make_scheduler()
-        scheduler.reset(lr0)
+        scheduler.reset(lr0, total_epochs=self.max_epochs)
         return rng, solver, guard, scheduler
 
     def _record_run(self, rng, scheduler, guard, history):

@@ -130,6 +130,8 @@ class StochasticSolver:
         self._ct_buf = be.empty((m, k), self.dtype)
         self._p_full = be.empty((self.n_samples, k), self.dtype)
         self._grad_sum = be.empty((m, k), self.dtype)
+        self._grad_prev = be.empty((m, k), self.dtype)  # the previous pass's, for gradient_cosine
+        self._passes = 0
         self._grad_wsq = np.zeros(k)
         self.WtW = be.gram(self.W)
 
@@ -149,6 +151,9 @@ class StochasticSolver:
             yield order[start : start + b]
 
     def _reset_statistics(self):
+        if self._passes:  # keep the last pass's mean gradient (a swap, no copy)
+            self._grad_sum, self._grad_prev = self._grad_prev, self._grad_sum
+        self._passes += 1
         self._grad_sum[...] = 0
         self._grad_wsq[:] = 0.0
 
@@ -223,6 +228,14 @@ class StochasticSolver:
         grad_sq = be.projected_column_sq_norms(self._grad_sum, self.Ht)
         noise_sq = minibatch_gradient_noise(self._grad_wsq, be.column_sq_norms(self._grad_sum))
         return grad_sq, noise_sq, component_lipschitz(self.WtW)
+
+    def gradient_cosine(self):
+        """Cosine between the mean gradients of the last two passes (NaN before two, or at 0)."""
+        if self._passes < 2:
+            return math.nan
+        be = self.backend
+        norms = math.sqrt(be.squared_norm(self._grad_sum) * be.squared_norm(self._grad_prev))
+        return be.inner(self._grad_sum, self._grad_prev) / norms if norms > 0 else math.nan
 
     def lr_bound(self):
         """The learning-rate bound from the statistics of the last pass."""
@@ -394,6 +407,7 @@ def run_epochs(
                 lr=lr,
                 lr_bound=guard.bound,
                 grad_sq=grad_total,
+                grad_cos=solver.gradient_cosine(),
                 noise_sq=noise_total,
                 seconds=seconds,
             )

@@ -32,9 +32,7 @@ def get(name, **params):
     try:
         cls = _REGISTRY[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"Unknown scheduler {name!r}; known schedulers: {', '.join(available())}."
-        ) from None
+        raise ValueError(f"Unknown scheduler {name!r}; known schedulers: {', '.join(available())}.") from None
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
