@@ -4,17 +4,30 @@
 ``register(name)`` adds a :class:`Scheduler` subclass.
 """
 
-from . import constant, step  # noqa: F401  (registers the built-in schedulers)
+from . import constant, decay, greedy, hypergradient, plateau, step, warmup  # noqa: F401  (registers them)
 from .base import Observation, Scheduler
 from .constant import ConstantScheduler
+from .decay import CosineScheduler, ExponentialScheduler, LinearScheduler, MultiStepScheduler
+from .greedy import GreedyLR
+from .hypergradient import HypergradientScheduler
+from .plateau import PlateauScheduler
 from .registry import available, get, register
 from .step import StepScheduler
+from .warmup import WarmupScheduler
 
 __all__ = [
     "Observation",
     "Scheduler",
     "ConstantScheduler",
+    "CosineScheduler",
+    "ExponentialScheduler",
+    "GreedyLR",
+    "HypergradientScheduler",
+    "LinearScheduler",
+    "MultiStepScheduler",
+    "PlateauScheduler",
     "StepScheduler",
+    "WarmupScheduler",
     "available",
     "get",
     "register",

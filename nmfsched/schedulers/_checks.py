@@ -1,0 +1,45 @@
+"""Parameter checks shared by the schedulers: one clear ValueError per bad value."""
+
+import math
+from numbers import Integral, Real
+
+
+def check_int(owner, name, value, minimum):
+    """``value`` as an int ``>= minimum`` (bools are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_real(owner, name, value, low=-math.inf, high=math.inf, low_open=False, high_open=False):
+    """``value`` as a finite float in the interval given by ``low``/``high`` (open ends as flagged)."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        raise ValueError(
+            f"{owner}: {name} must be a finite number in {left}{low}, {high}{right}, got {value!r}."
+        )
+    return float(value)
+
+
+def check_choice(owner, name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}.")
+    return value
+
+
+def is_better(value, best, threshold, threshold_mode):
+    """Whether ``value`` improves on ``best`` by more than the threshold (torch's "min" mode)."""
+    if threshold_mode == "rel":
+        return value < best * (1.0 - threshold) if best > 0 else value < best - abs(best) * threshold
+    return value < best - threshold
+
+
+def is_worse(value, best, threshold, threshold_mode):
+    """Whether ``value`` is above ``best`` by more than the threshold."""
+    if threshold_mode == "rel":
+        return value > best + abs(best) * threshold
+    return value > best + threshold

@@ -1,0 +1,300 @@
+"""Each scheduler's semantics pinned with scripted loss sequences (no solver involved)."""
+
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+from nmfsched import schedulers
+from nmfsched.schedulers import (
+    CosineScheduler,
+    ExponentialScheduler,
+    GreedyLR,
+    HypergradientScheduler,
+    LinearScheduler,
+    MultiStepScheduler,
+    Observation,
+    PlateauScheduler,
+    WarmupScheduler,
+)
+
+
+def drive(scheduler, lr0, losses, *, bound=math.inf, cos=math.nan, total_epochs=None):
+    """Feed one loss per epoch; returns the rate proposed after each."""
+    scheduler.reset(lr0, total_epochs)
+    return [
+        scheduler.step(
+            Observation(epoch=t + 1, loss=loss, rel_error=0.0, lr=scheduler.lr, lr_bound=bound, grad_cos=cos)
+        )
+        for t, loss in enumerate(losses)
+    ]
+
+
+def greedy(**params):
+    params = {
+        "smooth": False,
+        "threshold": 0.0,
+        "patience": 0,
+        "factor": 0.5,
+        "min_lr": 1e-3,
+        "max_lr": 100.0,
+    } | params
+    return GreedyLR(**params)
+
+
+# -- GreedyLR ----------------------------------------------------------------------------
+def test_greedy_raises_while_improving_and_lowers_when_worsening():
+    assert drive(greedy(), 1.0, [10, 9, 8, 9, 10]) == [2.0, 4.0, 8.0, 4.0, 2.0]
+
+
+def test_greedy_patience_needs_more_than_patience_epochs_in_a_row():
+    # patience=1: the second improvement in a row raises; a worse epoch breaks the streak
+    assert drive(greedy(patience=1), 1.0, [10, 9, 8, 7, 8, 9]) == [1.0, 2.0, 2.0, 4.0, 4.0, 2.0]
+
+
+def test_greedy_threshold_rel_makes_small_changes_count_as_neither():
+    g = greedy(threshold=0.05)
+    # 10 -> 9.9 is a 1% improvement: neither; 9.0 is 10% better: improved; 9.2 is within 5% of 9: neither
+    assert drive(g, 1.0, [10, 9.9, 9.0, 9.2, 10.0]) == [2.0, 2.0, 4.0, 4.0, 2.0]
+
+
+def test_greedy_threshold_abs():
+    g = greedy(threshold=0.5, threshold_mode="abs")
+    assert drive(g, 1.0, [10, 9.7, 9.4, 10.2]) == [2.0, 2.0, 4.0, 2.0]
+
+
+def test_greedy_smoothing_uses_the_rolling_mean():
+    # raw losses 10, 6, 11: means 10, 8, 9 -> improved, improved, worse (than best 8)
+    assert drive(greedy(smooth=True, window=2), 1.0, [10, 6, 11]) == [2.0, 4.0, 2.0]
+    # window=2 drops the first loss: means 10, 8, 8.5
+    g = greedy(smooth=True, window=2)
+    drive(g, 1.0, [10, 6, 11])
+    assert g.losses == [6.0, 11.0]
+
+
+def test_greedy_cooldown_holds_increases_after_an_increase():
+    # cooldown=2: counters start at 0, so the first two epochs hold increases too
+    assert drive(greedy(cooldown=2), 1.0, [10, 9, 8, 7, 6, 5, 4]) == [1.0, 1.0, 2.0, 2.0, 2.0, 4.0, 4.0]
+
+
+def test_greedy_warmup_holds_decreases_after_a_decrease():
+    # the first epoch improves on the initial best (inf) and raises; then every decrease
+    # is followed by one held epoch
+    assert drive(greedy(warmup=1), 1.0, [10, 11, 12, 13, 14]) == [2.0, 1.0, 1.0, 0.5, 0.5]
+
+
+def test_greedy_clamps_to_min_and_max():
+    assert drive(greedy(max_lr=3.0), 1.0, [10, 9, 8]) == [2.0, 3.0, 3.0]
+    assert drive(greedy(min_lr=0.3), 1.0, [10, 11, 12, 13, 14]) == [2.0, 1.0, 0.5, 0.3, 0.3]
+
+
+def test_greedy_max_lr_bound_follows_the_reported_bound():
+    assert drive(greedy(max_lr="bound"), 1.0, [10, 9, 8], bound=1.5) == [1.5, 1.5, 1.5]
+    # no bound reported (NaN): no upper clamp
+    assert drive(greedy(max_lr="bound"), 1.0, [10, 9], bound=math.nan) == [2.0, 4.0]
+
+
+def test_greedy_resets_once_after_reset_after_epochs():
+    g = greedy(reset_after=3)
+    lrs = drive(g, 1.0, [10, 9, 8, 7, 6, 5, 4])
+    # up, up, then back to 1.0 after epoch 3 with a fresh best (7 improves on inf), up again
+    assert lrs == [2.0, 4.0, 1.0, 2.0, 4.0, 8.0, 16.0]
+    assert g.has_reset
+
+
+def test_greedy_state_dict_roundtrip_continues_identically():
+    a = GreedyLR(patience=1, window=2)
+    drive(a, 1.0, [10, 9, 9.5, 8])
+    state = json.loads(json.dumps(a.state_dict()))  # JSON-friendly
+    b = GreedyLR()
+    b.load_state_dict(state)
+    more = [7.5, 7.9, 8.5, 9.0, 6.0]
+    assert [a.step(Observation(5 + i, x, 0.0, a.lr)) for i, x in enumerate(more)] == [
+        b.step(Observation(5 + i, x, 0.0, b.lr)) for i, x in enumerate(more)
+    ]
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        (dict(factor=1.0), "factor"),
+        (dict(factor=0.0), "factor"),
+        (dict(patience=-1), "patience"),
+        (dict(patience=1.5), "patience"),
+        (dict(window=0), "window"),
+        (dict(smooth="yes"), "smooth"),
+        (dict(threshold=-1e-3), "threshold"),
+        (dict(threshold_mode="relative"), "threshold_mode"),
+        (dict(cooldown=-1), "cooldown"),
+        (dict(warmup=None), "warmup"),
+        (dict(min_lr=0.0), "min_lr"),
+        (dict(max_lr="inf"), "max_lr"),
+        (dict(max_lr=1e-9), "below min_lr"),
+        (dict(reset_after=-2), "reset_after"),
+    ],
+)
+def test_greedy_rejects_each_invalid_parameter(params, match):
+    with pytest.raises(ValueError, match=match):
+        GreedyLR(**params)
+
+
+# -- the baselines ---------------------------------------------------------------------
+def test_multistep_decays_at_milestones():
+    assert drive(MultiStepScheduler(milestones=[2, 4], gamma=0.5), 1.0, [1] * 5) == [
+        1.0,
+        0.5,
+        0.5,
+        0.25,
+        0.25,
+    ]
+    for bad in ([3, 2], [0], "x"):
+        with pytest.raises(ValueError, match="milestone"):
+            MultiStepScheduler(milestones=bad)
+
+
+def test_exponential_decays_every_epoch():
+    np.testing.assert_allclose(drive(ExponentialScheduler(gamma=0.5), 2.0, [1] * 3), [1.0, 0.5, 0.25])
+
+
+def test_cosine_anneals_to_eta_min_and_stays():
+    lrs = drive(CosineScheduler(t_max=4, eta_min=0.1), 1.0, [1] * 6)
+    expected = [0.1 + 0.9 * (1 + math.cos(math.pi * t / 4)) / 2 for t in (1, 2, 3)] + [0.1, 0.1, 0.1]
+    np.testing.assert_allclose(lrs, expected)
+
+
+def test_cosine_with_restarts_and_growing_periods():
+    lrs = drive(CosineScheduler(t_max=2, restarts=True, t_mult=2), 1.0, [1] * 6)
+    # period 2 (epochs 0-1), then period 4 (epochs 2-5), then a restart at 6
+    np.testing.assert_allclose(
+        lrs, [0.5, 1.0, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5, 0.5 - 0.5 * math.cos(math.pi / 4), 1.0]
+    )
+
+
+def test_cosine_and_linear_take_the_run_budget_or_fail_clearly():
+    np.testing.assert_allclose(
+        drive(LinearScheduler(), 1.0, [1] * 5, total_epochs=4), [0.75, 0.5, 0.25, 0.0, 0.0]
+    )
+    with pytest.raises(ValueError, match="t_max is None and the run gave no total_epochs"):
+        CosineScheduler().reset(1.0)
+
+
+def test_linear_decays_to_end_lr():
+    np.testing.assert_allclose(drive(LinearScheduler(t_max=2, end_lr=0.2), 1.0, [1] * 3), [0.6, 0.2, 0.2])
+
+
+def test_warmup_ramps_then_hands_over():
+    w = WarmupScheduler(after="exponential", after_params=dict(gamma=0.5), warmup_epochs=2, start_factor=0.5)
+    w.reset(1.0)
+    assert w.lr == 0.5  # the first epoch's rate
+    np.testing.assert_allclose(
+        [w.step(Observation(t, 1.0, 0.0, w.lr)) for t in range(1, 6)], [0.75, 1.0, 0.5, 0.25, 0.125]
+    )
+
+
+def test_warmup_wraps_an_instance_and_roundtrips_its_state():
+    w = WarmupScheduler(after=CosineScheduler(t_max=3), warmup_epochs=1)
+    drive(w, 1.0, [1, 1])
+    state = pickle.loads(pickle.dumps(w.state_dict()))
+    json.dumps(state)
+    other = WarmupScheduler()
+    other.load_state_dict(state)
+    assert [w.step(Observation(3, 1.0, 0.0, 1.0)) for _ in range(2)] == [
+        other.step(Observation(3, 1.0, 0.0, 1.0)) for _ in range(2)
+    ]
+    with pytest.raises(ValueError, match="after"):
+        WarmupScheduler(after="warmup")
+    with pytest.raises(ValueError, match="Unknown scheduler"):
+        WarmupScheduler(after="nope")
+
+
+def test_plateau_reduces_after_patience_bad_epochs_with_cooldown():
+    p = PlateauScheduler(factor=0.5, patience=1, cooldown=1, threshold=0.0)
+    # bad epochs: 2 (10 not < 10), 3 -> reduce after epoch 3; cooldown absorbs epoch 4
+    assert drive(p, 1.0, [10, 10, 10, 10, 10, 10]) == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+    # never raises
+    assert drive(PlateauScheduler(), 1.0, [10, 5, 2, 1]) == [1.0] * 4
+
+
+def test_plateau_min_lr_and_eps():
+    p = PlateauScheduler(factor=0.5, patience=0, min_lr=0.3, threshold=0.0)
+    assert drive(p, 1.0, [1, 1, 1, 1]) == [1.0, 0.5, 0.3, 0.3]
+
+
+def test_hypergradient_follows_the_gradient_cosine():
+    h = HypergradientScheduler(beta=0.5, max_lr=10.0)
+    assert drive(h, 1.0, [1, 1], cos=1.0) == [1.5, 2.25]
+    assert drive(h, 1.0, [1, 1], cos=-1.0) == [0.5, 0.25]
+    assert drive(h, 1.0, [1], cos=math.nan) == [1.0]  # no signal, no change
+    assert drive(HypergradientScheduler(beta=0.5), 1.0, [1, 1], cos=1.0, bound=1.2) == [1.2, 1.2]
+
+
+def test_every_registered_scheduler_roundtrips_and_stays_valid():
+    names = set(schedulers.available())
+    assert {
+        "constant",
+        "step",
+        "multistep",
+        "exponential",
+        "cosine",
+        "linear",
+        "warmup",
+        "plateau",
+        "hypergradient",
+        "greedy",
+    } <= names
+    rng = np.random.default_rng(0)
+    for name in sorted(names):
+        if name.startswith("test-"):
+            continue
+        s = schedulers.get(name)
+        lrs = drive(s, 1.0, list(10 + rng.normal(size=30)), bound=1.5, cos=0.3, total_epochs=30)
+        assert all(math.isfinite(x) and x >= 0 for x in lrs), name
+        json.dumps(s.state_dict())
+
+
+# -- in the estimator -------------------------------------------------------------------
+BUILT_IN = [
+    "constant",
+    "step",
+    "multistep",
+    "exponential",
+    "cosine",
+    "linear",
+    "warmup",
+    "plateau",
+    "hypergradient",
+    "greedy",
+]
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_every_scheduler_drives_a_guarded_fit(name):
+    from nmfsched import StochasticNMF
+
+    rng = np.random.default_rng(1)
+    X = rng.random((120, 4)) @ rng.random((4, 30)) + 0.05 * rng.random((120, 30))
+    model = StochasticNMF(4, scheduler=name, batch_size=32, max_epochs=15, tol=0, random_state=0).fit(X)
+    cert, hist = model.stability_certificate_, model.history_
+    assert cert["all_losses_finite"] and cert["descent"]
+    assert np.all(hist["lr"] <= model.safety_factor * hist["lr_bound"] * (1 + 1e-12))
+    assert model.scheduler_.last_epoch == 15
+
+
+def test_solver_reports_the_cosine_of_successive_mean_gradients():
+    from nmfsched.kernels import get_backend
+    from nmfsched.solver import StochasticSolver
+
+    rng = np.random.default_rng(2)
+    X, W, H = rng.random((50, 12)), rng.random((50, 3)), rng.random((3, 12))
+    solver = StochasticSolver(X, W, H, backend=get_backend("cpu"), batch_size=16, w_sweeps=1, rng=rng)
+    solver.probe()
+    assert math.isnan(solver.gradient_cosine())  # one pass: nothing to compare with
+    g0 = (
+        solver.H.T @ (solver.W_host().T @ solver.W_host()) - X.T @ solver.W_host()
+    )  # probe: the full gradient
+    solver.sgd_epoch(0.5)
+    g1 = solver._grad_sum.copy()
+    expected = np.vdot(g0, g1) / np.linalg.norm(g0) / np.linalg.norm(g1)
+    np.testing.assert_allclose(solver.gradient_cosine(), expected, rtol=1e-10)
