@@ -6,6 +6,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nmfsched import schedulers
 from nmfsched.schedulers import (
@@ -178,6 +180,17 @@ def test_cosine_and_linear_take_the_run_budget_or_fail_clearly():
     )
     with pytest.raises(ValueError, match="t_max is None and the run gave no total_epochs"):
         CosineScheduler().reset(1.0)
+
+
+@given(lr0=st.floats(1e-6, 10), horizon=st.integers(1, 500), end_lr=st.sampled_from([0.0, 1e-7]))
+@settings(max_examples=200, deadline=None)
+def test_linear_and_cosine_never_go_negative_and_end_where_asked(lr0, horizon, end_lr):
+    """Found by the scheduler benchmark: lr0 + (0 - lr0) * T / T rounded to -1e-16."""
+    end_lr = min(end_lr, lr0)
+    lin = drive(LinearScheduler(end_lr=end_lr), lr0, [1.0] * (horizon + 2), total_epochs=horizon)
+    cos = drive(CosineScheduler(eta_min=end_lr), lr0, [1.0] * (horizon + 2), total_epochs=horizon)
+    assert min(lin) >= 0 and min(cos) >= 0
+    assert lin[horizon - 1] == end_lr and cos[-1] == end_lr
 
 
 def test_linear_decays_to_end_lr():

@@ -146,4 +146,6 @@ class LinearScheduler(Scheduler):
 
     def _next_lr(self, obs):
         horizon = _horizon(self, self.t_max)
-        return self.lr0 + (self.end_lr - self.lr0) * min(self.last_epoch, horizon) / horizon
+        done = min(self.last_epoch, horizon) / horizon
+        # a convex combination: never below 0 by rounding, exactly end_lr at the end
+        return (1.0 - done) * self.lr0 + done * self.end_lr
