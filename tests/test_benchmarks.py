@@ -19,3 +19,11 @@ def test_core_vs_sklearn_quick(capsys):
     assert out[0].startswith("| data | rank | solver |")
     rows = [line for line in out if line.startswith("| digits |")]
     assert {r.split("|")[3].strip() for r in rows} == {"nmfsched", "sklearn NMF(cd)", "sklearn MiniBatchNMF"}
+
+
+def test_schedulers_quick(capsys):
+    load("schedulers").main(["--quick"])
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("| ") and not line.startswith("| baseline")]
+    assert {r.split("|")[1].strip() for r in rows} >= {"constant", "step", "linear", "cosine", "hypergradient"}
+    assert all(r.split("|")[2].strip().endswith("%") for r in rows)
