@@ -34,6 +34,20 @@ def drive(scheduler, lr0, losses, *, bound=math.inf, cos=math.nan, total_epochs=
     ]
 
 
+BUILT_IN = [
+    "constant",
+    "step",
+    "multistep",
+    "exponential",
+    "cosine",
+    "linear",
+    "warmup",
+    "plateau",
+    "hypergradient",
+    "greedy",
+]
+
+
 def greedy(**params):
     params = {
         "smooth": False,
@@ -245,18 +259,7 @@ def test_hypergradient_follows_the_gradient_cosine():
 
 def test_every_registered_scheduler_roundtrips_and_stays_valid():
     names = set(schedulers.available())
-    assert {
-        "constant",
-        "step",
-        "multistep",
-        "exponential",
-        "cosine",
-        "linear",
-        "warmup",
-        "plateau",
-        "hypergradient",
-        "greedy",
-    } <= names
+    assert set(BUILT_IN) <= names
     rng = np.random.default_rng(0)
     for name in sorted(names):
         if name.startswith("test-"):
@@ -268,18 +271,6 @@ def test_every_registered_scheduler_roundtrips_and_stays_valid():
 
 
 # -- in the estimator -------------------------------------------------------------------
-BUILT_IN = [
-    "constant",
-    "step",
-    "multistep",
-    "exponential",
-    "cosine",
-    "linear",
-    "warmup",
-    "plateau",
-    "hypergradient",
-    "greedy",
-]
 
 
 @pytest.mark.parametrize("name", BUILT_IN)

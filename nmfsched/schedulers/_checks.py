@@ -25,6 +25,21 @@ def check_real(owner, name, value, low=-math.inf, high=math.inf, low_open=False,
     return float(value)
 
 
+def check_max_lr(owner, max_lr):
+    """``max_lr`` as "bound" or a positive float."""
+    if max_lr == "bound":
+        return max_lr
+    return check_real(owner, "max_lr (a number or 'bound')", max_lr, 0, low_open=True)
+
+
+def upper_lr(max_lr, obs):
+    """The rate's upper clamp: ``max_lr``, or for "bound" the next epoch's stability bound
+    (no clamp while none is reported)."""
+    if max_lr != "bound":
+        return max_lr
+    return obs.lr_bound if math.isfinite(obs.lr_bound) and obs.lr_bound > 0 else math.inf
+
+
 def check_choice(owner, name, value, choices):
     if value not in choices:
         raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}.")

@@ -1,7 +1,7 @@
 """GreedyLR: raise the learning rate while the loss improves, lower it when it worsens."""
 
 import math
-from ._checks import check_choice, check_int, check_real, is_better, is_worse
+from ._checks import check_choice, check_int, check_max_lr, check_real, is_better, is_worse, upper_lr
 from .base import Scheduler
 from .registry import register
 
@@ -90,11 +90,9 @@ class GreedyLR(Scheduler):
         self.cooldown = check_int(owner, "cooldown", cooldown, 0)
         self.warmup = check_int(owner, "warmup", warmup, 0)
         self.min_lr = check_real(owner, "min_lr", min_lr, 0, low_open=True)
-        if max_lr != "bound":
-            max_lr = check_real(owner, "max_lr (a number or 'bound')", max_lr, 0, low_open=True)
-            if max_lr < self.min_lr:
-                raise ValueError(f"{owner}: max_lr={max_lr!r} is below min_lr={self.min_lr!r}.")
-        self.max_lr = max_lr
+        self.max_lr = check_max_lr(owner, max_lr)
+        if self.max_lr != "bound" and self.max_lr < self.min_lr:
+            raise ValueError(f"{owner}: max_lr={max_lr!r} is below min_lr={self.min_lr!r}.")
         self.reset_after = check_int(owner, "reset_after", reset_after, 0)
         self._reset()  # the state exists before the first run, so load_state_dict can fill it
 
@@ -109,11 +107,6 @@ class GreedyLR(Scheduler):
         self.cooldown_counter = 0
         self.warmup_counter = 0
         self.losses = []  # the last `window` losses (a list: state_dict stays JSON-friendly)
-
-    def _upper(self, obs):
-        if self.max_lr == "bound":
-            return obs.lr_bound if math.isfinite(obs.lr_bound) and obs.lr_bound > 0 else math.inf
-        return self.max_lr
 
     def _next_lr(self, obs):
         self.losses = (self.losses + [float(obs.loss)])[-self.window :]
@@ -146,4 +139,4 @@ class GreedyLR(Scheduler):
             lr = self.lr0
             self._start_afresh()
             self.has_reset = True
-        return min(max(lr, self.min_lr), self._upper(obs))
+        return min(max(lr, self.min_lr), upper_lr(self.max_lr, obs))

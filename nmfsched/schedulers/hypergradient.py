@@ -2,7 +2,7 @@
 
 import math
 
-from ._checks import check_real
+from ._checks import check_max_lr, check_real, upper_lr
 from .base import Scheduler
 from .registry import register
 
@@ -35,14 +35,8 @@ class HypergradientScheduler(Scheduler):
         owner = type(self).__name__
         self.beta = check_real(owner, "beta", beta, 0, 1, low_open=True, high_open=True)
         self.min_lr = check_real(owner, "min_lr", min_lr, 0, low_open=True)
-        if max_lr != "bound":
-            max_lr = check_real(owner, "max_lr (a number or 'bound')", max_lr, 0, low_open=True)
-        self.max_lr = max_lr
+        self.max_lr = check_max_lr(owner, max_lr)
 
     def _next_lr(self, obs):
         cos = obs.grad_cos if math.isfinite(obs.grad_cos) else 0.0
-        lr = max(self.lr * (1.0 + self.beta * cos), self.min_lr)
-        upper = self.max_lr
-        if upper == "bound":
-            upper = obs.lr_bound if math.isfinite(obs.lr_bound) and obs.lr_bound > 0 else math.inf
-        return min(lr, upper)
+        return min(max(self.lr * (1.0 + self.beta * cos), self.min_lr), upper_lr(self.max_lr, obs))
