@@ -287,6 +287,10 @@ class CPUBackend:
         """``A.T @ A`` as a float64 host array (``k x k``)."""
         return np.asarray(A.T @ A, dtype=np.float64)
 
+    def small_matmul(self, A, G, out):
+        """``A @ G`` into ``out`` for a device array ``A`` and a small host matrix ``G``."""
+        return np.matmul(A, np.asarray(G, dtype=A.dtype), out=out)
+
     def inner(self, A, B):
         """``sum(A * B)`` accumulated in float64."""
         return float(np.vdot(A.astype(np.float64, copy=False), B.astype(np.float64, copy=False)))

@@ -23,6 +23,7 @@ The loop calls backend primitives only; the ``k x k`` algebra is NumPy on the ho
 
 import math
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,6 +45,15 @@ HISTORY_KEYS = (
     "n_clipped",
     "rejected",
 )
+
+
+class EpochReport(NamedTuple):
+    """What one :meth:`StochasticSolver.sgd_epoch` did."""
+
+    n_clipped: int  #: H steps that hit their clipping limit
+    lr_mean: float  #: the H learning rate applied, averaged over rows
+    lr_max: float  #: the largest H learning rate applied to any minibatch
+    n_trials: int  #: trial steps a per-minibatch step search evaluated (0 without one)
 
 
 def _safe_inverse(values):
@@ -133,6 +143,7 @@ class StochasticSolver:
         self._grad_prev = be.empty((m, k), self.dtype)  # the previous pass's, for gradient_cosine
         self._passes = 0
         self._grad_wsq = np.zeros(k)
+        self._search_bufs = None  # allocated by the first step search
         self.WtW = be.gram(self.W)
 
     # -- factors on the host -------------------------------------------------------------
@@ -166,15 +177,27 @@ class StochasticSolver:
         """
         return self._grad_sum, self.n_samples / n_rows, self._grad_wsq
 
-    def sgd_epoch(self, lr, curvature_tolerance=None):
-        """One pass over the rows in random order; returns the number of clipped H steps.
+    def sgd_epoch(self, lr, curvature_tolerance=None, search=None):
+        """One pass over the rows in random order.
 
         With ``curvature_tolerance`` set, every entry of an ``H`` update is clipped to
         :func:`nmfsched.theory.entry_clip_limits` of the ``H`` it starts from.
+
+        ``search``, when given, picks each minibatch's ``H`` rate in ``[0, lr]`` by calling
+        ``search.search_step(trial, cap=lr, n_batches=...)``, where ``trial(t)`` takes the
+        ``H`` step at rate ``t`` on a copy and returns ``(change, slope)``: the exact change
+        of the minibatch loss ``1/2 ||X_B - W_B H||^2`` and ``<grad_H f_B, H_t - H>``
+        (see :class:`nmfsched.schedulers.LineSearchScheduler`).
+
+        Returns
+        -------
+        EpochReport
         """
         be, n = self.backend, self.n_samples
         self._reset_statistics()
-        n_clipped = 0
+        n_batches = -(-n // self.batch_size)
+        n_clipped = n_trials = 0
+        lr_sum, lr_max = 0.0, 0.0
         for rows in self._batches():
             nb = rows.shape[0]
             Xb = be.take_rows(self.X, rows, self._xb_buf)
@@ -187,14 +210,68 @@ class StochasticSolver:
             WbtWb = be.gram(Wb)
             self.WtW += WbtWb
             Ct = be.xbt_wb(Xb, Wb, self._ct_buf)
-            steps = lr * (n / nb) * _safe_inverse(component_lipschitz(self.WtW))
+            unit_steps = (n / nb) * _safe_inverse(component_lipschitz(self.WtW))
             clips = None
             if curvature_tolerance is not None:
                 clips = entry_clip_limits(np.diag(HHt), self.n_features, curvature_tolerance)
-            n_clipped += be.projected_cd(
-                self.Ht, WbtWb, Ct, steps, max_sweeps=1, clips=clips, statistics=self._statistics(nb)
-            )
-        return n_clipped
+            if search is None:
+                applied, trials = lr, 0
+                n_clipped += be.projected_cd(
+                    self.Ht, WbtWb, Ct, lr * unit_steps, clips=clips, statistics=self._statistics(nb)
+                )
+            else:
+                applied, clipped, trials = self._searched_h_step(
+                    search, lr, n_batches, WbtWb, Ct, unit_steps, clips, self._statistics(nb)
+                )
+                n_clipped += clipped
+            n_trials += trials
+            lr_sum += applied * nb
+            lr_max = max(lr_max, applied)
+        if search is None:
+            return EpochReport(n_clipped, lr, lr, 0)
+        return EpochReport(n_clipped, lr_sum / n, lr_max, n_trials)
+
+    def _searched_h_step(self, search, cap, n_batches, WbtWb, Ct, unit_steps, clips, statistics):
+        """One minibatch's ``H`` step at the rate ``search`` accepts; returns
+        ``(rate, n_clipped, n_trials)``.
+
+        ``f_B`` is quadratic in ``H``, so a trial's exact change is
+        ``<g_B, D> + 1/2 <D W_B^T W_B, D>`` with ``D = H_t - H`` and ``g_B = H W_B^T W_B - C``
+        (``H`` transposed, as stored): no pass over ``X_B`` per trial.
+        """
+        be = self.backend
+        if self._search_bufs is None:
+            self._search_bufs = [be.empty(self.Ht.shape, self.dtype) for _ in range(4)]
+        trial_H, D, grad, curvature = self._search_bufs
+        be.small_matmul(self.Ht, WbtWb, grad)
+        grad -= Ct
+        last = {"lr": None, "clipped": 0, "trials": 0}
+
+        def trial(t):
+            t = float(t)
+            trial_H[...] = self.Ht
+            # the statistics are of the gradient at the start, the same for every trial
+            stats = statistics if last["trials"] == 0 else None
+            last["clipped"] = be.projected_cd(trial_H, WbtWb, Ct, t * unit_steps, clips=clips, statistics=stats)
+            last["lr"] = t
+            last["trials"] += 1
+            D[...] = trial_H
+            D[...] -= self.Ht
+            slope = be.inner(grad, D)
+            return slope + 0.5 * be.inner(be.small_matmul(D, WbtWb, curvature), D), slope
+
+        rate = float(search.search_step(trial, cap=cap, n_batches=n_batches))
+        if not (math.isfinite(rate) and 0.0 <= rate <= cap):
+            raise ValueError(f"{type(search).__name__} accepted the rate {rate!r}, outside [0, {cap!r}].")
+        if last["trials"] == 0:  # nothing tried: still gather this batch's gradient statistics
+            be.projected_cd(self.Ht, WbtWb, Ct, np.zeros(self.k), statistics=statistics)
+        if rate == 0.0:
+            return 0.0, 0, last["trials"]
+        if rate != last["lr"]:
+            trial(rate)
+        # adopt the accepted trial by swapping buffers (no copy)
+        self.Ht, self._search_bufs[0] = trial_H, self.Ht
+        return rate, last["clipped"], last["trials"]
 
     def probe(self):
         """Gradient statistics at the current iterate without moving it; returns the loss.
@@ -350,22 +427,25 @@ def run_epochs(
     """
     t_start = time.perf_counter() if t_start is None else t_start
     proposed = scheduler.lr
+    # a scheduler that searches each minibatch's rate gets the epoch's capped rate as its ceiling
+    search = scheduler if getattr(scheduler, "searches_per_batch", False) else None
     previous_loss = start_loss  # the loss of the iterate an epoch starts from
     for epoch in range(first_epoch + 1, first_epoch + max_epochs + 1):
-        lr = guard.apply(proposed)
+        ceiling = guard.apply(proposed)
         before = solver.snapshot() if guard.enforce else None
         # Overflow is detected below and reported as one clear error, not as warnings.
         with np.errstate(over="ignore", invalid="ignore"):
-            n_clipped = solver.sgd_epoch(lr, guard.clip_tolerance)
+            report = solver.sgd_epoch(ceiling, guard.clip_tolerance, search=search)
             loss = solver.refresh_w(solver.w_sweeps)
             grad_sq, noise_sq, lipschitz = solver.gradient_statistics()
         seconds = time.perf_counter() - t_start
+        lr = report.lr_mean
         if not math.isfinite(loss) or not solver.backend.all_finite(solver.Ht):
             raise FloatingPointError(
-                f"The factorization diverged in epoch {epoch} at learning rate {lr:.4g} "
+                f"The factorization diverged in epoch {epoch} at learning rate {report.lr_max:.4g} "
                 f"(loss {loss!r}); use a smaller learning_rate or keep enforce_bound=True."
             )
-        guard.record(lr, n_clipped)
+        guard.record(report.lr_max, report.n_clipped)
         rejected = guard.should_reject(loss, start_loss)
         if rejected:
             solver.restore(before)
@@ -389,7 +469,7 @@ def run_epochs(
             noise_sq=noise_total,
             h_step_min=step_min,
             h_step_max=step_max,
-            n_clipped=n_clipped,
+            n_clipped=report.n_clipped,
             rejected=rejected,
         )
         guard.bound = lr_upper_bound(grad_sq, noise_sq, lipschitz)

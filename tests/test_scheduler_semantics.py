@@ -16,6 +16,7 @@ from nmfsched.schedulers import (
     GreedyLR,
     HypergradientScheduler,
     LinearScheduler,
+    LineSearchScheduler,
     MultiStepScheduler,
     Observation,
     PlateauScheduler,
@@ -45,6 +46,7 @@ BUILT_IN = [
     "plateau",
     "hypergradient",
     "greedy",
+    "line_search",
 ]
 
 
@@ -255,6 +257,137 @@ def test_hypergradient_follows_the_gradient_cosine():
     assert drive(h, 1.0, [1, 1], cos=-1.0) == [0.5, 0.25]
     assert drive(h, 1.0, [1], cos=math.nan) == [1.0]  # no signal, no change
     assert drive(HypergradientScheduler(beta=0.5), 1.0, [1, 1], cos=1.0, bound=1.2) == [1.2, 1.2]
+
+
+class ScriptedTrials:
+    """A minibatch whose loss change at rate t is t^2 - t (Armijo with c: t <= 1 - c)."""
+
+    def __init__(self):
+        self.tried = []
+
+    def __call__(self, t):
+        self.tried.append(t)
+        return t * t - t, -t
+
+
+def test_line_search_grows_from_the_last_rate_and_backtracks_to_armijo():
+    ls = LineSearchScheduler(c=0.1, backtrack=0.5, growth=2.0)
+    ls.reset(0.2)
+    trials = ScriptedTrials()
+    # n_batches=1: the start grows by the full factor 2 per minibatch
+    assert ls.search_step(trials, cap=10.0, n_batches=1) == 0.4
+    assert ls.search_step(trials, cap=10.0, n_batches=1) == 0.8
+    trials.tried.clear()
+    # start 1.6 fails (1.6^2 - 1.6 > -0.16), 0.8 passes
+    assert ls.search_step(trials, cap=10.0, n_batches=1) == 0.8
+    assert trials.tried == [1.6, 0.8]
+    # four minibatches per epoch: the start grows by 2 ** (1/4), to 0.95 > 1 - c, and backtracks once
+    trials.tried.clear()
+    assert ls.search_step(trials, cap=10.0, n_batches=4) == pytest.approx(0.8 * 2**0.25 * 0.5)
+    assert trials.tried == pytest.approx([0.8 * 2**0.25, 0.8 * 2**0.25 * 0.5])
+
+
+def test_line_search_respects_the_cap_and_gives_up_with_a_zero_step():
+    ls = LineSearchScheduler(backtrack=0.5, max_backtracks=2)
+    ls.reset(1.0)
+    trials = ScriptedTrials()
+    assert ls.search_step(trials, cap=0.3, n_batches=1) == 0.3
+    assert trials.tried == [0.3]
+    assert ls.search_step(lambda t: (1.0, -t), cap=10.0, n_batches=1) == 0.0  # never decreases
+    assert ls.batch_lr == pytest.approx(0.6 * 0.5**3)  # the next search starts where it gave up
+    assert ls.search_step(trials, cap=0.0, n_batches=1) == 0.0
+
+
+def test_line_search_ceiling_follows_the_bound():
+    ls = LineSearchScheduler()
+    ls.reset(0.5)
+    assert ls.lr == 2.0  # the largest value the bound takes, before one is reported
+    assert drive(ls, 0.5, [1.0, 0.9], bound=0.7) == [0.7, 0.7]
+    assert drive(LineSearchScheduler(max_lr=3.0), 0.5, [1.0], bound=0.7) == [3.0]
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"c": 0}, "c must be"),
+        ({"c": 1}, "c must be"),
+        ({"backtrack": 1.0}, "backtrack must be"),
+        ({"growth": 0.5}, "growth must be"),
+        ({"max_backtracks": -1}, "max_backtracks must be"),
+        ({"max_lr": "auto"}, "max_lr"),
+    ],
+)
+def test_line_search_rejects_each_invalid_parameter(params, match):
+    with pytest.raises(ValueError, match=match):
+        LineSearchScheduler(**params)
+
+
+def test_warmup_refuses_a_per_minibatch_search():
+    with pytest.raises(ValueError, match="minibatch"):
+        WarmupScheduler(after="line_search")
+
+
+def test_solver_trial_steps_report_the_exact_minibatch_loss_change():
+    from nmfsched.kernels import get_backend
+    from nmfsched.solver import StochasticSolver
+
+    class Recorder:
+        def __init__(self):
+            self.trials = []
+
+        def search_step(self, trial, cap, n_batches):
+            for t in (cap, cap / 2):  # two trials; accept the second
+                self.trials.append((t, *trial(t)))
+            return cap / 2
+
+    rng = np.random.default_rng(3)
+    X, W, H = rng.random((40, 15)), rng.random((40, 3)), rng.random((3, 15))
+    # one minibatch of all rows: the minibatch loss is the full loss
+    solver = StochasticSolver(X, W.copy(), H.copy(), backend=get_backend("cpu"), batch_size=40, w_sweeps=1, rng=rng)
+    H0 = solver.H.copy()
+    rec = Recorder()
+    report = solver.sgd_epoch(0.8, search=rec)
+    W1, H1 = solver.W_host(), solver.H  # W after its step (before any refresh), H after the accepted step
+    loss = lambda H_: 0.5 * np.linalg.norm(X - W1 @ H_) ** 2  # noqa: E731
+    t, change, slope = rec.trials[-1]
+    np.testing.assert_allclose(change, loss(H1) - loss(H0), rtol=1e-9)
+    np.testing.assert_allclose(slope, np.vdot(W1.T @ (W1 @ H0 - X), H1 - H0), rtol=1e-9)
+    assert (report.lr_mean, report.lr_max, report.n_trials) == (0.4, 0.4, 2)
+    # the accepted step is the plain step at that rate
+    plain = StochasticSolver(X, W, H, backend=get_backend("cpu"), batch_size=40, w_sweeps=1, rng=rng)
+    plain.sgd_epoch(0.4)
+    np.testing.assert_allclose(solver.H, plain.H, rtol=1e-12)
+
+
+def test_line_search_fit_satisfies_armijo_on_every_minibatch_and_stays_under_the_cap():
+    from nmfsched.kernels import get_backend
+    from nmfsched.solver import StochasticSolver
+
+    class Checked(LineSearchScheduler):
+        def search_step(self, trial, cap, n_batches):
+            def checked(t):
+                change, slope = trial(t)
+                self.seen.append((t, cap, change, slope))
+                return change, slope
+
+            rate = super().search_step(checked, cap, n_batches)
+            if rate > 0:
+                t, _, change, slope = self.seen[-1]
+                assert t == rate and change <= self.c * slope
+            return rate
+
+    rng = np.random.default_rng(4)
+    X = rng.random((300, 5)) @ rng.random((5, 40)) + 0.1 * rng.random((300, 40))
+    solver = StochasticSolver(
+        X, rng.random((300, 5)), rng.random((5, 40)), backend=get_backend("cpu"), batch_size=32, w_sweeps=1, rng=rng
+    )
+    ls = Checked()
+    ls.seen = []
+    ls.reset(1.0)
+    for _ in range(5):
+        solver.sgd_epoch(1.95, search=ls)
+    assert ls.seen and all(t <= cap for t, cap, _, _ in ls.seen)
+    assert any(change > ls.c * slope for _, _, change, slope in ls.seen)  # it did backtrack
 
 
 def test_every_registered_scheduler_roundtrips_and_stays_valid():

@@ -4,12 +4,13 @@
 ``register(name)`` adds a :class:`Scheduler` subclass.
 """
 
-from . import constant, decay, greedy, hypergradient, plateau, step, warmup  # noqa: F401  (registers them)
+from . import constant, decay, greedy, hypergradient, line_search, plateau, step, warmup  # noqa: F401  (registers them)
 from .base import Observation, Scheduler
 from .constant import ConstantScheduler
 from .decay import CosineScheduler, ExponentialScheduler, LinearScheduler, MultiStepScheduler
 from .greedy import GreedyLR
 from .hypergradient import HypergradientScheduler
+from .line_search import LineSearchScheduler
 from .plateau import PlateauScheduler
 from .registry import available, get, register
 from .step import StepScheduler
@@ -24,6 +25,7 @@ __all__ = [
     "GreedyLR",
     "HypergradientScheduler",
     "LinearScheduler",
+    "LineSearchScheduler",
     "MultiStepScheduler",
     "PlateauScheduler",
     "StepScheduler",

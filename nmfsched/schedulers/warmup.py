@@ -33,12 +33,15 @@ class WarmupScheduler(Scheduler):
         if isinstance(after, Scheduler):
             if after_params:
                 raise ValueError(f"{owner}: after_params apply only when after is a scheduler name.")
+            following = after
         elif isinstance(after, str):
             if after == "warmup":
                 raise ValueError(f"{owner}: after must be another scheduler than 'warmup'.")
-            get(after, **(after_params or {}))  # fail now on an unknown name or parameter
+            following = get(after, **(after_params or {}))  # fail now on an unknown name or parameter
         else:
             raise ValueError(f"{owner}: after must be a scheduler name or a Scheduler, got {after!r}.")
+        if getattr(following, "searches_per_batch", False):
+            raise ValueError(f"{owner}: {after!r} picks each minibatch's rate itself; it cannot follow a warmup.")
         self.after = after
         self.after_params = dict(after_params or {})
         self.inner = None
