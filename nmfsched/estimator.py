@@ -110,7 +110,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         epoch); "grad_sq" and "noise_sq" (the epoch's projected-gradient and minibatch-
         noise statistics, from which the next bound comes); "h_step_min"/"h_step_max"
         (absolute steps ``lr / L_j`` over components); "n_clipped" (clipped coordinate
-        steps of ``H``); "rejected" (the epoch ended above the loss the fit started from
+        steps of ``H``); "n_trials" (trial ``H`` steps of a per-minibatch line search, 0
+        for other schedulers); "rejected" (the epoch ended above the loss the fit started from
         and was undone; its "loss" is the restored one).
     stability_certificate_ : dict
         "enforced", "safety_factor", "curvature_tolerance", "max_lr_to_bound" (largest

@@ -43,6 +43,7 @@ HISTORY_KEYS = (
     "h_step_min",
     "h_step_max",
     "n_clipped",
+    "n_trials",
     "rejected",
 )
 
@@ -470,6 +471,7 @@ def run_epochs(
             h_step_min=step_min,
             h_step_max=step_max,
             n_clipped=report.n_clipped,
+            n_trials=report.n_trials,
             rejected=rejected,
         )
         guard.bound = lr_upper_bound(grad_sq, noise_sq, lipschitz)
