@@ -40,7 +40,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     n_components : int or "auto", default="auto"
         Rank ``k``. "auto" takes it from ``W``/``H`` when ``init="custom"``, else uses
         ``n_features``.
-    scheduler : str or Scheduler, default="step"
+    scheduler : str or Scheduler, default="greedy"
         A registered name (see ``nmfsched.schedulers.available()``) or an instance
         (copied, never modified).
     scheduler_params : dict, default=None
@@ -160,7 +160,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self,
         n_components="auto",
         *,
-        scheduler="step",
+        scheduler="greedy",
         scheduler_params=None,
         learning_rate="auto",
         batch_size=256,

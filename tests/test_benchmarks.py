@@ -27,3 +27,20 @@ def test_schedulers_quick(capsys):
     rows = [line for line in out if line.startswith("| ") and not line.startswith("| baseline")]
     assert {r.split("|")[1].strip() for r in rows} >= {"constant", "step", "linear", "cosine", "hypergradient"}
     assert all(r.split("|")[2].strip().endswith("%") for r in rows)
+    assert "line_search" in {r.split("|")[1].strip() for r in rows}
+    assert any(line.startswith("line_search wall time / greedy's per fit") for line in out)
+
+
+def test_scheduler_comparison_counts_wins_ties_and_speed():
+    compare = load("schedulers").compare
+    np = __import__("numpy")
+    sec = np.arange(1.0, 4.0)
+    runs = {
+        # greedy ends lower and reaches the target (the worst final, 10) first
+        ("a", 0): {"greedy": (np.array([9.0, 8, 7]), sec, 0), "constant": (np.array([12.0, 11, 10]), sec, 0)},
+        # greedy ends 0.2% higher: a loss strictly, a tie within 0.5%; it reaches 10.02 later
+        ("b", 0): {"greedy": (np.array([11.0, 10.5, 10.02]), sec, 0), "constant": (np.array([10.0, 10, 10]), sec, 0)},
+    }
+    final, final_tie, epochs, wall, ratio = compare(runs, ["greedy", "constant"], tie=0.005)["constant"]
+    assert (final, final_tie, epochs, wall) == (0.5, 1.0, 0.5, 0.5)
+    np.testing.assert_allclose(ratio, np.mean([10 / 7, 10 / 10.02]))

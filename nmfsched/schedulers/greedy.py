@@ -35,10 +35,14 @@ class GreedyLR(Scheduler):
 
     Parameters
     ----------
-    factor : float, default=0.8
+    factor : float, default=0.5
         In (0, 1): the rate is divided by it to rise and multiplied by it to fall.
-    patience : int, default=1
+    patience : int, default=0
         ``num_good``/``num_bad`` must exceed it before the rate changes (0: act at once).
+
+    The defaults of ``factor`` and ``patience`` were chosen on the whole suite of
+    ``benchmarks/schedulers.py`` (12 settings of factor, patience, smoothing, cooldown and
+    warmup; never per problem): 0.5/0 matched or beat the baselines most often.
     smooth : bool, default=True
         Compare the rolling mean of the last ``window`` losses instead of the raw loss.
     window : int, default=3
@@ -65,8 +69,8 @@ class GreedyLR(Scheduler):
 
     def __init__(
         self,
-        factor=0.8,
-        patience=1,
+        factor=0.5,
+        patience=0,
         smooth=True,
         window=3,
         threshold=1e-4,
