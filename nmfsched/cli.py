@@ -4,6 +4,9 @@ import argparse
 import os
 import platform
 import sys
+from pathlib import Path
+
+import numpy as np
 
 
 def _cmd_demo(args):
@@ -37,6 +40,127 @@ def _cmd_info(args):
     return 0
 
 
+def _parse_value(text):
+    """A --scheduler-param value: JSON when it parses (numbers, true/false, lists), else the text."""
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _key_values(pairs):
+    params = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"--scheduler-param expects KEY=VALUE, got {pair!r}")
+        params[key] = _parse_value(value)
+    return params
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _fit_params(args):
+    lr = args.lr if args.lr == "auto" else _positive_float("--lr", args.lr)
+    return {
+        "scheduler": args.scheduler,
+        "scheduler_params": _key_values(args.scheduler_param) or None,
+        "learning_rate": lr,
+        "batch_size": args.batch_size,
+        "max_epochs": args.max_epochs,
+        "tol": args.tol,
+        "init": args.init,
+        "backend": args.backend,
+        "random_state": args.seed,
+    }
+
+
+def _positive_float(flag, text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise _UsageError(f"{flag} must be a number or 'auto', got {text!r}") from None
+    if not value > 0:
+        raise _UsageError(f"{flag} must be > 0, got {text!r}")
+    return value
+
+
+def _check_params(params, rank):
+    """Fail once, before any file is read, on a bad scheduler or estimator parameter."""
+    from . import StochasticNMF
+    from .schedulers import get
+
+    try:
+        get(params["scheduler"], **(params["scheduler_params"] or {}))
+        StochasticNMF(rank, **params)._validate_params()
+    except (ValueError, TypeError) as e:
+        raise _UsageError(str(e)) from None
+
+
+def _cmd_factorize(args):
+    from .batch import format_table, run_batch, write_summary
+    from .io import InputError, find_inputs
+
+    params = _fit_params(args)
+    _check_params(params, args.rank)
+    try:
+        paths = find_inputs(args.inputs)
+    except InputError as e:
+        raise _UsageError(str(e)) from None
+    rows = run_batch(
+        paths, args.out, rank=args.rank, params=params, dtype=args.dtype, fmt=args.format,
+        skip_header=args.skip_header, resume=args.resume, overwrite=args.overwrite, jobs=args.jobs,
+        verbose=args.verbose, progress=sys.stderr.isatty() and not args.verbose, log=lambda m: print(m, file=sys.stderr),
+    )
+    write_summary(rows, Path(args.out) / "summary.csv")
+    print(format_table(rows))
+    failed = sum(r["status"] == "failed" for r in rows)
+    done = sum(r["status"] == "done" for r in rows)
+    skipped = len(rows) - failed - done
+    print(f"{done} factorized, {skipped} skipped (already done), {failed} failed; summary: {Path(args.out) / 'summary.csv'}")
+    return 1 if failed else 0
+
+
+def _cmd_bound(args):
+    import warnings
+
+    from . import StochasticNMF
+    from .io import InputError, read_matrix
+    from .stability import StabilityWarning
+    from .theory import entry_clip_limits
+
+    try:
+        X = read_matrix(args.input, skip_header=args.skip_header)
+    except InputError as e:
+        print(f"nmfsched: error: {e}", file=sys.stderr)
+        return 1
+    if args.rank > min(X.shape):
+        print(f"nmfsched: error: {args.input}: rank {args.rank} is larger than min{X.shape} = {min(X.shape)}", file=sys.stderr)
+        return 1
+    model = StochasticNMF(args.rank, max_epochs=max(1, args.epochs), tol=0, random_state=args.seed,
+                          batch_size=args.batch_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StabilityWarning)
+        model.fit(X)
+    h = model.history_
+    rho = model.curvature_tolerance
+    rel, _ = entry_clip_limits(np.ones(args.rank), X.shape[1], rho)
+    print(f"{args.input}: {X.shape[0]} x {X.shape[1]}, rank {args.rank}, batch size {args.batch_size}")
+    print(f"learning-rate bound at initialisation: {h['lr_bound'][0]:.6g} "
+          f"(the solver applies at most {model.safety_factor} x the bound)")
+    print(f"clipping limit: an entry of H moves at most {rel[0]:.4g} x its value per update "
+          f"(or {rel[0]:.4g} x its component's RMS entry, whichever is larger; curvature tolerance {rho})")
+    if args.epochs:
+        print("epoch  bound in force  applied lr  rel. error")
+        for e, b, lr, err in zip(h["epoch"], h["lr_bound"], h["lr"], h["rel_error"]):
+            print(f"{int(e):5d}  {b:14.6g}  {lr:10.4g}  {err:10.5f}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="nmfsched",
@@ -52,17 +176,60 @@ def build_parser():
 
     info = sub.add_parser("info", help="versions, backends, threads and BLAS")
     info.set_defaults(func=_cmd_info)
+
+    fz = sub.add_parser(
+        "factorize", help="factorize matrix files into W, H and a report each",
+        description="Factorize every input (files, directories searched recursively, glob patterns) "
+        "into OUT/<name>/ with W and H and report.json, plus OUT/summary.csv. Exit status: 0 when every "
+        "input succeeded, 1 when some failed, 2 for a usage error.",
+    )
+    fz.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy, .npz, .mtx[.gz], .csv[.gz], .tsv[.gz]")
+    fz.add_argument("--rank", type=int, required=True, help="number of components")
+    fz.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    fz.add_argument("--scheduler", default="greedy", help="a registered scheduler (default greedy)")
+    fz.add_argument("--scheduler-param", action="append", metavar="KEY=VALUE", help="scheduler parameter (repeatable)")
+    fz.add_argument("--lr", default="auto", help="initial learning rate, or 'auto' (default)")
+    fz.add_argument("--batch-size", type=int, default=256)
+    fz.add_argument("--max-epochs", type=int, default=200)
+    fz.add_argument("--tol", type=float, default=1e-3)
+    fz.add_argument("--init", choices=["nndsvd", "nndsvda", "random"], default=None)
+    fz.add_argument("--backend", default="auto", help="cpu, cupy or auto")
+    fz.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    fz.add_argument("--seed", type=int, default=0)
+    fz.add_argument("--format", choices=["npy", "npz"], default="npy", help="W.npy + H.npy, or factors.npz")
+    fz.add_argument("--skip-header", action="store_true", help="the first line of .csv/.tsv inputs is a header")
+    fz.add_argument("--jobs", type=int, default=1, help="files factorized in parallel processes")
+    fz.add_argument("--resume", action="store_true", help="skip inputs already done with the same input and parameters")
+    fz.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    fz.add_argument("-v", "--verbose", action="count", default=0, help="per-epoch progress")
+    fz.set_defaults(func=_cmd_factorize)
+
+    bd = sub.add_parser("bound", help="the stability bound and clipping limit of a matrix")
+    bd.add_argument("input")
+    bd.add_argument("--rank", type=int, required=True)
+    bd.add_argument("--epochs", type=int, default=0, help="also follow the bound along a short run")
+    bd.add_argument("--batch-size", type=int, default=256)
+    bd.add_argument("--seed", type=int, default=0)
+    bd.add_argument("--skip-header", action="store_true")
+    bd.set_defaults(func=_cmd_bound)
     return parser
 
 
 def main(argv=None):
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "rank", 1) < 1:
-        print("nmfsched: error: --rank must be >= 1", file=sys.stderr)
+    for flag in ("rank", "jobs", "batch_size", "max_epochs"):
+        if getattr(args, flag, 1) < 1:
+            print(f"nmfsched: error: --{flag.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return 2
+    if getattr(args, "epochs", 0) < 0:
+        print("nmfsched: error: --epochs must be >= 0", file=sys.stderr)
         return 2
     try:
         return args.func(args)
+    except _UsageError as e:
+        print(f"nmfsched: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("nmfsched: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,305 @@
+"""Factorize many matrix files: one output folder per input, written whole or not at all.
+
+Each input ``path`` gets ``OUT/<name>/`` with ``W`` and ``H`` (``.npy``, or one ``.npz``)
+and ``report.json``. The folder is assembled under a temporary name and renamed into place,
+so an interrupted run never leaves a half-written output. ``report.json`` records the
+input's SHA-256 and the parameters, which ``resume`` compares before skipping an input.
+"""
+
+import csv
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .io import InputError, matrix_format, read_matrix, replace_dir, sha256, temporary_dir_beside
+
+#: The estimator parameters the command line sets (and report.json records).
+FIT_PARAMS = (
+    "scheduler",
+    "scheduler_params",
+    "learning_rate",
+    "batch_size",
+    "max_epochs",
+    "tol",
+    "init",
+    "backend",
+    "random_state",
+)
+
+
+def output_names(paths):
+    """One output folder name per input: the file name without its ending, made unique
+    with the parent folder's names where two inputs share a name."""
+
+    def stem(p, depth):
+        fmt = matrix_format(p) or p.suffix
+        base = p.name[: len(p.name) - len(fmt)] if fmt else p.name
+        parents = [q.name for q in p.resolve().parents][: depth][::-1]
+        return "__".join([*parents, base]) if parents else base
+
+    names, depth = [stem(p, 0) for p in paths], 0
+    while len(set(names)) < len(names) and depth < 32:
+        depth += 1
+        counts = {n: names.count(n) for n in names}
+        names = [stem(p, depth) if counts[n] > 1 else n for p, n in zip(paths, names)]
+    return names
+
+
+def job_record(path, rank, params, dtype, fmt):
+    """What identifies a job's result: resuming skips an input only when this matches."""
+    return {
+        "input_sha256": sha256(path),
+        "rank": int(rank),
+        "dtype": dtype,
+        "format": fmt,
+        "params": {k: params[k] for k in FIT_PARAMS if k in params},
+    }
+
+
+def _versions():
+    import numba
+    import scipy
+    import sklearn
+
+    from . import __version__
+
+    return {
+        "nmfsched": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "numba": numba.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def _json_ready(value):
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_json_ready(v) for v in value.tolist()]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None  # JSON has no NaN/inf
+    return value
+
+
+def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", skip_header=False,
+                   overwrite=False, verbose=0):
+    """Factorize one file into ``out_dir`` (which must not exist unless ``overwrite``).
+
+    Returns
+    -------
+    dict
+        The report (also written to ``out_dir/report.json``).
+
+    Raises
+    ------
+    InputError
+        The file cannot be read, is not a valid NMF input, or the rank does not fit it.
+    """
+    from . import StochasticNMF
+
+    path, out_dir = Path(path), Path(out_dir)
+    t0 = time.perf_counter()
+    X = read_matrix(path, skip_header=skip_header)
+    n, m = X.shape
+    if rank > min(n, m):
+        raise InputError(f"{path}: rank {rank} is larger than min(n_rows, n_columns) = {min(n, m)} of this {n} x {m} matrix")
+    X = X.astype(dtype, copy=False)
+    t_read = time.perf_counter() - t0
+    model = StochasticNMF(rank, verbose=verbose, **params)
+    t1 = time.perf_counter()
+    try:
+        W = model.fit_transform(X)
+    except (ValueError, FloatingPointError) as e:
+        raise InputError(f"{path}: {e}") from None
+    H = model.components_
+    t_fit = time.perf_counter() - t1
+    nnz = X.nnz if sp.issparse(X) else int(np.count_nonzero(X))
+    report = {
+        "input": str(path),
+        "shape": [n, m],
+        "density": nnz / (n * m),
+        "sparse": bool(sp.issparse(X)),
+        **job_record(path, rank, params, dtype, fmt),
+        "versions": _versions(),
+        "stop_reason": model.stop_reason_,
+        "n_epochs": int(model.n_iter_),
+        "relative_error": float(model.history_["rel_error"][-1]),
+        "stability_certificate": model.stability_certificate_,
+        "history": model.history_,
+        "seconds": {"read": t_read, "fit": t_fit},
+    }
+    staged = temporary_dir_beside(out_dir)
+    try:
+        t2 = time.perf_counter()
+        if fmt == "npz":
+            np.savez(staged / "factors.npz", W=W, H=H)
+        else:
+            np.save(staged / "W.npy", W)
+            np.save(staged / "H.npy", H)
+        report["seconds"]["write"] = time.perf_counter() - t2
+        (staged / "report.json").write_text(json.dumps(_json_ready(report), indent=1))
+        replace_dir(staged, out_dir, overwrite=overwrite)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+    return report
+
+
+def completed(out_dir, record):
+    """Whether ``out_dir`` holds a finished result of exactly this job (``record``)."""
+    try:
+        report = json.loads((Path(out_dir) / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return all(report.get(k) == _json_ready(v) for k, v in record.items())
+
+
+def _set_threads(n_threads):
+    """Limit this process's BLAS and Numba threads (each of ``--jobs`` processes gets a share)."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(n_threads)
+    numba.set_num_threads(max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+def _job(args):
+    path, out_dir, kwargs, n_threads = args
+    if n_threads:
+        _set_threads(n_threads)
+    try:
+        report = factorize_file(path, out_dir, **kwargs)
+    except (InputError, FileExistsError) as e:
+        return {"input": str(path), "status": "failed", "error": str(e)}
+    return {
+        "input": str(path),
+        "status": "done",
+        "output": str(out_dir),
+        "shape": "x".join(map(str, report["shape"])),
+        "epochs": report["n_epochs"],
+        "relative_error": report["relative_error"],
+        "seconds": report["seconds"]["fit"],
+    }
+
+
+def run_batch(paths, out_root, *, rank, params, dtype="float64", fmt="npy", skip_header=False,
+              resume=False, overwrite=False, jobs=1, verbose=0, progress=True, log=print):
+    """Factorize every file in ``paths`` into ``out_root``; returns one summary row per input.
+
+    Inputs already done with the same input hash and parameters are skipped with
+    ``resume``; existing outputs are replaced only with ``overwrite``; otherwise that input
+    fails with a message. A failing input never stops the others.
+    """
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(rank=rank, params=params, dtype=dtype, fmt=fmt, skip_header=skip_header,
+                  overwrite=overwrite, verbose=verbose)
+    rows, todo = [], []
+    for path, name in zip(paths, output_names(paths)):
+        out_dir = out_root / name
+        for stale in out_root.glob(f".{name}.partial-*"):  # left by an interrupted run
+            shutil.rmtree(stale, ignore_errors=True)
+        if out_dir.exists() and not overwrite:
+            try:
+                record = job_record(path, rank, params, dtype, fmt)
+            except OSError as e:
+                rows.append({"input": str(path), "status": "failed", "error": f"{path}: cannot be read ({e})"})
+                continue
+            if resume and completed(out_dir, record):
+                rows.append({"input": str(path), "status": "skipped", "output": str(out_dir)})
+                continue
+            why = "with other inputs or parameters" if resume else "(use --resume to skip finished inputs)"
+            rows.append({"input": str(path), "status": "failed",
+                         "error": f"{path}: output {out_dir} exists {why}; use --overwrite to replace it"})
+            continue
+        todo.append((path, out_dir))
+    for row in rows:
+        _report(row, log)
+    n_cpu = os.cpu_count() or 1
+    jobs = max(1, min(jobs, len(todo) or 1))
+    n_threads = max(1, n_cpu // jobs) if jobs > 1 else 0
+    bar = _progress(len(todo), progress)
+    if jobs == 1:
+        results = (_job((p, o, kwargs, 0)) for p, o in todo)
+        for row in results:
+            _report(row, log)
+            rows.append(row)
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(_job, (p, o, kwargs, n_threads)) for p, o in todo]
+            for future in as_completed(futures):
+                row = future.result()
+                _report(row, log)
+                rows.append(row)
+                bar.update(1)
+    bar.close()
+    order = {str(p): i for i, p in enumerate(paths)}
+    rows.sort(key=lambda r: order.get(r["input"], len(order)))
+    return rows
+
+
+def _report(row, log):
+    if row["status"] == "failed":
+        log(f"nmfsched: error: {row['error']}")
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total, enabled):
+    if not enabled or total == 0:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", desc="factorize", leave=False)
+
+
+SUMMARY_FIELDS = ("input", "status", "output", "shape", "epochs", "relative_error", "seconds", "error")
+
+
+def write_summary(rows, path):
+    """``summary.csv`` of a batch, written to a temporary file and renamed into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def format_table(rows):
+    """The summary as an aligned text table."""
+    header = ("input", "status", "shape", "epochs", "rel. error", "fit s")
+    lines = [header]
+    for r in rows:
+        err = r.get("relative_error")
+        lines.append((
+            r["input"], r["status"], r.get("shape", ""), str(r.get("epochs", "")),
+            f"{err:.4f}" if isinstance(err, float) else "", f"{r['seconds']:.2f}" if "seconds" in r else "",
+        ))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
