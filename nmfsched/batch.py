@@ -99,8 +99,12 @@ def _json_ready(value):
 
 
 def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", skip_header=False,
-                   overwrite=False, verbose=0):
+                   overwrite=False, verbose=0, plot=False, image_shape=None):
     """Factorize one file into ``out_dir`` (which must not exist unless ``overwrite``).
+
+    With ``plot``, ``history.png`` shows the loss and the learning rate per epoch, and with
+    ``image_shape`` (rows, columns of one image) ``components.png`` shows each row of ``H``
+    as an image.
 
     Returns
     -------
@@ -120,6 +124,9 @@ def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", s
     n, m = X.shape
     if rank > min(n, m):
         raise InputError(f"{path}: rank {rank} is larger than min(n_rows, n_columns) = {min(n, m)} of this {n} x {m} matrix")
+    if image_shape is not None and image_shape[0] * image_shape[1] != m:
+        raise InputError(f"{path}: --image-shape {image_shape[0]},{image_shape[1]} has "
+                         f"{image_shape[0] * image_shape[1]} pixels but the matrix has {m} columns")
     X = X.astype(dtype, copy=False)
     t_read = time.perf_counter() - t0
     model = StochasticNMF(rank, verbose=verbose, **params)
@@ -153,6 +160,12 @@ def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", s
         else:
             np.save(staged / "W.npy", W)
             np.save(staged / "H.npy", H)
+        if plot:
+            from .plots import plot_components, plot_history
+
+            plot_history(model.history_, staged / "history.png", title=path.name)
+            if image_shape is not None:
+                plot_components(H, image_shape, staged / "components.png", title=path.name)
         report["seconds"]["write"] = time.perf_counter() - t2
         (staged / "report.json").write_text(json.dumps(_json_ready(report), indent=1))
         replace_dir(staged, out_dir, overwrite=overwrite)
@@ -200,7 +213,8 @@ def _job(args):
 
 
 def run_batch(paths, out_root, *, rank, params, dtype="float64", fmt="npy", skip_header=False,
-              resume=False, overwrite=False, jobs=1, verbose=0, progress=True, log=print):
+              resume=False, overwrite=False, jobs=1, verbose=0, plot=False, image_shape=None,
+              progress=True, log=print):
     """Factorize every file in ``paths`` into ``out_root``; returns one summary row per input.
 
     Inputs already done with the same input hash and parameters are skipped with
@@ -210,7 +224,7 @@ def run_batch(paths, out_root, *, rank, params, dtype="float64", fmt="npy", skip
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     kwargs = dict(rank=rank, params=params, dtype=dtype, fmt=fmt, skip_header=skip_header,
-                  overwrite=overwrite, verbose=verbose)
+                  overwrite=overwrite, verbose=verbose, plot=plot, image_shape=image_shape)
     rows, todo = [], []
     for path, name in zip(paths, output_names(paths)):
         out_dir = out_root / name

@@ -111,10 +111,20 @@ def _cmd_factorize(args):
         paths = find_inputs(args.inputs)
     except InputError as e:
         raise _UsageError(str(e)) from None
+    image_shape = _image_shape(args.image_shape)
+    if args.plot:
+        try:
+            from .plots import _pyplot
+
+            _pyplot()
+        except ImportError as e:
+            raise _UsageError(str(e)) from None
+    elif image_shape is not None:
+        raise _UsageError("--image-shape needs --plot")
     rows = run_batch(
         paths, args.out, rank=args.rank, params=params, dtype=args.dtype, fmt=args.format,
         skip_header=args.skip_header, resume=args.resume, overwrite=args.overwrite, jobs=args.jobs,
-        verbose=args.verbose, progress=sys.stderr.isatty() and not args.verbose, log=lambda m: print(m, file=sys.stderr),
+        verbose=args.verbose, plot=args.plot, image_shape=image_shape, progress=sys.stderr.isatty() and not args.verbose, log=lambda m: print(m, file=sys.stderr),
     )
     write_summary(rows, Path(args.out) / "summary.csv")
     print(format_table(rows))
@@ -123,6 +133,18 @@ def _cmd_factorize(args):
     skipped = len(rows) - failed - done
     print(f"{done} factorized, {skipped} skipped (already done), {failed} failed; summary: {Path(args.out) / 'summary.csv'}")
     return 1 if failed else 0
+
+
+def _image_shape(text):
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 2 or min(shape) < 1:
+        raise _UsageError(f"--image-shape expects two positive integers H,W, got {text!r}")
+    return shape
 
 
 def _cmd_bound(args):
@@ -201,6 +223,8 @@ def build_parser():
     fz.add_argument("--jobs", type=int, default=1, help="files factorized in parallel processes")
     fz.add_argument("--resume", action="store_true", help="skip inputs already done with the same input and parameters")
     fz.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    fz.add_argument("--plot", action="store_true", help="history.png (loss and learning rate per epoch)")
+    fz.add_argument("--image-shape", metavar="H,W", help="with --plot: components.png, each row of H as an H x W image")
     fz.add_argument("-v", "--verbose", action="count", default=0, help="per-epoch progress")
     fz.set_defaults(func=_cmd_factorize)
 

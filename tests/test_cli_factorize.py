@@ -179,3 +179,19 @@ def test_bound_prints_the_bound_and_clip_limit(mixed):
     assert len([line for line in r.stdout.splitlines() if line.strip()[:1].isdigit()]) == 3
     bad = nmfsched("bound", mixed / "negative.npy", "--rank", 3)
     assert bad.returncode == 1 and "Negative values" in bad.stderr
+
+
+def test_plots_of_history_and_components(tmp_path):
+    pytest.importorskip("matplotlib")
+    src = tmp_path / "faces.npy"
+    np.save(src, low_rank(40, 6 * 5))
+    out = tmp_path / "out"
+    r = nmfsched("factorize", src, "--rank", 4, "--out", out, "--max-epochs", 5, "--plot", "--image-shape", "6,5")
+    assert r.returncode == 0, r.stderr
+    for name in ("history.png", "components.png"):
+        assert (out / "faces" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    wrong = nmfsched("factorize", src, "--rank", 4, "--out", tmp_path / "o2", "--plot", "--image-shape", "4,4")
+    assert wrong.returncode == 1 and "16 pixels but the matrix has 30 columns" in wrong.stderr
+    assert not (tmp_path / "o2" / "faces").exists()
+    usage = nmfsched("factorize", src, "--rank", 4, "--out", tmp_path / "o3", "--image-shape", "6,5")
+    assert usage.returncode == 2 and "--image-shape needs --plot" in usage.stderr
