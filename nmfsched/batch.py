@@ -15,6 +15,7 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,6 +34,14 @@ FIT_PARAMS = (
     "backend",
     "random_state",
 )
+
+
+class Task(NamedTuple):
+    """One input to factorize: the file, its rank and the estimator parameters."""
+
+    path: Path
+    rank: int
+    params: dict
 
 
 def output_names(paths):
@@ -212,10 +221,9 @@ def _job(args):
     }
 
 
-def run_batch(paths, out_root, *, rank, params, dtype="float64", fmt="npy", skip_header=False,
-              resume=False, overwrite=False, jobs=1, verbose=0, plot=False, image_shape=None,
-              progress=True, log=print):
-    """Factorize every file in ``paths`` into ``out_root``; returns one summary row per input.
+def run_batch(tasks, out_root, *, dtype="float64", fmt="npy", skip_header=False, resume=False,
+              overwrite=False, jobs=1, verbose=0, plot=False, image_shape=None, progress=True, log=print):
+    """Factorize every :class:`Task` into ``out_root``; returns one summary row per input.
 
     Inputs already done with the same input hash and parameters are skipped with
     ``resume``; existing outputs are replaced only with ``overwrite``; otherwise that input
@@ -223,16 +231,16 @@ def run_batch(paths, out_root, *, rank, params, dtype="float64", fmt="npy", skip
     """
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    kwargs = dict(rank=rank, params=params, dtype=dtype, fmt=fmt, skip_header=skip_header,
-                  overwrite=overwrite, verbose=verbose, plot=plot, image_shape=image_shape)
+    common = dict(dtype=dtype, fmt=fmt, skip_header=skip_header, overwrite=overwrite, verbose=verbose,
+                  plot=plot, image_shape=image_shape)
     rows, todo = [], []
-    for path, name in zip(paths, output_names(paths)):
-        out_dir = out_root / name
+    for task, name in zip(tasks, output_names([t.path for t in tasks])):
+        path, out_dir = task.path, out_root / name
         for stale in out_root.glob(f".{name}.partial-*"):  # left by an interrupted run
             shutil.rmtree(stale, ignore_errors=True)
         if out_dir.exists() and not overwrite:
             try:
-                record = job_record(path, rank, params, dtype, fmt)
+                record = job_record(path, task.rank, task.params, dtype, fmt)
             except OSError as e:
                 rows.append({"input": str(path), "status": "failed", "error": f"{path}: cannot be read ({e})"})
                 continue
@@ -243,7 +251,7 @@ def run_batch(paths, out_root, *, rank, params, dtype="float64", fmt="npy", skip
             rows.append({"input": str(path), "status": "failed",
                          "error": f"{path}: output {out_dir} exists {why}; use --overwrite to replace it"})
             continue
-        todo.append((path, out_dir))
+        todo.append((path, out_dir, dict(common, rank=task.rank, params=task.params)))
     for row in rows:
         _report(row, log)
     n_cpu = os.cpu_count() or 1
@@ -251,21 +259,21 @@ def run_batch(paths, out_root, *, rank, params, dtype="float64", fmt="npy", skip
     n_threads = max(1, n_cpu // jobs) if jobs > 1 else 0
     bar = _progress(len(todo), progress)
     if jobs == 1:
-        results = (_job((p, o, kwargs, 0)) for p, o in todo)
-        for row in results:
+        for p, o, kw in todo:
+            row = _job((p, o, kw, 0))
             _report(row, log)
             rows.append(row)
             bar.update(1)
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(_job, (p, o, kwargs, n_threads)) for p, o in todo]
+            futures = [pool.submit(_job, (p, o, kw, n_threads)) for p, o, kw in todo]
             for future in as_completed(futures):
                 row = future.result()
                 _report(row, log)
                 rows.append(row)
                 bar.update(1)
     bar.close()
-    order = {str(p): i for i, p in enumerate(paths)}
+    order = {str(t.path): i for i, t in enumerate(tasks)}
     rows.sort(key=lambda r: order.get(r["input"], len(order)))
     return rows
 

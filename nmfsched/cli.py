@@ -101,16 +101,38 @@ def _check_params(params, rank):
         raise _UsageError(str(e)) from None
 
 
+def _tasks(args, params):
+    """The inputs with their rank and parameters: from INPUT... and/or --manifest."""
+    from .batch import Task
+    from .io import InputError, find_inputs
+    from .manifest import ManifestError, read_manifest
+
+    if not args.inputs and not args.manifest:
+        raise _UsageError("give INPUT files, directories or patterns, or --manifest FILE")
+    if args.inputs and args.rank is None:
+        raise _UsageError("--rank is required for inputs given on the command line")
+    tasks = []
+    try:
+        if args.inputs:
+            tasks += [Task(p, args.rank, params) for p in find_inputs(args.inputs)]
+        if args.manifest:
+            tasks += read_manifest(args.manifest, rank=args.rank, params=params)
+    except (InputError, ManifestError) as e:
+        raise _UsageError(str(e)) from None
+    for task in tasks:
+        try:
+            _check_params(task.params, task.rank)
+        except _UsageError as e:
+            raise _UsageError(f"{task.path}: {e}") from None
+    return tasks
+
+
 def _cmd_factorize(args):
     from .batch import format_table, run_batch, write_summary
-    from .io import InputError, find_inputs
 
     params = _fit_params(args)
-    _check_params(params, args.rank)
-    try:
-        paths = find_inputs(args.inputs)
-    except InputError as e:
-        raise _UsageError(str(e)) from None
+    _check_params(params, args.rank or 1)
+    tasks = _tasks(args, params)
     image_shape = _image_shape(args.image_shape)
     if args.plot:
         try:
@@ -122,7 +144,7 @@ def _cmd_factorize(args):
     elif image_shape is not None:
         raise _UsageError("--image-shape needs --plot")
     rows = run_batch(
-        paths, args.out, rank=args.rank, params=params, dtype=args.dtype, fmt=args.format,
+        tasks, args.out, dtype=args.dtype, fmt=args.format,
         skip_header=args.skip_header, resume=args.resume, overwrite=args.overwrite, jobs=args.jobs,
         verbose=args.verbose, plot=args.plot, image_shape=image_shape, progress=sys.stderr.isatty() and not args.verbose, log=lambda m: print(m, file=sys.stderr),
     )
@@ -205,8 +227,9 @@ def build_parser():
         "into OUT/<name>/ with W and H and report.json, plus OUT/summary.csv. Exit status: 0 when every "
         "input succeeded, 1 when some failed, 2 for a usage error.",
     )
-    fz.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy, .npz, .mtx[.gz], .csv[.gz], .tsv[.gz]")
-    fz.add_argument("--rank", type=int, required=True, help="number of components")
+    fz.add_argument("inputs", nargs="*", metavar="INPUT", help=".npy, .npz, .mtx[.gz], .csv[.gz], .tsv[.gz]")
+    fz.add_argument("--rank", type=int, help="number of components (a manifest may give its own)")
+    fz.add_argument("--manifest", metavar="FILE", help="a .csv or .toml list of inputs with per-file rank and options")
     fz.add_argument("--out", required=True, metavar="DIR", help="output directory")
     fz.add_argument("--scheduler", default="greedy", help="a registered scheduler (default greedy)")
     fz.add_argument("--scheduler-param", action="append", metavar="KEY=VALUE", help="scheduler parameter (repeatable)")
@@ -243,7 +266,8 @@ def main(argv=None):
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     for flag in ("rank", "jobs", "batch_size", "max_epochs"):
-        if getattr(args, flag, 1) < 1:
+        value = getattr(args, flag, 1)
+        if value is not None and value < 1:
             print(f"nmfsched: error: --{flag.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
     if getattr(args, "epochs", 0) < 0:

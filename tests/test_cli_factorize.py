@@ -195,3 +195,42 @@ def test_plots_of_history_and_components(tmp_path):
     assert not (tmp_path / "o2" / "faces").exists()
     usage = nmfsched("factorize", src, "--rank", 4, "--out", tmp_path / "o3", "--image-shape", "6,5")
     assert usage.returncode == 2 and "--image-shape needs --plot" in usage.stderr
+
+
+def test_manifests_give_each_input_its_own_rank_and_options(mixed, tmp_path):
+    (tmp_path / "jobs.csv").write_text(
+        "path,rank,scheduler,max_epochs,scheduler_params\n"
+        f"{mixed / 'dense.npy'},3,step,4,\"{{\"\"step_size\"\": 1}}\"\n"
+        "in/sparse.npz,2,,,\n"  # relative to the manifest's folder; empty cells: the command line's
+    )
+    out = tmp_path / "out"
+    r = nmfsched("factorize", "--manifest", tmp_path / "jobs.csv", "--out", out, "--max-epochs", 6, "--tol", 0)
+    assert r.returncode == 0, r.stderr
+    dense = json.loads((out / "dense" / "report.json").read_text())
+    sparse_ = json.loads((out / "sparse" / "report.json").read_text())
+    assert (dense["rank"], dense["n_epochs"], dense["params"]["scheduler"]) == (3, 4, "step")
+    assert dense["params"]["scheduler_params"] == {"step_size": 1}
+    assert (sparse_["rank"], sparse_["n_epochs"], sparse_["params"]["scheduler"]) == (2, 6, "greedy")
+
+    (tmp_path / "jobs.toml").write_text(
+        f'[[input]]\npath = "{mixed / "named.npz"}"\nrank = 2\nlr = 0.5\nscheduler = "constant"\n'
+    )
+    r = nmfsched("factorize", "--manifest", tmp_path / "jobs.toml", "--out", out, "--max-epochs", 3)
+    assert r.returncode == 0, r.stderr
+    named = json.loads((out / "named" / "report.json").read_text())
+    assert named["params"]["learning_rate"] == 0.5 and named["rank"] == 2
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("path,rank\nx.npy,\n", "no rank"),
+        ("path,rank,colour\nx.npy,2,red\n", "unknown key(s) colour"),
+        ("path,rank\nx.npy,two\n", "rank='two' is not an integer"),
+        ("rank\n2\n", "no 'path'"),
+    ],
+)
+def test_bad_manifest_is_a_usage_error_naming_the_entry(tmp_path, text, message):
+    (tmp_path / "m.csv").write_text(text)
+    r = nmfsched("factorize", "--manifest", tmp_path / "m.csv", "--out", tmp_path / "out")
+    assert r.returncode == 2 and message in r.stderr and "m.csv" in r.stderr, r.stderr
