@@ -14,6 +14,7 @@ import platform
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import NamedTuple
 
@@ -210,6 +211,8 @@ def _job(args):
         report = factorize_file(path, out_dir, **kwargs)
     except (InputError, FileExistsError) as e:
         return {"input": str(path), "status": "failed", "error": str(e)}
+    except (MemoryError, OSError) as e:  # this file's trouble; the batch goes on
+        return {"input": str(path), "status": "failed", "error": f"{path}: {type(e).__name__}: {e}"}
     return {
         "input": str(path),
         "status": "done",
@@ -266,9 +269,13 @@ def run_batch(tasks, out_root, *, dtype="float64", fmt="npy", skip_header=False,
             bar.update(1)
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(_job, (p, o, kw, n_threads)) for p, o, kw in todo]
+            futures = {pool.submit(_job, (p, o, kw, n_threads)): p for p, o, kw in todo}
             for future in as_completed(futures):
-                row = future.result()
+                try:
+                    row = future.result()
+                except BrokenProcessPool as e:  # a worker died (killed, out of memory)
+                    row = {"input": str(futures[future]), "status": "failed",
+                           "error": f"{futures[future]}: the worker process died ({e})"}
                 _report(row, log)
                 rows.append(row)
                 bar.update(1)
