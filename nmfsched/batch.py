@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .io import InputError, matrix_format, read_matrix, replace_dir, sha256, temporary_dir_beside
+from .io import InputError, check_rank, matrix_format, read_matrix, replace_dir, sha256, temporary_dir_beside
 
 #: The estimator parameters the command line sets (and report.json records).
 FIT_PARAMS = (
@@ -131,9 +131,8 @@ def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", s
     path, out_dir = Path(path), Path(out_dir)
     t0 = time.perf_counter()
     X = read_matrix(path, skip_header=skip_header)
+    check_rank(path, X, rank)
     n, m = X.shape
-    if rank > min(n, m):
-        raise InputError(f"{path}: rank {rank} is larger than min(n_rows, n_columns) = {min(n, m)} of this {n} x {m} matrix")
     if image_shape is not None and image_shape[0] * image_shape[1] != m:
         raise InputError(f"{path}: --image-shape {image_shape[0]},{image_shape[1]} has "
                          f"{image_shape[0] * image_shape[1]} pixels but the matrix has {m} columns")

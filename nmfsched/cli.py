@@ -119,11 +119,16 @@ def _tasks(args, params):
             tasks += read_manifest(args.manifest, rank=args.rank, params=params)
     except (InputError, ManifestError) as e:
         raise _UsageError(str(e)) from None
+    # the command line's own parameters are checked already; a manifest's, once per distinct set
+    checked = [params]
     for task in tasks:
+        if task.params in checked:
+            continue
         try:
             _check_params(task.params, task.rank)
         except _UsageError as e:
             raise _UsageError(f"{task.path}: {e}") from None
+        checked.append(task.params)
     return tasks
 
 
@@ -173,17 +178,15 @@ def _cmd_bound(args):
     import warnings
 
     from . import StochasticNMF
-    from .io import InputError, read_matrix
+    from .io import InputError, check_rank, read_matrix
     from .stability import StabilityWarning
     from .theory import entry_clip_limits
 
     try:
         X = read_matrix(args.input, skip_header=args.skip_header)
+        check_rank(args.input, X, args.rank)
     except InputError as e:
         print(f"nmfsched: error: {e}", file=sys.stderr)
-        return 1
-    if args.rank > min(X.shape):
-        print(f"nmfsched: error: {args.input}: rank {args.rank} is larger than min{X.shape} = {min(X.shape)}", file=sys.stderr)
         return 1
     model = StochasticNMF(args.rank, max_epochs=max(1, args.epochs), tol=0, random_state=args.seed,
                           batch_size=args.batch_size)

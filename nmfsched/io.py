@@ -134,6 +134,15 @@ def read_matrix(path, *, skip_header=False):
     return X
 
 
+def check_rank(path, X, rank):
+    """Raise ``InputError`` when ``rank`` exceeds ``min(n_rows, n_columns)`` of ``X``."""
+    n, m = X.shape
+    if rank > min(n, m):
+        raise InputError(
+            f"{path}: rank {rank} is larger than min(n_rows, n_columns) = {min(n, m)} of this {n} x {m} matrix"
+        )
+
+
 def sha256(path, chunk=1 << 20):
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()

@@ -216,15 +216,14 @@ class StochasticSolver:
             if curvature_tolerance is not None:
                 clips = entry_clip_limits(np.diag(HHt), self.n_features, curvature_tolerance)
             if search is None:
-                applied, trials = lr, 0
                 n_clipped += be.projected_cd(
                     self.Ht, WbtWb, Ct, lr * unit_steps, clips=clips, statistics=self._statistics(nb)
                 )
-            else:
-                applied, clipped, trials = self._searched_h_step(
-                    search, lr, n_batches, WbtWb, Ct, unit_steps, clips, self._statistics(nb)
-                )
-                n_clipped += clipped
+                continue
+            applied, clipped, trials = self._searched_h_step(
+                search, lr, n_batches, WbtWb, Ct, unit_steps, clips, self._statistics(nb)
+            )
+            n_clipped += clipped
             n_trials += trials
             lr_sum += applied * nb
             lr_max = max(lr_max, applied)

@@ -5,6 +5,7 @@ the data. Statements, assumptions and proofs are in theory/README.md.
 """
 
 from .bounds import (
+    MAX_LR_BOUND,
     curvature_after_update,
     entry_clip_limits,
     expected_sweep_change,
@@ -15,6 +16,7 @@ from .bounds import (
 from .lipschitz import block_lipschitz, component_lipschitz, minibatch_lipschitz
 
 __all__ = [
+    "MAX_LR_BOUND",
     "block_lipschitz",
     "component_lipschitz",
     "minibatch_lipschitz",

@@ -6,6 +6,9 @@ gathers the vectors from the data. Statements, assumptions and proofs: theory/RE
 
 import numpy as np
 
+#: The largest value :func:`lr_upper_bound` takes (no noise: the deterministic ``lr < 2``).
+MAX_LR_BOUND = 2.0
+
 
 def minibatch_gradient_noise(weighted_sq_norms, mean_sq_norms):
     """Variance of the minibatch gradient around the epoch-mean gradient, per component.
@@ -61,12 +64,12 @@ def lr_upper_bound(grad_sq_norms, noise_sq, lipschitz):
     L = np.asarray(lipschitz, dtype=np.float64)
     live = L > 0
     if not live.any():
-        return 2.0
+        return MAX_LR_BOUND
     s_g = float(np.sum(np.asarray(grad_sq_norms, dtype=np.float64)[live] / L[live]))
     s_sigma = float(np.sum(np.asarray(noise_sq, dtype=np.float64)[live] / L[live]))
     if s_g + s_sigma <= 0.0 or not np.isfinite(s_g + s_sigma):
-        return 2.0 if s_sigma == 0.0 else 0.0
-    return 2.0 * s_g / (s_g + s_sigma)
+        return MAX_LR_BOUND if s_sigma == 0.0 else 0.0
+    return MAX_LR_BOUND * s_g / (s_g + s_sigma)
 
 
 def expected_sweep_change(lr, grad_sq_norms, noise_sq, lipschitz):

@@ -2,12 +2,10 @@
 
 import math
 
+from ..theory import MAX_LR_BOUND
 from ._checks import check_int, check_max_lr, check_real, upper_lr
 from .base import Scheduler
 from .registry import register
-
-#: Theorem 1's bound lies in [0, 2]; the ceiling before any bound has been reported.
-_LARGEST_BOUND = 2.0
 
 
 @register("line_search")
@@ -65,7 +63,8 @@ class LineSearchScheduler(Scheduler):
 
     def _reset(self):
         self.batch_lr = self.lr0
-        self.lr = _LARGEST_BOUND if self.max_lr == "bound" else self.max_lr
+        # before any bound is reported, the ceiling is the largest value the bound takes
+        self.lr = MAX_LR_BOUND if self.max_lr == "bound" else self.max_lr
 
     def search_step(self, trial, cap, n_batches):
         """The rate for one minibatch, in ``[0, cap]``; 0 when every trial failed.
