@@ -53,8 +53,12 @@ def problems(quick, rng):
     yield "badly scaled rows 2000x200 r8", scaled, 8
 
 
+# Schedulers are compared at one gradient noise level: a fixed batch, no batch growth.
+FIXED_BATCH = dict(batch_size=256, grow_batch=False)
+
+
 def run(name, X, k, seed, epochs):
-    model = StochasticNMF(k, scheduler=name, max_epochs=epochs, tol=0, random_state=seed)
+    model = StochasticNMF(k, scheduler=name, max_epochs=epochs, tol=0, random_state=seed, **FIXED_BATCH)
     start = time.perf_counter()
     model.fit(X)
     seconds = time.perf_counter() - start
@@ -106,7 +110,7 @@ def main(argv=None):
     runs = {}  # (problem, seed) -> scheduler -> (losses, seconds, trials)
     batches = {}
     for problem, X, k in problems(args.quick, np.random.default_rng(0)):
-        batches[problem] = -(-X.shape[0] // StochasticNMF().batch_size)
+        batches[problem] = -(-X.shape[0] // FIXED_BATCH["batch_size"])
         for seed in range(seeds):
             runs[problem, seed] = {name: run(name, X, k, seed, epochs) for name in names}
             print(f"  done {problem} seed {seed}", flush=True)

@@ -29,6 +29,7 @@ FIT_PARAMS = (
     "scheduler_params",
     "learning_rate",
     "batch_size",
+    "grow_batch",
     "max_epochs",
     "tol",
     "init",

@@ -71,12 +71,26 @@ def _fit_params(args):
         "scheduler_params": _key_values(args.scheduler_param) or None,
         "learning_rate": lr,
         "batch_size": args.batch_size,
+        "grow_batch": args.grow_batch,
         "max_epochs": args.max_epochs,
         "tol": args.tol,
         "init": args.init,
         "backend": args.backend,
         "random_state": args.seed,
     }
+
+
+def _batch_size(text):
+    """argparse type of --batch-size: a positive integer or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
 
 
 def _positive_float(flag, text):
@@ -196,15 +210,15 @@ def _cmd_bound(args):
     h = model.history_
     rho = model.curvature_tolerance
     rel, _ = entry_clip_limits(np.ones(args.rank), X.shape[1], rho)
-    print(f"{args.input}: {X.shape[0]} x {X.shape[1]}, rank {args.rank}, batch size {args.batch_size}")
+    print(f"{args.input}: {X.shape[0]} x {X.shape[1]}, rank {args.rank}, batch size {int(h['batch_size'][0])}")
     print(f"learning-rate bound at initialisation: {h['lr_bound'][0]:.6g} "
           f"(the solver applies at most {model.safety_factor} x the bound)")
     print(f"clipping limit: an entry of H moves at most {rel[0]:.4g} x its value per update "
           f"(or {rel[0]:.4g} x its component's RMS entry, whichever is larger; curvature tolerance {rho})")
     if args.epochs:
-        print("epoch  bound in force  applied lr  rel. error")
-        for e, b, lr, err in zip(h["epoch"], h["lr_bound"], h["lr"], h["rel_error"]):
-            print(f"{int(e):5d}  {b:14.6g}  {lr:10.4g}  {err:10.5f}")
+        print("epoch  batch size  bound in force  applied lr  rel. error")
+        for e, bs, b, lr, err in zip(h["epoch"], h["batch_size"], h["lr_bound"], h["lr"], h["rel_error"]):
+            print(f"{int(e):5d}  {int(bs):10d}  {b:14.6g}  {lr:10.4g}  {err:10.5f}")
     return 0
 
 
@@ -237,7 +251,10 @@ def build_parser():
     fz.add_argument("--scheduler", default="greedy", help="a registered scheduler (default greedy)")
     fz.add_argument("--scheduler-param", action="append", metavar="KEY=VALUE", help="scheduler parameter (repeatable)")
     fz.add_argument("--lr", default="auto", help="initial learning rate, or 'auto' (default)")
-    fz.add_argument("--batch-size", type=int, default=256)
+    fz.add_argument("--batch-size", type=_batch_size, default="auto",
+                    help="rows per minibatch at the start, or 'auto' (default: from the shape)")
+    fz.add_argument("--grow-batch", action=argparse.BooleanOptionalAction, default=True,
+                    help="grow the batch where gradient noise dominates (default: on)")
     fz.add_argument("--max-epochs", type=int, default=200)
     fz.add_argument("--tol", type=float, default=1e-3)
     fz.add_argument("--init", choices=["nndsvd", "nndsvda", "random"], default=None)
@@ -258,7 +275,7 @@ def build_parser():
     bd.add_argument("input")
     bd.add_argument("--rank", type=int, required=True)
     bd.add_argument("--epochs", type=int, default=0, help="also follow the bound along a short run")
-    bd.add_argument("--batch-size", type=int, default=256)
+    bd.add_argument("--batch-size", type=_batch_size, default="auto")
     bd.add_argument("--seed", type=int, default=0)
     bd.add_argument("--skip-header", action="store_true")
     bd.set_defaults(func=_cmd_bound)
@@ -268,7 +285,7 @@ def build_parser():
 def main(argv=None):
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    for flag in ("rank", "jobs", "batch_size", "max_epochs"):
+    for flag in ("rank", "jobs", "max_epochs"):
         value = getattr(args, flag, 1)
         if value is not None and value < 1:
             print(f"nmfsched: error: --{flag.replace('_', '-')} must be >= 1", file=sys.stderr)

@@ -60,6 +60,7 @@ def h_step_expected_change(X, W, H, lrs, *, batch_size=256, random_state=0, curv
     if curvature_tolerance is not None:
         clips = entry_clip_limits(np.diag(be.gram(Ht0)), m, curvature_tolerance)
     for rows in solver._batches():
+        rows = np.arange(n) if rows is None else rows  # one batch of all rows
         Xb = be.take_rows(solver.X, rows, None if sp.issparse(X) else np.empty((rows.shape[0], m), X.dtype))
         Wb = W[rows]
         WbtWb = be.gram(Wb)

@@ -15,10 +15,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._init import INIT_METHODS, initialize_factors, resolve_init
 from ._validation import check_finite_nonnegative
 from .kernels import get_backend
+from .metrics import frobenius_error
 from .schedulers import Scheduler
 from .schedulers import get as get_scheduler
 from .stability import StabilityGuard, StabilityWarning
-from .solver import History, StochasticSolver, resolve_w_sweeps, run_epochs, solve_w
+from .solver import History, StochasticSolver, resolve_batch_size, resolve_w_sweeps, run_epochs, solve_w
 
 
 class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -48,8 +49,16 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     learning_rate : float or "auto", default="auto"
         Initial (dimensionless) learning rate. "auto" starts at half the stability bound
         computed at the initial factors, the rate of largest expected decrease.
-    batch_size : int, default=256
-        Rows per minibatch (capped at ``n_samples``).
+    batch_size : int or "auto", default="auto"
+        Rows per minibatch at the start (capped at ``n_samples``). "auto" picks it from the
+        shape: at least 256, and large enough that the per-batch ``H`` step (which touches
+        all of ``H``) costs at most a quarter of the batch's products with ``X``; on wide
+        sparse data such as text that is every row.
+    grow_batch : bool, default=True
+        After each epoch, grow the batch to where the gradient noise is predicted to be no
+        larger than the gradient itself (the norm test, ``nmfsched.theory.batch_size_for_noise``).
+        Near a solution the noise dominates and a fixed batch stalls at its noise floor;
+        growing it ends in deterministic (one-batch) epochs that converge like HALS.
     max_epochs : int, default=200
         Maximum passes over the data.
     tol : float, default=1e-3
@@ -97,6 +106,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     reconstruction_err_ : float
         ``||X - W H||_F`` on the training data with ``W = transform(X)`` (after
         ``partial_fit``: on the last chunk, with its ``W`` refreshed for the final ``H``).
+    batch_size_ : int
+        The batch size in force at the end (see ``grow_batch``); "batch_size" in
+        ``history_`` has it per epoch.
     n_iter_ : int
         Epochs run (accumulates over ``partial_fit`` calls).
     n_features_in_ : int
@@ -111,7 +123,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         noise statistics, from which the next bound comes); "h_step_min"/"h_step_max"
         (absolute steps ``lr / L_j`` over components); "n_clipped" (clipped coordinate
         steps of ``H``); "n_trials" (trial ``H`` steps of a per-minibatch line search, 0
-        for other schedulers); "rejected" (the epoch ended above the loss the fit started from
+        for other schedulers); "batch_size" (rows per minibatch in the epoch); "rejected" (the epoch ended above the loss the fit started from
         and was undone; its "loss" is the restored one).
     stability_certificate_ : dict
         "enforced", "safety_factor", "curvature_tolerance", "max_lr_to_bound" (largest
@@ -139,7 +151,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "scheduler": [str, HasMethods(["reset", "step", "state_dict", "load_state_dict"])],
         "scheduler_params": [dict, None],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "grow_batch": ["boolean"],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -163,7 +176,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         scheduler="greedy",
         scheduler_params=None,
         learning_rate="auto",
-        batch_size=256,
+        batch_size="auto",
+        grow_batch=True,
         max_epochs=200,
         tol=1e-3,
         n_iter_no_change=10,
@@ -184,6 +198,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.scheduler_params = scheduler_params
         self.learning_rate = learning_rate
         self.batch_size = batch_size
+        self.grow_batch = grow_batch
         self.max_epochs = max_epochs
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
@@ -280,22 +295,19 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         scheduler.reset(lr0, total_epochs=self.max_epochs)
         return rng, solver, guard, scheduler
 
-    def _record_run(self, rng, scheduler, guard, history):
+    def _record_run(self, rng, solver, scheduler, guard, history):
         self._rng, self.scheduler_, self._guard = rng, scheduler, guard
+        self.batch_size_ = solver.batch_size
         self.history_ = history.as_arrays()
         self.n_iter_ = len(history)
         self.stability_certificate_ = guard.certificate(history.losses())
 
-    def _make_solver(self, X, W, H, rng, backend):
-        return StochasticSolver(
-            X,
-            W,
-            H,
-            backend=backend,
-            batch_size=self.batch_size,
-            w_sweeps=resolve_w_sweeps(self.w_sweeps, W.shape[1], X.shape[1]),
-            rng=rng,
-        )
+    def _make_solver(self, X, W, H, rng, backend, batch_size=None):
+        k = W.shape[1]
+        w_sweeps = resolve_w_sweeps(self.w_sweeps, k, X.shape[1])
+        nnz = X.nnz if sp.issparse(X) else X.size
+        batch_size = resolve_batch_size(self.batch_size if batch_size is None else batch_size, *X.shape, k, nnz, w_sweeps)
+        return StochasticSolver(X, W, H, backend=backend, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng)
 
     def _finish(self, solver, X):
         """Set the fitted attributes and return the final ``W`` (solved for the final ``H``)."""
@@ -310,7 +322,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         )
         self.components_ = H
         self.n_components_ = H.shape[0]
-        self.reconstruction_err_ = _frobenius_error(X, W, H)
+        self.reconstruction_err_ = frobenius_error(X, W, H)
         return W
 
     # ------------------------------------------------------------------ public API
@@ -350,9 +362,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 max_time=self.max_time,
                 t_start=t_start,
                 verbose=self.verbose,
+                grow_batch=self.grow_batch,
             )
             W = self._finish(solver, X)
-        self._record_run(rng, scheduler, guard, history)
+        self._record_run(rng, solver, scheduler, guard, history)
         return W
 
     def fit(self, X, y=None, W=None, H=None):
@@ -395,7 +408,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 W0 = solve_w(
                     backend, X, H0, max_sweeps=resolve_w_sweeps(self.w_sweeps, *H0.shape), tol=0.0
                 )
-                solver = self._make_solver(X, W0, H0, rng, backend)
+                # the batch size carries over from the previous call (as the scheduler does)
+                solver = self._make_solver(X, W0, H0, rng, backend, batch_size=self.batch_size_)
                 start_loss = solver.probe()  # this chunk's own reference loss and bound
                 guard.bound = solver.lr_bound()
                 history = History(self.history_)
@@ -410,13 +424,14 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 t_start=t_start - seconds_offset,
                 verbose=self.verbose,
                 first_epoch=len(history),
+                grow_batch=self.grow_batch,
             )
         # The epoch already refreshed W for the final H and computed the exact loss; a
         # full transform-grade solve per streamed chunk would double the cost of a call.
         self.components_ = solver.H
         self.n_components_ = self.components_.shape[0]
         self.reconstruction_err_ = float(np.sqrt(2.0 * history.losses()[-1]))
-        self._record_run(rng, scheduler, guard, history)
+        self._record_run(rng, solver, scheduler, guard, history)
         return self
 
     def transform(self, X):
@@ -458,19 +473,3 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def _n_features_out(self):
         return self.components_.shape[0]
 
-
-def _frobenius_error(X, W, H):
-    """``||X - W H||_F`` computed in float64, in row blocks for dense X, by Gram identity for sparse."""
-    if sp.issparse(X):
-        X = X.tocsr()
-        cross = float(np.sum(np.asarray((X @ H.T.astype(np.float64))) * W))
-        sq = float(X.data.astype(np.float64) @ X.data.astype(np.float64))
-        gram = float(np.sum((W.T.astype(np.float64) @ W) * (H.astype(np.float64) @ H.T)))
-        return float(np.sqrt(max(sq - 2 * cross + gram, 0.0)))
-    total = 0.0
-    step = max(1, (1 << 22) // max(1, X.shape[1]))
-    H64 = H.astype(np.float64)
-    for start in range(0, X.shape[0], step):
-        R = X[start : start + step].astype(np.float64) - W[start : start + step] @ H64
-        total += float(np.einsum("ij,ij->", R, R))
-    return float(np.sqrt(total))

@@ -50,7 +50,7 @@ def _rows(path):
         raise ManifestError(f"{path}: cannot be read as CSV ({e})") from None
     for entry in entries:
         for key in ("rank", "batch_size", "max_epochs", "seed"):
-            if key in entry:
+            if key in entry and not (key == "batch_size" and entry[key] == "auto"):
                 entry[key] = _number(path, entry, key, int)
         for key in ("tol",):
             if key in entry:

@@ -13,6 +13,9 @@ For each minibatch ``B`` of rows, in a fresh random order every epoch:
 
 At the end of each epoch ``W`` is refreshed against the final ``H`` (one more product
 ``X H^T``), and the exact loss is computed from Gram identities, without forming ``W H``.
+When one batch holds every row, the epoch is deterministic: the refresh already took the
+``W`` step against the current ``H``, so the epoch is one ``H`` step and that refresh (two
+passes over ``X``, as an alternating HALS iteration), with no gather of ``X``.
 
 Along the way the loop gathers, per component, the epoch-mean minibatch gradient and the
 spread of the minibatch gradients around it; :mod:`nmfsched.theory` turns them into the
@@ -28,7 +31,14 @@ from typing import NamedTuple
 import numpy as np
 
 from .schedulers.base import Observation
-from .theory import component_lipschitz, entry_clip_limits, lr_upper_bound, minibatch_gradient_noise
+from .theory import (
+    batch_size_for_noise,
+    component_lipschitz,
+    entry_clip_limits,
+    lr_upper_bound,
+    minibatch_gradient_noise,
+    noise_at_batch_size,
+)
 
 HISTORY_KEYS = (
     "epoch",
@@ -44,6 +54,7 @@ HISTORY_KEYS = (
     "h_step_max",
     "n_clipped",
     "n_trials",
+    "batch_size",
     "rejected",
 )
 
@@ -65,6 +76,37 @@ def _safe_inverse(values):
 
 
 _TINY = np.finfo(np.float64).tiny
+
+
+#: The largest rate a one-batch (noise-free) epoch applies: the exact coordinate step.
+DETERMINISTIC_MAX_LR = 1.0
+
+#: The smallest batch "auto" picks (below it the per-batch overheads dominate on any shape).
+MIN_AUTO_BATCH = 256
+# Per-batch cost of the Python loop and kernel dispatch (~50-100 us), in flops at ~10-20 GFLOP/s.
+_BATCH_OVERHEAD_FLOPS = 1e6
+
+
+def resolve_batch_size(batch_size, n_samples, n_features, n_components, nnz, w_sweeps):
+    """The starting batch size; "auto" picks it from the shape.
+
+    Every minibatch pays for an ``H`` step and ``H H^T`` on all of ``H`` (about
+    ``6 m k^2`` flops, plus a fixed overhead) whatever its size, while its rows cost about
+    ``4 (nnz/n) k`` flops each for the two products with ``X_B`` and ``4 (w_sweeps + 1) k^2``
+    for their ``W`` sweeps and Grams. "auto" takes the smallest batch whose fixed part
+    is at most a quarter of its row part, and at least :data:`MIN_AUTO_BATCH` rows: 256
+    on dense images, every row at once on wide sparse counts such as text (where the
+    ``m k^2`` of an ``H`` step outweighs a whole pass over ``X``). The size is then
+    evened out so the rows split into batches of nearly equal size. An explicit size is
+    used as given (the last batch takes the remainder).
+    """
+    if batch_size != "auto":
+        return int(min(max(1, batch_size), n_samples))
+    k = n_components
+    fixed = 6.0 * n_features * k * k + _BATCH_OVERHEAD_FLOPS
+    per_row = 4.0 * (nnz / max(1, n_samples)) * k + 4.0 * (w_sweeps + 1) * k * k
+    wanted = min(n_samples, max(MIN_AUTO_BATCH, math.ceil(4.0 * fixed / per_row)))
+    return _even_batch_size(n_samples, -(-n_samples // wanted))
 
 
 def resolve_w_sweeps(w_sweeps, n_components, n_features):
@@ -101,7 +143,8 @@ class History:
     def as_arrays(self):
         out = {key: np.asarray(values, dtype=np.float64) for key, values in self._rows.items()}
         out["epoch"] = out["epoch"].astype(np.int64)
-        out["n_clipped"] = out["n_clipped"].astype(np.int64)
+        for key in ("n_clipped", "n_trials", "batch_size"):
+            out[key] = out[key].astype(np.int64)
         out["rejected"] = out["rejected"].astype(bool)
         return out
 
@@ -116,6 +159,8 @@ class StochasticSolver:
     H : ndarray of shape (k, n_features)
     backend : backend object (see :mod:`nmfsched.kernels`)
     batch_size : int
+        Rows per minibatch (the last one takes the remainder); :meth:`grow_batch` may
+        raise it between epochs.
     w_sweeps : int
         Coordinate sweeps on each minibatch's ``W`` rows per visit.
     rng : numpy.random.Generator
@@ -130,14 +175,13 @@ class StochasticSolver:
         self.k = W.shape[1]
         self.batch_size = int(min(max(1, batch_size), self.n_samples))
         self.w_sweeps = int(w_sweeps)
+        self._is_sparse = _is_sparse(X)
         self.rng = rng
         self.W = be.asarray(W, dtype=self.dtype)
         self.Ht = be.asarray(np.asarray(H).T, dtype=self.dtype)  # H stored transposed: rows are features
         self.sq_norm_X = be.squared_norm(self.X)
-        b, m, k = self.batch_size, self.n_features, self.k
-        self._xb_buf = None if _is_sparse(X) else be.empty((b, m), self.dtype)
-        self._xht_buf = be.empty((b, k), self.dtype)
-        self._wb_buf = be.empty((b, k), self.dtype)
+        m, k = self.n_features, self.k
+        self._allocate_batch_buffers()
         self._ct_buf = be.empty((m, k), self.dtype)
         self._p_full = be.empty((self.n_samples, k), self.dtype)
         self._grad_sum = be.empty((m, k), self.dtype)
@@ -145,7 +189,38 @@ class StochasticSolver:
         self._passes = 0
         self._grad_wsq = np.zeros(k)
         self._search_bufs = None  # allocated by the first step search
+        self._p_current = False  # _p_full holds X H^T for the current H (set by refresh_w)
         self.WtW = be.gram(self.W)
+
+    def _allocate_batch_buffers(self):
+        be, b, k = self.backend, self.batch_size, self.k
+        if self.full_batch:  # one batch of all rows works on X and W themselves
+            self._xb_buf = self._xht_buf = self._wb_buf = None
+            return
+        self._xb_buf = None if self._is_sparse else be.empty((b, self.n_features), self.dtype)
+        self._xht_buf = be.empty((b, k), self.dtype)
+        self._wb_buf = be.empty((b, k), self.dtype)
+
+    @property
+    def full_batch(self):
+        """True when one minibatch holds every row (the epoch is deterministic)."""
+        return self.batch_size >= self.n_samples
+
+    def grow_batch(self, grad_sq, noise_sq, lipschitz):
+        """Raise the batch size to where the noise is predicted not to exceed the gradient.
+
+        Uses :func:`nmfsched.theory.batch_size_for_noise` on the last pass's statistics and
+        only ever grows (by at least 10%, to keep reallocations rare). Returns the noise
+        predicted at the batch size now in force, for the next epoch's bound.
+        """
+        n, b = self.n_samples, self.batch_size
+        wanted = batch_size_for_noise(grad_sq, noise_sq, lipschitz, b, n)
+        wanted = _even_batch_size(n, max(1, n // wanted))  # at least that many rows
+        if wanted < min(n, math.ceil(1.1 * b)):
+            return noise_sq
+        self.batch_size = wanted
+        self._allocate_batch_buffers()
+        return noise_at_batch_size(noise_sq, b, wanted, n)
 
     # -- factors on the host -------------------------------------------------------------
     @property
@@ -157,7 +232,11 @@ class StochasticSolver:
 
     # -- one epoch -------------------------------------------------------------------------
     def _batches(self):
+        """Row numbers of each minibatch; ``None`` for one batch of all rows (no order)."""
         n, b = self.n_samples, self.batch_size
+        if self.full_batch:
+            yield None
+            return
         order = self.backend.asarray(self.rng.permutation(n).astype(np.int64))
         for start in range(0, n, b):
             yield order[start : start + b]
@@ -200,16 +279,21 @@ class StochasticSolver:
         n_clipped = n_trials = 0
         lr_sum, lr_max = 0.0, 0.0
         for rows in self._batches():
-            nb = rows.shape[0]
-            Xb = be.take_rows(self.X, rows, self._xb_buf)
-            HHt = be.gram(self.Ht)
-            P = be.xb_ht(Xb, self.Ht, self._xht_buf[:nb])
-            Wb = be.take_rows(self.W, rows, self._wb_buf)
-            self.WtW -= be.gram(Wb)
-            be.projected_cd(Wb, HHt, P, _safe_inverse(component_lipschitz(HHt)), max_sweeps=self.w_sweeps)
-            self.W[rows] = Wb
-            WbtWb = be.gram(Wb)
-            self.WtW += WbtWb
+            if rows is None:
+                nb = n
+                Xb, Wb, HHt, WbtWb = self._full_batch_w_step()
+            else:
+                nb = rows.shape[0]
+                Xb = be.take_rows(self.X, rows, self._xb_buf)
+                HHt = be.gram(self.Ht)
+                P = be.xb_ht(Xb, self.Ht, self._xht_buf[:nb])
+                Wb = be.take_rows(self.W, rows, self._wb_buf)
+                self.WtW -= be.gram(Wb)
+                be.projected_cd(Wb, HHt, P, _safe_inverse(component_lipschitz(HHt)), max_sweeps=self.w_sweeps)
+                self.W[rows] = Wb
+                WbtWb = be.gram(Wb)
+                self.WtW += WbtWb
+            self._p_current = False  # H moves now
             Ct = be.xbt_wb(Xb, Wb, self._ct_buf)
             unit_steps = (n / nb) * _safe_inverse(component_lipschitz(self.WtW))
             clips = None
@@ -230,6 +314,22 @@ class StochasticSolver:
         if search is None:
             return EpochReport(n_clipped, lr, lr, 0)
         return EpochReport(n_clipped, lr_sum / n, lr_max, n_trials)
+
+    def _full_batch_w_step(self):
+        """The ``W`` half of a one-batch epoch: ``(X_B, W_B, H H^T, W_B^T W_B)``.
+
+        After :meth:`refresh_w` (every epoch ends with one) ``W`` was just swept against
+        the current ``H`` and ``W^T W`` is exact, so nothing is left to do; otherwise
+        (the first epoch, or after :meth:`restore`) the sweeps run here.
+        """
+        be = self.backend
+        Xb = be.all_rows(self.X)
+        HHt = be.gram(self.Ht)
+        if not self._p_current:
+            P = be.xb_ht(Xb, self.Ht, self._p_full)
+            be.projected_cd(self.W, HHt, P, _safe_inverse(component_lipschitz(HHt)), max_sweeps=self.w_sweeps)
+            self.WtW = be.gram(self.W)
+        return Xb, self.W, HHt, self.WtW
 
     def _searched_h_step(self, search, cap, n_batches, WbtWb, Ct, unit_steps, clips, statistics):
         """One minibatch's ``H`` step at the rate ``search`` accepts; returns
@@ -284,13 +384,14 @@ class StochasticSolver:
         self._reset_statistics()
         cross = 0.0
         for rows in self._batches():
-            Xb = be.take_rows(self.X, rows, self._xb_buf)
-            Wb = be.take_rows(self.W, rows, self._wb_buf)
+            if rows is None:
+                Xb, Wb, nb = be.all_rows(self.X), self.W, self.n_samples
+            else:
+                Xb = be.take_rows(self.X, rows, self._xb_buf)
+                Wb, nb = be.take_rows(self.W, rows, self._wb_buf), rows.shape[0]
             Ct = be.xbt_wb(Xb, Wb, self._ct_buf)
             # a zero step: the kernel only measures the gradient
-            be.projected_cd(
-                self.Ht, be.gram(Wb), Ct, np.zeros(self.k), statistics=self._statistics(rows.shape[0])
-            )
+            be.projected_cd(self.Ht, be.gram(Wb), Ct, np.zeros(self.k), statistics=self._statistics(nb))
             cross += be.inner(Ct, self.Ht)
         return max(self.gram_loss(cross, be.gram(self.Ht)), 0.0)
 
@@ -328,6 +429,7 @@ class StochasticSolver:
         P = be.xb_ht(be.all_rows(self.X), self.Ht, self._p_full)
         be.projected_cd(self.W, HHt, P, _safe_inverse(component_lipschitz(HHt)), max_sweeps=max_sweeps, tol=tol)
         self.WtW = be.gram(self.W)
+        self._p_current = True
         # The Gram identity cancels large terms; never report a negative loss from rounding.
         return max(self.gram_loss(be.inner(self.W, P), HHt), 0.0)
 
@@ -348,6 +450,7 @@ class StochasticSolver:
         self.W[...] = W
         self.Ht[...] = Ht
         self.WtW = WtW.copy()
+        self._p_current = False
 
     def rel_error(self, loss):
         if self.sq_norm_X == 0:
@@ -360,6 +463,12 @@ class StochasticSolver:
         if not live.size:
             return 0.0, 0.0
         return float(live.min()), float(live.max())
+
+
+def _even_batch_size(n_samples, n_batches):
+    """The batch size that splits ``n_samples`` rows into ``n_batches`` minibatches of
+    nearly equal size (no small, noisy remainder)."""
+    return -(-n_samples // n_batches)
 
 
 def _is_sparse(X):
@@ -407,6 +516,7 @@ def run_epochs(
     t_start=None,
     verbose=0,
     first_epoch=0,
+    grow_batch=False,
 ):
     """Run up to ``max_epochs`` epochs, asking ``scheduler`` for the learning rate after each.
 
@@ -414,8 +524,9 @@ def run_epochs(
     :meth:`StochasticSolver.probe` or a previous epoch); ``start_loss`` is the loss of the
     solver's current iterate. Each epoch applies ``guard.apply(proposal)``; an enforcing
     guard rejects an epoch that ends above the loss it started from (the iterate is
-    restored). Afterwards the scheduler sees the
-    loss and the bound for the next epoch. Stops early when the best loss of the last
+    restored). With ``grow_batch`` the batch size then grows where the epoch's gradient
+    noise exceeded its signal (:meth:`StochasticSolver.grow_batch`). Afterwards the
+    scheduler sees the loss and the bound for the next epoch. Stops early when the best loss of the last
     ``n_iter_no_change`` epochs is less than ``tol`` (relative) below the best loss before
     them (a stochastic loss is not monotone, so single epochs are not compared), when the
     loss reaches 0, or after ``max_time`` seconds.
@@ -432,6 +543,10 @@ def run_epochs(
     previous_loss = start_loss  # the loss of the iterate an epoch starts from
     for epoch in range(first_epoch + 1, first_epoch + max_epochs + 1):
         ceiling = guard.apply(proposed)
+        if guard.enforce and solver.full_batch:
+            # No noise: each component's step lr / L_j at lr = 1 is the exact minimiser along
+            # it (and half the bound, where Theorem 1's decrease peaks); more overshoots.
+            ceiling = min(ceiling, DETERMINISTIC_MAX_LR)
         before = solver.snapshot() if guard.enforce else None
         # Overflow is detected below and reported as one clear error, not as warnings.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -440,6 +555,7 @@ def run_epochs(
             grad_sq, noise_sq, lipschitz = solver.gradient_statistics()
         seconds = time.perf_counter() - t_start
         lr = report.lr_mean
+        batch_size = solver.batch_size
         if not math.isfinite(loss) or not solver.backend.all_finite(solver.Ht):
             raise FloatingPointError(
                 f"The factorization diverged in epoch {epoch} at learning rate {report.lr_max:.4g} "
@@ -471,9 +587,11 @@ def run_epochs(
             h_step_max=step_max,
             n_clipped=report.n_clipped,
             n_trials=report.n_trials,
+            batch_size=batch_size,
             rejected=rejected,
         )
-        guard.bound = lr_upper_bound(grad_sq, noise_sq, lipschitz)
+        next_noise_sq = solver.grow_batch(grad_sq, noise_sq, lipschitz) if grow_batch else noise_sq
+        guard.bound = lr_upper_bound(grad_sq, next_noise_sq, lipschitz)
         if verbose:
             print(
                 f"epoch {epoch:4d}  loss {loss:.6e}  rel_error {rel_error:.5f}  "

@@ -44,3 +44,22 @@ def test_scheduler_comparison_counts_wins_ties_and_speed():
     final, final_tie, epochs, wall, ratio = compare(runs, ["greedy", "constant"], tie=0.005)["constant"]
     assert (final, final_tie, epochs, wall) == (0.5, 1.0, 0.5, 0.5)
     np.testing.assert_allclose(ratio, np.mean([10 / 7, 10 / 10.02]))
+
+
+def test_peers_quick_prints_every_solver_and_a_roofline(capsys):
+    load("peers").main(["--quick", "--case", "digits", "--skip-peer", "MiniBatchNMF"])
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("| digits |")]
+    assert [r.split("|")[3].strip() for r in rows] == ["NMF(cd)", "NMF(mu)", "**nmfsched**"]
+    assert any(line.startswith("- digits:") and "of GEMM" in line for line in out)
+
+
+def test_peers_time_to_target_and_error_at_budget():
+    peers = load("peers")
+    np = __import__("numpy")
+    history = {"seconds": np.array([1.0, 2.0, 3.0]), "rel_error": np.array([0.5, 0.3, 0.2])}
+    assert peers.time_to(history, 0.3, 0.0) == 2.0
+    assert peers.time_to(history, 0.2999, 1e-3) == 2.0  # within the tolerance
+    assert peers.time_to(history, 0.1, 1e-4) == float("inf")
+    assert peers.error_at(history, 2.5) == 0.3
+    assert np.isnan(peers.error_at(history, 0.5))

@@ -115,6 +115,8 @@ def test_npz_format_float32_and_scheduler_params(mixed, tmp_path):
         (("--rank", 2, "--scheduler-param", "gamma"), "KEY=VALUE"),
         (("--rank", 2, "--lr", "-1"), "--lr must be > 0"),
         (("--rank", 2, "--jobs", 0), "--jobs must be >= 1"),
+        (("--rank", 2, "--batch-size", "0"), "--batch-size: must be >= 1"),
+        (("--rank", 2, "--batch-size", "many"), "--batch-size: must be a positive integer or 'auto'"),
     ],
 )
 def test_usage_errors_exit_2_before_reading_anything(mixed, tmp_path, args, message):

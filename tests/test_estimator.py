@@ -184,3 +184,28 @@ def test_factorize_returns_factors_and_history():
 def test_get_feature_names_out():
     model = StochasticNMF(3, max_epochs=2).fit(low_rank(20, 10, 3))
     assert list(model.get_feature_names_out()) == ["stochasticnmf0", "stochasticnmf1", "stochasticnmf2"]
+
+
+def test_batch_grows_where_noise_dominates_and_can_be_held_fixed():
+    X = low_rank(3000, 40, 4, noise=0.3)
+    grown = StochasticNMF(4, random_state=0, max_epochs=30, tol=0, batch_size=100).fit(X)
+    sizes = grown.history_["batch_size"]
+    assert sizes[0] == 100 and (np.diff(sizes) >= 0).all() and sizes[-1] > sizes[0]  # only ever grows
+    assert grown.batch_size_ == sizes[-1]
+    assert grown.stability_certificate_["descent"]
+    fixed = StochasticNMF(4, random_state=0, max_epochs=30, tol=0, grow_batch=False, batch_size=100).fit(X)
+    assert (fixed.history_["batch_size"] == 100).all() and fixed.batch_size_ == 100
+    # "auto" on a narrow matrix: per-batch overheads dominate, so one batch from the start
+    assert StochasticNMF(4, random_state=0, max_epochs=1).fit(X).history_["batch_size"][0] == 3000
+
+
+def test_partial_fit_carries_the_batch_size_over():
+    X = low_rank(2000, 30, 3, noise=0.3)
+    model = StochasticNMF(3, random_state=0, batch_size=50)
+    for chunk in np.array_split(X, 2):
+        model.partial_fit(chunk)
+    first = model.history_["batch_size"]
+    assert first[0] == 50 and model.batch_size_ >= first[-1]
+    model_batch_before = model.batch_size_  # the next chunk starts from it (capped at its rows)
+    model.partial_fit(X[:700])
+    assert model.history_["batch_size"][-1] == min(700, model_batch_before)

@@ -27,13 +27,16 @@ def oracle_epochs(X, W, H, lrs, batch_size, w_sweeps, seed):
     rng = np.random.default_rng(seed)
     n = X.shape[0]
     losses = []
-    for lr in lrs:
+    for epoch, lr in enumerate(lrs):
         order = rng.permutation(n)
         for start in range(0, n, batch_size):
             rows = order[start : start + batch_size]
             HHt = H @ H.T
             Wb = W[rows]
-            _cd_rows(Wb, HHt, X[rows] @ H.T, 1 / np.diag(HHt), w_sweeps)
+            # one batch of all rows: after the first epoch the refresh below has already
+            # swept W against this H, so the epoch is the H step alone
+            if batch_size < n or epoch == 0:
+                _cd_rows(Wb, HHt, X[rows] @ H.T, 1 / np.diag(HHt), w_sweeps)
             W[rows] = Wb
             A = W.T @ W
             grad_scale = n / len(rows)
@@ -188,3 +191,73 @@ def test_solve_w_is_row_independent_and_optimal(rng):
 )
 def test_resolve_w_sweeps(w_sweeps, k, m, expected):
     assert resolve_w_sweeps(w_sweeps, k, m) == expected
+
+
+# -- batch size: chosen from the shape, grown by the norm test ---------------------------
+def even_split(n, size):
+    """True when batches of ``size`` split ``n`` rows with a last batch short by less than
+    one row per batch."""
+    n_batches = -(-n // size)
+    return n_batches * size - n < n_batches
+
+
+def test_auto_batch_size_follows_the_cost_of_an_h_step():
+    from nmfsched.solver import MIN_AUTO_BATCH, resolve_batch_size
+
+    # dense images (cbcl-like): the products dominate, so a few hundred rows, split evenly
+    size = resolve_batch_size("auto", 2429, 361, 49, 2429 * 361, 1)
+    assert MIN_AUTO_BATCH <= size <= 2 * MIN_AUTO_BATCH and even_split(2429, size)
+    # wide sparse text (tdt2-like): an H step costs more than a pass over X, so every row
+    assert resolve_batch_size("auto", 9394, 36771, 30, 1_224_135, 2) == 9394
+    # a bigger rank makes the per-batch H step dearer: never a smaller batch
+    sizes = [resolve_batch_size("auto", 50_000, 2000, k, 50_000 * 2000 // 20, 1) for k in (20, 80, 200)]
+    assert sizes == sorted(sizes) and sizes[-1] > sizes[0]
+    # an explicit size is kept as given (capped at the rows)
+    assert resolve_batch_size(100, 10000, 50, 4, 500_000, 2) == 100
+    assert resolve_batch_size(100, 30, 50, 4, 1500, 2) == 30
+
+
+def test_one_batch_epochs_reuse_the_refresh_product(monkeypatch):
+    """After a refresh, a one-batch epoch takes no X H^T of its own (the refresh's is the
+    same product); after a restore it must compute one. The values are pinned by
+    test_epochs_match_numpy_oracle with a batch of all rows."""
+    X = low_rank(50, 20, 3, noise=0.1)
+    rng = np.random.default_rng(3)
+    solver = make_solver(X, rng.random((50, 3)), rng.random((3, 20)), 50, 2, seed=0)
+    be = solver.backend
+    calls = []
+    real = type(be).xb_ht
+    monkeypatch.setattr(type(be), "xb_ht", lambda self, *a: calls.append(1) or real(self, *a))
+    for lr in (1.0, 0.7, 1.3):
+        solver.sgd_epoch(lr)
+        solver.refresh_w(2)
+        np.testing.assert_allclose(solver._p_full, X @ solver.Ht, rtol=1e-12)
+    assert len(calls) == 1 + 3  # the first epoch's own product, then only the refreshes
+    snap = solver.snapshot()
+    solver.sgd_epoch(1.0)
+    solver.restore(snap)
+    calls.clear()
+    solver.sgd_epoch(1.0)
+    assert len(calls) == 1
+
+
+def test_grow_batch_only_grows_to_even_batches_and_predicts_the_noise():
+    from nmfsched.theory import noise_at_batch_size
+
+    X = low_rank(1000, 30, 4, noise=0.5)
+    rng = np.random.default_rng(0)
+    solver = make_solver(X, rng.random((1000, 4)), rng.random((4, 30)), 64, 1, seed=0)
+    L = np.ones(4)
+    noise = solver.grow_batch(np.ones(4), 9 * np.ones(4), L)  # noise 9x the gradient
+    b = solver.batch_size
+    assert b > 64 and even_split(1000, b)
+    np.testing.assert_allclose(noise, noise_at_batch_size(9 * np.ones(4), 64, b, 1000))
+    assert np.sum(noise) <= 4 * (1 + 1e-9)  # predicted not to exceed the gradient
+    assert all(rows.shape[0] in (b, b - 1) or rows.shape[0] >= b - -(-1000 // b) for rows in solver._batches())
+    # a quiet epoch never shrinks it, and returns the noise unchanged
+    quiet = solver.grow_batch(np.ones(4), 1e-6 * np.ones(4), L)
+    assert solver.batch_size == b and np.allclose(quiet, 1e-6)
+    # all noise: every row, and from then on the epochs are one batch
+    solver.grow_batch(np.zeros(4), np.ones(4), L)
+    assert solver.batch_size == 1000 and solver.full_batch
+    assert list(solver._batches()) == [None]

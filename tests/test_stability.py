@@ -108,13 +108,50 @@ def test_enforcement_is_what_keeps_an_adversarial_run_from_ending_above_its_star
         assert cert["max_lr_to_bound"] > 1  # the bound was computed, just not enforced
 
 
-def test_rejected_epochs_restore_the_iterate_and_halve_the_cap():
-    """A case hypothesis found: near-optimal NNDSVD start, rates at the cap. Without the
-    rejection an epoch ends above the initial loss; with it the epoch is undone."""
+def test_rejected_epochs_restore_the_iterate_and_halve_the_cap(monkeypatch):
+    """An epoch that ends above the loss the fit started from is undone and the next cap
+    halved, whatever made the epoch go wrong. Epochs 2 and 3 are spoiled on purpose (the
+    found case below depends on one batch split): after the real epoch, H is zeroed, so
+    the loss jumps to 1/2 ||X||^2, far above the start."""
+    from nmfsched.solver import StochasticSolver
+
+    real_epoch = StochasticSolver.sgd_epoch
+    calls = []
+
+    def spoiled_epoch(self, *args, **kwargs):
+        report = real_epoch(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) in (2, 3):
+            self.Ht[...] = 0
+        return report
+
+    monkeypatch.setattr(StochasticSolver, "sgd_epoch", spoiled_epoch)
+    X = low_rank(60, 12, 3, noise=0.05, seed=0)
+    params = dict(n_components=3, scheduler=Adversarial(1.0), batch_size=20, max_epochs=6, tol=0, random_state=0)
+    model = fit_quietly(X, **params)
+    h, cert = model.history_, model.stability_certificate_
+    np.testing.assert_array_equal(h["rejected"], [False, True, True, False, False, False])
+    assert cert["n_rejected_epochs"] == 2
+    losses = np.concatenate([[cert["initial_loss"]], h["loss"]])
+    for i in np.flatnonzero(h["rejected"]):
+        assert losses[i + 1] == losses[i]  # the restored iterate has exactly the old loss
+    assert h["lr"][2] <= 0.45 * h["lr_bound"][2] * (1 + 1e-12)  # cap halved once ...
+    assert h["lr"][3] <= 0.225 * h["lr_bound"][3] * (1 + 1e-12)  # ... and again
+    assert h["lr"][4] > 0.45 * h["lr_bound"][4]  # an accepted epoch restores the full cap
+    assert cert["descent"]
+    calls.clear()
+    unguarded = fit_quietly(X, enforce_bound=False, **params)
+    assert unguarded.history_["loss"].max() > cert["initial_loss"]  # what the rejection prevents
+
+
+def test_rejected_epochs_restore_the_iterate_and_halve_the_cap_found_case():
+    """A case hypothesis found: near-optimal NNDSVD start, rates at the cap, a
+    one-row last minibatch (23 rows in batches of 11). Without the rejection an epoch ends
+    above the initial loss; with it the epoch is undone."""
     X = make_matrix(np.random.default_rng(0), 23, 4, 1.0, False, np.float64)
     params = dict(
         n_components=2, scheduler=Adversarial(1.0), learning_rate=1.0, batch_size=11,
-        max_epochs=8, tol=0, init="nndsvd", random_state=0,
+        max_epochs=8, tol=0, init="nndsvd", random_state=0, grow_batch=False,
     )
     model = fit_quietly(X, **params)
     h, cert = model.history_, model.stability_certificate_

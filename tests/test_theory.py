@@ -133,3 +133,61 @@ def test_theorem_1_is_exact_for_one_interior_component(rng, lr):
     assert sum(changes) == pytest.approx(predicted, rel=1e-8)
     bound = theory.lr_upper_bound([grad @ grad], noise, [L])
     assert (sum(changes) < 0) == (lr < bound)
+
+
+# -- the noise scaling law and the batch-size rule ---------------------------------------
+def test_noise_scales_as_sampling_without_replacement(rng):
+    """The minibatch variance of the solver's own gradient estimate, measured over every
+    split, follows (n - b) / b."""
+    n, m = 60, 5
+    rows = rng.random((n, m))  # per-row contributions x_i; g_B = (n/b) sum_{i in B} x_i
+    total = rows.sum(axis=0)
+
+    def variance(b):
+        estimates = [(n / b) * rows[rng.choice(n, b, replace=False)].sum(axis=0) for _ in range(20000)]
+        return float(np.mean(np.sum((np.asarray(estimates) - total) ** 2, axis=1)))
+
+    measured_10, measured_30 = variance(10), variance(30)
+    predicted_30 = theory.noise_at_batch_size(measured_10, 10, 30, n)
+    assert predicted_30 == pytest.approx(measured_30, rel=0.05)
+    assert theory.noise_at_batch_size([3.0], 10, 60, 60) == pytest.approx([0.0])  # one batch: no noise
+    assert theory.noise_at_batch_size([3.0], 60, 10, 60) == pytest.approx([0.0])  # none measured, none predicted
+    with pytest.raises(ValueError, match="batch sizes must be in"):
+        theory.noise_at_batch_size([1.0], 0, 10, 60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    g=arrays(np.float64, 3, elements=finite_pos),
+    s=arrays(np.float64, 3, elements=finite_pos),
+    L=arrays(np.float64, 3, elements=st.floats(1e-3, 1e3)),
+    n=st.integers(2, 5000),
+    frac=st.floats(0.0, 1.0),
+)
+def test_batch_for_noise_is_the_smallest_that_passes_the_norm_test(g, s, L, n, frac):
+    b = min(n, max(1, int(frac * n)))
+    new = theory.batch_size_for_noise(g, s, L, b, n)
+    assert 1 <= new <= n
+    s_g = float(np.sum(g / L))
+
+    def predicted(size):
+        return float(np.sum(theory.noise_at_batch_size(s, b, size, n) / L))
+
+    if b == n:
+        assert new == n
+        return
+    assert predicted(new) <= s_g * (1 + 1e-9) + 1e-300  # passes: the bound there is >= 1
+    if new > 1:
+        assert predicted(new - 1) >= s_g * (1 - 1e-9)  # and one row fewer would not
+    if predicted(new) > 0:
+        assert theory.lr_upper_bound(g, theory.noise_at_batch_size(s, b, new, n), L) >= 1 - 1e-9
+
+
+def test_batch_for_noise_edges():
+    L = np.ones(2)
+    assert theory.batch_size_for_noise([0.0, 0.0], [1.0, 1.0], L, 10, 100) == 100  # only noise: every row
+    assert theory.batch_size_for_noise([1.0, 1.0], [0.0, 0.0], L, 10, 100) == 1  # no noise: any batch
+    assert theory.batch_size_for_noise([1.0, 1.0], [5.0, 5.0], L, 100, 100) == 100  # already all rows
+    assert theory.batch_size_for_noise([1.0], [1.0], [0.0], 10, 100) == 10  # nothing can move
+    with pytest.raises(ValueError, match="batch_size must be in"):
+        theory.batch_size_for_noise([1.0], [1.0], [1.0], 200, 100)

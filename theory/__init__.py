@@ -13,6 +13,7 @@ from .bounds import (
     minibatch_gradient_noise,
     update_norm_limits,
 )
+from .batch import batch_size_for_noise, noise_at_batch_size
 from .lipschitz import block_lipschitz, component_lipschitz, minibatch_lipschitz
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "component_lipschitz",
     "minibatch_lipschitz",
     "minibatch_gradient_noise",
+    "noise_at_batch_size",
+    "batch_size_for_noise",
     "lr_upper_bound",
     "expected_sweep_change",
     "update_norm_limits",
