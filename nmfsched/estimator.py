@@ -123,8 +123,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         noise statistics, from which the next bound comes); "h_step_min"/"h_step_max"
         (absolute steps ``lr / L_j`` over components); "n_clipped" (clipped coordinate
         steps of ``H``); "n_trials" (trial ``H`` steps of a per-minibatch line search, 0
-        for other schedulers); "batch_size" (rows per minibatch in the epoch); "rejected" (the epoch ended above the loss the fit started from
-        and was undone; its "loss" is the restored one).
+        for other schedulers); "batch_size" (rows per minibatch in the epoch); "rejected"
+        (the epoch ended above the loss the fit started from and was undone; its "loss" is
+        the restored one).
     stability_certificate_ : dict
         "enforced", "safety_factor", "curvature_tolerance", "max_lr_to_bound" (largest
         applied-rate / bound ratio), "n_capped_epochs", "n_clipped_steps",
@@ -306,7 +307,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         k = W.shape[1]
         w_sweeps = resolve_w_sweeps(self.w_sweeps, k, X.shape[1])
         nnz = X.nnz if sp.issparse(X) else X.size
-        batch_size = resolve_batch_size(self.batch_size if batch_size is None else batch_size, *X.shape, k, nnz, w_sweeps)
+        batch_size = self.batch_size if batch_size is None else batch_size
+        batch_size = resolve_batch_size(batch_size, *X.shape, k, nnz, w_sweeps)
         return StochasticSolver(X, W, H, backend=backend, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng)
 
     def _finish(self, solver, X):

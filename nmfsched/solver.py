@@ -320,16 +320,12 @@ class StochasticSolver:
 
         After :meth:`refresh_w` (every epoch ends with one) ``W`` was just swept against
         the current ``H`` and ``W^T W`` is exact, so nothing is left to do; otherwise
-        (the first epoch, or after :meth:`restore`) the sweeps run here.
+        (the first epoch, or after :meth:`restore`) that same refresh runs here.
         """
-        be = self.backend
-        Xb = be.all_rows(self.X)
-        HHt = be.gram(self.Ht)
         if not self._p_current:
-            P = be.xb_ht(Xb, self.Ht, self._p_full)
-            be.projected_cd(self.W, HHt, P, _safe_inverse(component_lipschitz(HHt)), max_sweeps=self.w_sweeps)
-            self.WtW = be.gram(self.W)
-        return Xb, self.W, HHt, self.WtW
+            self.refresh_w(self.w_sweeps)
+        be = self.backend
+        return be.all_rows(self.X), self.W, be.gram(self.Ht), self.WtW
 
     def _searched_h_step(self, search, cap, n_batches, WbtWb, Ct, unit_steps, clips, statistics):
         """One minibatch's ``H`` step at the rate ``search`` accepts; returns
@@ -555,7 +551,6 @@ def run_epochs(
             grad_sq, noise_sq, lipschitz = solver.gradient_statistics()
         seconds = time.perf_counter() - t_start
         lr = report.lr_mean
-        batch_size = solver.batch_size
         if not math.isfinite(loss) or not solver.backend.all_finite(solver.Ht):
             raise FloatingPointError(
                 f"The factorization diverged in epoch {epoch} at learning rate {report.lr_max:.4g} "
@@ -587,7 +582,7 @@ def run_epochs(
             h_step_max=step_max,
             n_clipped=report.n_clipped,
             n_trials=report.n_trials,
-            batch_size=batch_size,
+            batch_size=solver.batch_size,  # grow_batch below changes it for the next epoch
             rejected=rejected,
         )
         next_noise_sq = solver.grow_batch(grad_sq, noise_sq, lipschitz) if grow_batch else noise_sq
