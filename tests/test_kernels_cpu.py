@@ -138,9 +138,72 @@ def test_csr_row_products_match_dense(rng, dtype, index_dtype):
     cpu.csr_rows_matmul(X.indptr, X.indices, X.data, rows, Ht, out)
     np.testing.assert_allclose(out, dense[rows] @ Ht, rtol=rtol)
 
-    out_t = np.full((45, 6), np.nan, dtype=dtype)  # must be overwritten, not accumulated into
-    cpu.csr_rows_t_matmul(X.indptr, X.indices, X.data, rows, Wb, out_t)
-    np.testing.assert_allclose(out_t, dense[rows].T @ Wb, rtol=rtol)
+    for n_blocks in (1, 3, 40):  # one block writes into out; more scatter into their own
+        out_t = np.full((45, 6), np.nan, dtype=dtype)  # must be overwritten, not accumulated into
+        partial = np.full((n_blocks, 45, 6), np.nan, dtype=dtype)
+        cpu.csr_rows_t_matmul(X.indptr, X.indices, X.data, rows, Wb, out_t, partial if n_blocks > 1 else out_t[None])
+        np.testing.assert_allclose(out_t, dense[rows].T @ Wb, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_blocks", [1, 2, 3, 50])  # 50 > rows: some blocks are empty
+def test_dense_block_products_match_numpy(rng, dtype, n_blocks):
+    A = rng.random((37, 23)).astype(dtype)
+    B = rng.random((23, 5)).astype(dtype)
+    C = rng.random((37, 5)).astype(dtype)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+
+    out = np.full((37, 5), np.nan, dtype=dtype)
+    cpu.dense_matmul(A, B, out, n_blocks)
+    np.testing.assert_allclose(out, A @ B, rtol=rtol)
+
+    out_t = np.full((23, 5), np.nan, dtype=dtype)
+    cpu.dense_t_matmul(A, C, out_t, np.full((n_blocks, 23, 5), np.nan, dtype=dtype))
+    np.testing.assert_allclose(out_t, A.T @ C, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gather_rows_matches_take(rng, dtype):
+    X = rng.random((30, 7)).astype(dtype)
+    rows = rng.permutation(30)[:11].astype(np.int64)
+    out = np.empty((11, 7), dtype=dtype)
+    cpu.gather_rows(X, rows, out)
+    np.testing.assert_array_equal(out, X[rows])
+
+
+def test_backend_parallel_paths_match_serial(rng, monkeypatch):
+    """With the size thresholds at 0 every product and gather takes its threaded path,
+    and must give what the plain NumPy/serial path gives."""
+    be = cpu.CPUBackend()
+    X = rng.random((64, 40))
+    Xs = be.to_device(sp.random(64, 40, density=0.8, format="csr", random_state=3))
+    rows = rng.permutation(64)[:48].astype(np.int64)
+    Ht, Wb = rng.random((40, 3)), rng.random((48, 3))
+
+    def run():
+        Xb = be.take_rows(X, rows, np.empty((64, 40)))
+        Sb = be.take_rows(Xs, rows)
+        return [
+            Xb.copy(),
+            be.xb_ht(Xb, Ht, np.empty((48, 3))).copy(),
+            be.xbt_wb(Xb, Wb, np.empty((40, 3))).copy(),
+            be.xbt_wb(Sb, Wb, np.empty((40, 3))).copy(),
+        ]
+
+    serial = run()
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_PRODUCT_FLOPS", 0)
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_GATHER_BYTES", 0)
+    monkeypatch.setattr(cpu, "_n_threads", lambda: 3)  # blocks of 16 rows whatever the machine
+    calls = []
+    for name in ("gather_rows", "dense_matmul", "dense_t_matmul", "csr_rows_t_matmul"):
+        kernel = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *a, _k=kernel, _n=name: calls.append((_n, np.shape(a[-1]))) or _k(*a))
+    threaded = run()
+    assert [name for name, _ in calls] == ["gather_rows", "dense_matmul", "dense_t_matmul", "csr_rows_t_matmul"]
+    assert calls[2][1][0] == calls[3][1][0] == 3  # a scratch block per thread
+    for a, b in zip(serial, threaded):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    np.testing.assert_allclose(threaded[3], Xs.toarray()[rows].T @ Wb, rtol=1e-12)
 
 
 def test_backend_products_agree_dense_and_sparse(rng):
