@@ -40,7 +40,7 @@ from threadpoolctl import threadpool_limits
 
 from nmfsched import StochasticNMF
 from nmfsched.metrics import relative_error
-from nmfsched.solver import resolve_w_sweeps
+from nmfsched.solver import ONE_BATCH_H_SWEEPS, ONE_BATCH_W_SWEEPS, resolve_w_sweeps
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -144,14 +144,19 @@ def epoch_work(X, k, batch_size, w_sweeps):
     is read three times and every nonzero reads or updates a row of ``H^T`` (``k`` values)
     four times; ``H^T`` and the ``m x k`` buffers are streamed about eight times per batch.
     A one-batch epoch skips the gather and the batch's ``W`` step and ``X H^T`` (the
-    refresh already made them): two products with ``X`` in all.
+    refresh already made them): two products with ``X`` in all, and the sweeps of
+    :data:`~nmfsched.solver.ONE_BATCH_W_SWEEPS` and :data:`~nmfsched.solver.ONE_BATCH_H_SWEEPS`.
     """
     n, m = X.shape
     item = X.dtype.itemsize
     n_batches = -(-n // batch_size)
     passes = 2 if n_batches == 1 else 3  # products with X
-    sweep_flops = 4 * n * k * k * (w_sweeps * (passes - 1)) + 4 * n * k * k  # batch + refresh sweeps, grams
-    h_flops = n_batches * 6 * m * k * k
+    if n_batches == 1:
+        w_total, h_sweeps = max(w_sweeps, ONE_BATCH_W_SWEEPS), ONE_BATCH_H_SWEEPS  # refresh only
+    else:
+        w_total, h_sweeps = 2 * w_sweeps, 1  # each batch's sweeps, then the refresh's
+    sweep_flops = 4 * n * k * k * w_total + 4 * n * k * k  # W sweeps, W^T W and the batch Grams
+    h_flops = n_batches * (4 * h_sweeps + 2) * m * k * k  # the H sweeps and H H^T
     h_bytes = n_batches * 8 * m * k * item
     if sp.issparse(X):
         nnz = X.nnz

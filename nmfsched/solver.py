@@ -15,7 +15,10 @@ At the end of each epoch ``W`` is refreshed against the final ``H`` (one more pr
 ``X H^T``), and the exact loss is computed from Gram identities, without forming ``W H``.
 When one batch holds every row, the epoch is deterministic: the refresh already took the
 ``W`` step against the current ``H``, so the epoch is one ``H`` step and that refresh (two
-passes over ``X``, as an alternating HALS iteration), with no gather of ``X``.
+passes over ``X``, as an alternating HALS iteration), with no gather of ``X``. As in
+accelerated HALS (Gillis and Glineur, 2012), each factor then takes several sweeps against
+the one product it paid for (:data:`ONE_BATCH_W_SWEEPS`, :data:`ONE_BATCH_H_SWEEPS`): a
+sweep costs ``O(k^2)`` per row, the product ``O(k nnz / rows)``.
 
 Along the way the loop gathers, per component, the epoch-mean minibatch gradient and the
 spread of the minibatch gradients around it; :mod:`nmfsched.theory` turns them into the
@@ -80,6 +83,12 @@ _TINY = np.finfo(np.float64).tiny
 
 #: The largest rate a one-batch (noise-free) epoch applies: the exact coordinate step.
 DETERMINISTIC_MAX_LR = 1.0
+
+#: Sweeps on ``W`` (at least; ``w_sweeps`` if larger) and on ``H`` in a one-batch epoch.
+#: Measured against one sweep of each (and ``w_sweeps``): epochs to scikit-learn NMF(cd)'s
+#: error fell 194 -> 109 on olivetti r40, 140 -> 89 on cbcl r49, 61 -> 45 on digits r16.
+ONE_BATCH_W_SWEEPS = 4
+ONE_BATCH_H_SWEEPS = 2
 
 #: The smallest batch "auto" picks (below it the per-batch overheads dominate on any shape).
 MIN_AUTO_BATCH = 256
@@ -206,6 +215,12 @@ class StochasticSolver:
         """True when one minibatch holds every row (the epoch is deterministic)."""
         return self.batch_size >= self.n_samples
 
+    @property
+    def refresh_sweeps(self):
+        """Sweeps of the end-of-epoch :meth:`refresh_w`: ``w_sweeps``, or at least
+        :data:`ONE_BATCH_W_SWEEPS` when that refresh is also the next epoch's ``W`` step."""
+        return max(self.w_sweeps, ONE_BATCH_W_SWEEPS) if self.full_batch else self.w_sweeps
+
     def grow_batch(self, grad_sq, noise_sq, lipschitz):
         """Raise the batch size to where the noise is predicted not to exceed the gradient.
 
@@ -267,7 +282,9 @@ class StochasticSolver:
         ``search.search_step(trial, cap=lr, n_batches=...)``, where ``trial(t)`` takes the
         ``H`` step at rate ``t`` on a copy and returns ``(change, slope)``: the exact change
         of the minibatch loss ``1/2 ||X_B - W_B H||^2`` and ``<grad_H f_B, H_t - H>``
-        (see :class:`nmfsched.schedulers.LineSearchScheduler`).
+        (see :class:`nmfsched.schedulers.LineSearchScheduler`). Without a search, a
+        one-batch epoch's ``H`` step is :data:`ONE_BATCH_H_SWEEPS` sweeps at rate ``lr``
+        (the statistics are of the gradient before the first), and so is each trial step.
 
         Returns
         -------
@@ -299,13 +316,15 @@ class StochasticSolver:
             clips = None
             if curvature_tolerance is not None:
                 clips = entry_clip_limits(np.diag(HHt), self.n_features, curvature_tolerance)
+            sweeps = 1 if rows is not None else ONE_BATCH_H_SWEEPS
             if search is None:
                 n_clipped += be.projected_cd(
-                    self.Ht, WbtWb, Ct, lr * unit_steps, clips=clips, statistics=self._statistics(nb)
+                    self.Ht, WbtWb, Ct, lr * unit_steps, clips=clips, statistics=self._statistics(nb),
+                    max_sweeps=sweeps,
                 )
                 continue
             applied, clipped, trials = self._searched_h_step(
-                search, lr, n_batches, WbtWb, Ct, unit_steps, clips, self._statistics(nb)
+                search, lr, n_batches, WbtWb, Ct, unit_steps, clips, self._statistics(nb), sweeps
             )
             n_clipped += clipped
             n_trials += trials
@@ -323,11 +342,11 @@ class StochasticSolver:
         (the first epoch, or after :meth:`restore`) that same refresh runs here.
         """
         if not self._p_current:
-            self.refresh_w(self.w_sweeps)
+            self.refresh_w(self.refresh_sweeps)
         be = self.backend
         return be.all_rows(self.X), self.W, be.gram(self.Ht), self.WtW
 
-    def _searched_h_step(self, search, cap, n_batches, WbtWb, Ct, unit_steps, clips, statistics):
+    def _searched_h_step(self, search, cap, n_batches, WbtWb, Ct, unit_steps, clips, statistics, sweeps):
         """One minibatch's ``H`` step at the rate ``search`` accepts; returns
         ``(rate, n_clipped, n_trials)``.
 
@@ -348,7 +367,9 @@ class StochasticSolver:
             trial_H[...] = self.Ht
             # the statistics are of the gradient at the start, the same for every trial
             stats = statistics if last["trials"] == 0 else None
-            last["clipped"] = be.projected_cd(trial_H, WbtWb, Ct, t * unit_steps, clips=clips, statistics=stats)
+            last["clipped"] = be.projected_cd(
+                trial_H, WbtWb, Ct, t * unit_steps, clips=clips, statistics=stats, max_sweeps=sweeps
+            )
             last["lr"] = t
             last["trials"] += 1
             D[...] = trial_H
@@ -547,7 +568,7 @@ def run_epochs(
         # Overflow is detected below and reported as one clear error, not as warnings.
         with np.errstate(over="ignore", invalid="ignore"):
             report = solver.sgd_epoch(ceiling, guard.clip_tolerance, search=search)
-            loss = solver.refresh_w(solver.w_sweeps)
+            loss = solver.refresh_w(solver.refresh_sweeps)
             grad_sq, noise_sq, lipschitz = solver.gradient_statistics()
         seconds = time.perf_counter() - t_start
         lr = report.lr_mean

@@ -8,7 +8,16 @@ import scipy.sparse as sp
 from nmfsched.kernels import get_backend
 from nmfsched.schedulers import ConstantScheduler, StepScheduler
 from nmfsched.stability import StabilityGuard
-from nmfsched.solver import History, StochasticSolver, _stalled, resolve_w_sweeps, run_epochs, solve_w
+from nmfsched.solver import (
+    ONE_BATCH_H_SWEEPS,
+    ONE_BATCH_W_SWEEPS,
+    History,
+    StochasticSolver,
+    _stalled,
+    resolve_w_sweeps,
+    run_epochs,
+    solve_w,
+)
 
 from conftest import low_rank
 
@@ -26,6 +35,9 @@ def oracle_epochs(X, W, H, lrs, batch_size, w_sweeps, seed):
     W, H = W.astype(np.float64).copy(), H.astype(np.float64).copy()
     rng = np.random.default_rng(seed)
     n = X.shape[0]
+    # a one-batch epoch sweeps each factor more than once against its product
+    refresh_sweeps = max(w_sweeps, ONE_BATCH_W_SWEEPS) if batch_size >= n else w_sweeps
+    h_sweeps = ONE_BATCH_H_SWEEPS if batch_size >= n else 1
     losses = []
     for epoch, lr in enumerate(lrs):
         order = rng.permutation(n)
@@ -36,15 +48,16 @@ def oracle_epochs(X, W, H, lrs, batch_size, w_sweeps, seed):
             # one batch of all rows: after the first epoch the refresh below has already
             # swept W against this H, so the epoch is the H step alone
             if batch_size < n or epoch == 0:
-                _cd_rows(Wb, HHt, X[rows] @ H.T, 1 / np.diag(HHt), w_sweeps)
+                _cd_rows(Wb, HHt, X[rows] @ H.T, 1 / np.diag(HHt), refresh_sweeps)
             W[rows] = Wb
             A = W.T @ W
             grad_scale = n / len(rows)
-            for j in range(H.shape[0]):  # Gauss-Seidel over the rows of H
-                g = grad_scale * ((Wb.T @ Wb)[j] @ H - Wb[:, j] @ X[rows])
-                H[j] = np.maximum(H[j] - lr / A[j, j] * g, 0)
+            for _ in range(h_sweeps):
+                for j in range(H.shape[0]):  # Gauss-Seidel over the rows of H
+                    g = grad_scale * ((Wb.T @ Wb)[j] @ H - Wb[:, j] @ X[rows])
+                    H[j] = np.maximum(H[j] - lr / A[j, j] * g, 0)
         HHt = H @ H.T
-        _cd_rows(W, HHt, X @ H.T, 1 / np.diag(HHt), w_sweeps)
+        _cd_rows(W, HHt, X @ H.T, 1 / np.diag(HHt), refresh_sweeps)
         losses.append(0.5 * ((X - W @ H) ** 2).sum())
     return W, H, losses
 
@@ -77,7 +90,7 @@ def test_epochs_match_numpy_oracle(sparse, batch_size):
     losses = []
     for lr in lrs:
         solver.sgd_epoch(lr)
-        losses.append(solver.refresh_w(2))
+        losses.append(solver.refresh_w(solver.refresh_sweeps))
     np.testing.assert_allclose(solver.H, H_ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(solver.W_host(), W_ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(losses, loss_ref, rtol=1e-9)
