@@ -418,7 +418,7 @@ class CPUBackend:
         n_rows, (m, k) = Xb.rows.shape[0], out.shape
         n_threads = _n_threads()
         n_total = Xb.indptr.shape[0] - 1
-        nnz = Xb.indptr[n_total] * n_rows / max(1, n_total)  # expected entries in the batch
+        nnz = float(Xb.indptr[n_total]) * n_rows / max(1, n_total)  # expected entries (int32 would overflow)
         if n_threads < 2 or 2.0 * nnz * k < PARALLEL_MIN_PRODUCT_FLOPS or nnz < 2 * n_threads * m:
             return 1
         return min(n_threads, n_rows)

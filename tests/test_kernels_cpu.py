@@ -251,3 +251,13 @@ def test_backend_column_norms_match_numpy(rng):
     np.testing.assert_allclose(be.column_sq_norms(G), (G**2).sum(axis=0))
     free = (Y > 0) | (G < 0)
     np.testing.assert_allclose(be.projected_column_sq_norms(G, Y), (np.where(free, G, 0) ** 2).sum(axis=0))
+
+
+def test_scatter_blocks_survive_int32_index_overflow(monkeypatch):
+    """The expected nonzeros of a batch are estimated from int32 ``indptr``; the product
+    ``nnz * rows`` must not wrap around (it did, and made a large batch run on one thread)."""
+    monkeypatch.setattr(cpu, "_n_threads", lambda: 2)
+    indptr = np.array([0, 1_000_000_000, 2_000_000_000], dtype=np.int32)  # 1e9 entries per row
+    batch = cpu._CSRRows(sp.csr_matrix((1, 1)), np.arange(2, dtype=np.int64))
+    batch.indptr = indptr
+    assert cpu.CPUBackend._scatter_blocks(batch, np.empty((1000, 8))) == 2
