@@ -1,4 +1,5 @@
-"""CPU backend: Numba kernels for the hot loops, BLAS (through NumPy) for dense products.
+"""CPU backend: Numba kernels for the hot loops; dense products are single-threaded BLAS
+calls on blocks of rows, one block per Numba thread.
 
 The solver only talks to :class:`CPUBackend`; the kernels below are its private workers
 and are tested one by one against plain NumPy oracles (``tests/test_kernels_cpu.py``).
@@ -306,8 +307,9 @@ class _CSRRows:
 class CPUBackend:
     """The array primitives of the solver loop on the CPU.
 
-    Dense data goes through BLAS; CSR data through the Numba kernels above. Arrays are
-    NumPy arrays, so ``to_device``/``to_host`` are (almost) free.
+    Dense data goes through BLAS (split over Numba's threads when large); CSR data through
+    the Numba kernels above. Arrays are NumPy arrays, so ``to_device``/``to_host`` are
+    (almost) free.
     """
 
     name = "cpu"
