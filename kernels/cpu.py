@@ -167,14 +167,20 @@ PARALLEL_MIN_PRODUCT_FLOPS = 1 << 21
 PARALLEL_MIN_GATHER_BYTES = 1 << 18
 
 
+@nb.njit([nb.types.UniTuple(nb.int64, 2)(nb.int64, nb.int64, nb.int64)], **JIT_OPTIONS)
+def _block_rows(n_rows, n_blocks, block):  # pragma: no cover - compiled
+    """``(r0, r1)``: the rows of block ``block`` when ``n_rows`` rows are split into
+    ``n_blocks`` blocks of nearly equal size (the last ones may be empty)."""
+    size = (n_rows + n_blocks - 1) // n_blocks
+    r0 = min(n_rows, block * size)
+    return r0, min(n_rows, r0 + size)
+
+
 @nb.njit([nb.void(f[:, ::1], f[:, ::1], f[:, ::1], nb.int64) for f in _FLOATS], **PARALLEL_JIT_OPTIONS)
 def dense_matmul(A, B, out, n_blocks):  # pragma: no cover - compiled
     """``out = A @ B``, each of ``n_blocks`` blocks of rows of ``A`` on its own thread."""
-    n = A.shape[0]
-    size = (n + n_blocks - 1) // n_blocks
     for block in nb.prange(n_blocks):
-        r0 = min(n, block * size)
-        r1 = min(n, r0 + size)
+        r0, r1 = _block_rows(A.shape[0], n_blocks, block)
         if r1 > r0:
             np.dot(A[r0:r1], B, out[r0:r1])
 
@@ -199,11 +205,9 @@ def dense_t_matmul(A, B, out, partial):  # pragma: no cover - compiled
 
     ``partial`` has shape ``(n_blocks, A.shape[1], B.shape[1])`` and is scratch.
     """
-    n, n_blocks = A.shape[0], partial.shape[0]
-    size = (n + n_blocks - 1) // n_blocks
+    n_blocks = partial.shape[0]
     for block in nb.prange(n_blocks):
-        r0 = min(n, block * size)
-        r1 = min(n, r0 + size)
+        r0, r1 = _block_rows(A.shape[0], n_blocks, block)
         if r1 > r0:
             np.dot(A[r0:r1].T, B[r0:r1], partial[block])
         else:
@@ -275,11 +279,9 @@ def csr_rows_t_matmul(indptr, indices, data, rows, Wb, out, partial):  # pragma:
     if n_blocks == 1:
         _csr_t_block(indptr, indices, data, rows, Wb, 0, rows.shape[0], out)
         return
-    n = rows.shape[0]
-    size = (n + n_blocks - 1) // n_blocks
     for block in nb.prange(n_blocks):
-        r0 = min(n, block * size)
-        _csr_t_block(indptr, indices, data, rows, Wb, r0, min(n, r0 + size), partial[block])
+        r0, r1 = _block_rows(rows.shape[0], n_blocks, block)
+        _csr_t_block(indptr, indices, data, rows, Wb, r0, r1, partial[block])
     _sum_blocks(partial, out)
 
 

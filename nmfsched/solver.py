@@ -198,7 +198,9 @@ class StochasticSolver:
         self._passes = 0
         self._grad_wsq = np.zeros(k)
         self._search_bufs = None  # allocated by the first step search
-        self._p_current = False  # _p_full holds X H^T for the current H (set by refresh_w)
+        # _p_full and _hht hold X H^T and H H^T for the current H (set by refresh_w)
+        self._p_current = False
+        self._hht = None
         self.WtW = be.gram(self.W)
 
     def _allocate_batch_buffers(self):
@@ -338,13 +340,14 @@ class StochasticSolver:
         """The ``W`` half of a one-batch epoch: ``(X_B, W_B, H H^T, W_B^T W_B)``.
 
         After :meth:`refresh_w` (every epoch ends with one) ``W`` was just swept against
-        the current ``H`` and ``W^T W`` is exact, so nothing is left to do; otherwise
-        (the first epoch, or after :meth:`restore`) that same refresh runs here.
+        the current ``H``, ``W^T W`` is exact and ``H H^T`` is the refresh's, so nothing is
+        left to do; otherwise (the first epoch, or after :meth:`restore`) that same refresh
+        runs here.
         """
         if not self._p_current:
             self.refresh_w(self.refresh_sweeps)
         be = self.backend
-        return be.all_rows(self.X), self.W, be.gram(self.Ht), self.WtW
+        return be.all_rows(self.X), self.W, self._hht, self.WtW
 
     def _searched_h_step(self, search, cap, n_batches, WbtWb, Ct, unit_steps, clips, statistics, sweeps):
         """One minibatch's ``H`` step at the rate ``search`` accepts; returns
@@ -446,6 +449,7 @@ class StochasticSolver:
         P = be.xb_ht(be.all_rows(self.X), self.Ht, self._p_full)
         be.projected_cd(self.W, HHt, P, _safe_inverse(component_lipschitz(HHt)), max_sweeps=max_sweeps, tol=tol)
         self.WtW = be.gram(self.W)
+        self._hht = HHt
         self._p_current = True
         # The Gram identity cancels large terms; never report a negative loss from rounding.
         return max(self.gram_loss(be.inner(self.W, P), HHt), 0.0)
