@@ -41,6 +41,7 @@ from threadpoolctl import threadpool_limits
 from nmfsched import StochasticNMF
 from nmfsched.metrics import relative_error
 from nmfsched.solver import ONE_BATCH_H_SWEEPS, ONE_BATCH_W_SWEEPS, resolve_w_sweeps
+from nmfsched.warmup import warm_up
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -269,7 +270,7 @@ def main(argv=None):
     if not peers:
         parser.error("at least one peer must run")
 
-    StochasticNMF(4, max_epochs=1).fit(load_digits().data[:50])  # load compiled kernels
+    warm_up()  # the first fit in a process pays for loading kernels and starting threads
     with threadpool_limits(None):
         machine = {np.dtype(dt): machine_rates(dt) for dt in (np.float64, np.float32)}
     print("| data | rank | solver | time (s) | rel. error | time to best / best peer | / fastest peer "

@@ -13,12 +13,11 @@ def run_demo(n_components=16, random_state=0, compare=True, out=print):
     from sklearn.datasets import load_digits
 
     from . import StochasticNMF
+    from .warmup import warm_up
 
     X = load_digits().data
     out(f"nmfsched demo: scikit-learn digits, X {X.shape[0]} x {X.shape[1]}, rank {n_components}")
-    # One untimed epoch on the same data loads the compiled kernels and starts Numba's
-    # thread pool (a 64-row warm-up never reached the parallel kernels: +0.2 s in the timing).
-    StochasticNMF(n_components, max_epochs=1).fit(X)
+    warm_up()
     start = time.perf_counter()
     model = StochasticNMF(n_components, random_state=random_state).fit(X)
     seconds = time.perf_counter() - start
