@@ -1,0 +1,107 @@
+"""Fixed-seed fits whose ``history_`` is pinned bit for bit in ``data/golden_histories.json``.
+
+The pin guards refactors of the loop: they must not change a single number. A deliberate
+change of the algorithm regenerates the file (``python tests/golden_histories.py``) and
+says why in its commit.
+"""
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden_histories.json"
+
+
+def _dense():
+    rng = np.random.default_rng(7)
+    return rng.random((600, 6)) @ rng.random((6, 40)) + 0.05 * rng.random((600, 40))
+
+
+def _tiny():
+    return np.random.default_rng(0).random((23, 4))
+
+
+class _AtTheBound:
+    """Proposes the bound itself every epoch (built lazily: the scheduler module is the
+    code under test)."""
+
+    @staticmethod
+    def make():
+        from nmfsched.schedulers import Scheduler
+
+        class AtTheBound(Scheduler):
+            def _next_lr(self, obs):
+                return obs.lr_bound if obs.lr_bound > 0 else 1.0
+
+        return AtTheBound()
+
+
+def _sparse():
+    rng = np.random.default_rng(8)
+    X = sp.random(500, 120, density=0.08, random_state=8, format="csr")
+    X.data = np.floor(1 + 5 * rng.random(X.nnz))
+    return X
+
+
+#: name -> (matrix, estimator parameters, partial_fit chunks or None)
+CASES = {
+    # minibatch epochs, batch growth, then one-batch epochs; GreedyLR under the guard
+    "dense_greedy": (_dense, dict(n_components=6, batch_size=64, max_epochs=40, tol=0), None),
+    "sparse_default": (_sparse, dict(n_components=5, max_epochs=25), None),
+    "dense_float32_step": (
+        lambda: _dense().astype(np.float32),
+        dict(n_components=4, scheduler="step", batch_size=100, grow_batch=False, max_epochs=12, tol=0),
+        None,
+    ),
+    "dense_line_search": (
+        _dense,
+        dict(n_components=5, scheduler="line_search", batch_size=128, grow_batch=False, max_epochs=8, tol=0),
+        None,
+    ),
+    # a rate far above the bound without enforcement: no guard, no clips
+    "dense_unguarded": (
+        _dense,
+        dict(n_components=6, learning_rate=0.3, scheduler="constant", enforce_bound=False, batch_size=50,
+             max_epochs=10, tol=0),
+        None,
+    ),
+    # rejected epochs (the found case of test_stability): restore and halved caps
+    "tiny_rejections": (
+        _tiny,
+        dict(n_components=2, scheduler=_AtTheBound.make, learning_rate=1.0, batch_size=11, max_epochs=8, tol=0,
+             init="nndsvd", grow_batch=False),
+        None,
+    ),
+    "dense_partial_fit": (_dense, dict(n_components=6, batch_size=80), 4),
+}
+
+
+def fit_history(name):
+    """The history of case ``name`` as plain lists, without wall time."""
+    from nmfsched import StochasticNMF
+    from nmfsched.stability import StabilityWarning
+
+    make, params, chunks = CASES[name]
+    X = make()
+    params = {k: v() if callable(v) else v for k, v in params.items()}
+    model = StochasticNMF(random_state=0, **params)
+    if chunks is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StabilityWarning)
+            model.fit(X)
+    else:
+        for part in np.array_split(np.arange(X.shape[0]), chunks):
+            model.partial_fit(X[part])
+    return {k: np.asarray(v).tolist() for k, v in model.history_.items() if k != "seconds"}
+
+
+def main():
+    GOLDEN.write_text(json.dumps({name: fit_history(name) for name in CASES}, indent=0) + "\n")
+    print(f"wrote {GOLDEN}")
+
+
+if __name__ == "__main__":
+    main()
