@@ -9,14 +9,14 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_array, check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._init import INIT_METHODS, initialize_factors, resolve_init
 from ._validation import check_finite_nonnegative
 from .kernels import get_backend
 from .metrics import frobenius_error
-from .schedulers import Scheduler
+from .schedulers import SchedulerProtocol
 from .schedulers import get as get_scheduler
 from .stability import StabilityGuard, StabilityWarning
 from .solver import History, StochasticSolver, resolve_batch_size, resolve_w_sweeps, run_epochs, solve_w
@@ -42,8 +42,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Rank ``k``. "auto" takes it from ``W``/``H`` when ``init="custom"``, else uses
         ``n_features``.
     scheduler : str or Scheduler, default="greedy"
-        A registered name (see ``nmfsched.schedulers.available()``) or an instance
-        (copied, never modified).
+        A registered name (see ``nmfsched.schedulers.available()``) or an instance: a
+        :class:`~nmfsched.schedulers.Scheduler`, or any object with the members of
+        :class:`~nmfsched.schedulers.SchedulerProtocol` (copied, never modified). An
+        instance's parameters are ``scheduler__<name>`` in ``set_params`` and grids.
     scheduler_params : dict, default=None
         Keyword arguments for the scheduler when it is given by name.
     learning_rate : float or "auto", default="auto"
@@ -149,7 +151,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     _parameter_constraints = {
         "n_components": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "scheduler": [str, HasMethods(["reset", "step", "state_dict", "load_state_dict"])],
+        "scheduler": [str, SchedulerProtocol],
         "scheduler_params": [dict, None],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -247,7 +249,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return X.shape[1]
 
     def _make_scheduler(self):
-        if isinstance(self.scheduler, Scheduler) or not isinstance(self.scheduler, str):
+        if not isinstance(self.scheduler, str):
             if self.scheduler_params:
                 raise ValueError(
                     "scheduler_params apply only to a scheduler given by name; "

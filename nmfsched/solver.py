@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .schedulers.base import Observation
+from .schedulers.base import MinibatchSearch, Observation
 from .theory import (
     batch_size_for_noise,
     component_lipschitz,
@@ -560,7 +560,7 @@ def run_epochs(
     t_start = time.perf_counter() if t_start is None else t_start
     proposed = scheduler.lr
     # a scheduler that searches each minibatch's rate gets the epoch's capped rate as its ceiling
-    search = scheduler if getattr(scheduler, "searches_per_batch", False) else None
+    search = scheduler if isinstance(scheduler, MinibatchSearch) else None
     previous_loss = start_loss  # the loss of the iterate an epoch starts from
     for epoch in range(first_epoch + 1, first_epoch + max_epochs + 1):
         ceiling = guard.apply(proposed)

@@ -5,7 +5,7 @@
 """
 
 from . import constant, decay, greedy, hypergradient, line_search, plateau, step, warmup  # noqa: F401  (registers them)
-from .base import Observation, Scheduler
+from .base import MinibatchSearch, Observation, Scheduler, SchedulerProtocol
 from .constant import ConstantScheduler
 from .decay import CosineScheduler, ExponentialScheduler, LinearScheduler, MultiStepScheduler
 from .greedy import GreedyLR
@@ -17,8 +17,10 @@ from .step import StepScheduler
 from .warmup import WarmupScheduler
 
 __all__ = [
+    "MinibatchSearch",
     "Observation",
     "Scheduler",
+    "SchedulerProtocol",
     "ConstantScheduler",
     "CosineScheduler",
     "ExponentialScheduler",

@@ -25,6 +25,30 @@ def check_real(owner, name, value, low=-math.inf, high=math.inf, low_open=False,
     return float(value)
 
 
+def check_bool(owner, name, value):
+    """``value`` when it is True or False (no truthy stand-ins: 1, "yes", None)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}.")
+    return value
+
+
+def check_increasing_ints(owner, name, values, minimum):
+    """``values`` as a tuple of strictly increasing ints ``>= minimum``.
+
+    A tuple of plain ints is returned as it is (the same object), so that a constructor
+    that stores the result keeps what it was given, as ``sklearn.base.clone`` requires.
+    """
+    try:
+        checked = tuple(check_int(owner, f"each of {name}", v, minimum) for v in values)
+    except TypeError:
+        raise ValueError(f"{owner}: {name} must be a sequence of integers, got {values!r}.") from None
+    if list(checked) != sorted(set(checked)):
+        raise ValueError(f"{owner}: {name} must be strictly increasing, got {values!r}.")
+    if isinstance(values, tuple) and all(type(v) is int for v in values):
+        return values
+    return checked
+
+
 def check_max_lr(owner, max_lr):
     """``max_lr`` as "bound" or a positive float."""
     if max_lr == "bound":

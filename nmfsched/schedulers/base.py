@@ -1,10 +1,18 @@
-"""The scheduler protocol: what the solver tells a scheduler, and what it gets back."""
+"""The scheduler protocol: what the solver tells a scheduler, and what it gets back.
+
+:class:`SchedulerProtocol` is everything the solver and the estimator rely on;
+:class:`MinibatchSearch` is the one optional extension (a scheduler that picks each
+minibatch's rate itself). :class:`Scheduler` is the base class that implements the protocol
+and scikit-learn's parameter protocol (``get_params``/``set_params``), so that ``clone``,
+``GridSearchCV`` and pipelines work with scheduler instances.
+"""
 
 import copy
 import inspect
 import math
 from dataclasses import dataclass
 from numbers import Integral
+from typing import Callable, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,47 @@ class Observation:
     seconds: float = math.nan
 
 
+@runtime_checkable
+class SchedulerProtocol(Protocol):
+    """What the solver needs of a scheduler (any object with these members will do).
+
+    The solver calls ``reset`` once per run, reads ``lr`` for the first epoch's proposal,
+    and calls ``step`` after every epoch; the estimator keeps the object and its
+    ``state_dict`` to continue a run (``partial_fit``). Rates are dimensionless and may be
+    0 (``H`` holds still for an epoch); whatever is proposed, the solver applies at most
+    its stability cap.
+    """
+
+    lr: float  #: the current proposal: the rate for the next epoch
+
+    def reset(self, lr0: float, total_epochs: int | None = None) -> None:
+        """Start a run from ``lr0``; ``total_epochs`` is its epoch budget (None: unknown)."""
+
+    def step(self, obs: Observation) -> float:
+        """Record one epoch's :class:`Observation`; return (and set ``lr`` to) the next rate."""
+
+    def state_dict(self) -> dict:
+        """The state as a JSON-safe dict, enough to continue the run after ``load_state_dict``."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state produced by ``state_dict``."""
+
+
+@runtime_checkable
+class MinibatchSearch(Protocol):
+    """A scheduler that also picks each minibatch's rate (the solver detects this method).
+
+    For every minibatch the solver calls ``search_step(trial, cap, n_batches)``, where
+    ``trial(t)`` takes the ``H`` step at rate ``t`` on a copy and returns
+    ``(change, slope)``: the exact change of the minibatch loss and
+    ``<grad f_B, H_t - H>``. The returned rate, in ``[0, cap]``, is applied; ``cap`` is the
+    epoch's capped rate and ``n_batches`` the number of minibatches in the epoch.
+    """
+
+    def search_step(self, trial: Callable[[float], tuple[float, float]], cap: float, n_batches: int) -> float:
+        """The rate for one minibatch, in ``[0, cap]``."""
+
+
 class Scheduler:
     """Base class of learning-rate schedulers (framework-free, after ``torch.optim.lr_scheduler``).
 
@@ -53,7 +102,11 @@ class Scheduler:
     ``1.0`` is the exact coordinate minimiser in the deterministic case.
 
     Subclasses implement :meth:`_next_lr` and, if they keep extra state, :meth:`_reset`.
-    Everything in ``__dict__`` is the scheduler's state (parameters included, as in torch).
+    As in scikit-learn, every constructor parameter is stored, checked but unchanged (or in
+    one canonical form that the constructor keeps as it is), in the attribute of the same
+    name; :meth:`get_params` reads them back and :meth:`set_params` checks new values as the
+    constructor does. Everything in ``__dict__`` is the scheduler's state (parameters
+    included, as in torch).
     """
 
     #: The registry name; set by :func:`nmfsched.schedulers.register`.
@@ -113,12 +166,83 @@ class Scheduler:
         if unknown:
             raise ValueError(f"{type(self).__name__}.load_state_dict: unknown keys {sorted(unknown)}.")
         self.__dict__.update(copy.deepcopy(state))
+        # a JSON round trip turns tuples into lists: bring the parameters back to canonical form
+        self._adopt_params(self.get_params(deep=False))
 
     def __repr__(self):
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params(deep=False).items())
         return f"{type(self).__name__}({params})"
 
-    def get_params(self):
-        """The constructor parameters (read back from the attributes of the same name)."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {n: getattr(self, n) for n in names}
+    @classmethod
+    def _get_param_names(cls):
+        """The constructor's parameter names, in order (no ``*args``/``**kwargs``: as scikit-learn)."""
+        parameters = inspect.signature(cls.__init__).parameters
+        varargs = [p.name for p in parameters.values() if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if varargs:
+            raise TypeError(f"{cls.__name__}.__init__ must name its parameters; it takes *{varargs[0]}.")
+        return [name for name in parameters if name != "self"]
+
+    def get_params(self, deep=True):
+        """The constructor parameters, read back from the attributes of the same name.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Also return the parameters of parameters that are themselves schedulers (or
+            estimators), as ``name__param``.
+
+        Returns
+        -------
+        dict
+        """
+        out = {}
+        for name in self._get_param_names():
+            try:
+                value = getattr(self, name)
+            except AttributeError:
+                raise AttributeError(
+                    f"{type(self).__name__} takes the parameter {name!r} but keeps no attribute of that name; "
+                    f"store each constructor parameter as self.{name}."
+                ) from None
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{key}", v) for key, v in value.get_params(deep=True).items())
+            out[name] = value
+        return out
+
+    def set_params(self, **params):
+        """Set parameters, checked as the constructor checks them (``after__gamma`` for nested ones).
+
+        The run state (rate, counters, best loss) is kept; a change takes effect from the
+        next ``reset`` or ``step``.
+
+        Returns
+        -------
+        self : Scheduler
+        """
+        if not params:
+            return self
+        own = self.get_params(deep=False)
+        nested = {}
+        for key, value in params.items():
+            name, nests, sub_key = key.partition("__")
+            if name not in own:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for {type(self).__name__}; "
+                    f"valid parameters: {', '.join(own) or 'none'}."
+                )
+            if nests:
+                nested.setdefault(name, {})[sub_key] = value
+            else:
+                own[name] = value
+        for name, sub_params in nested.items():
+            if not hasattr(own[name], "set_params"):
+                raise ValueError(f"{type(self).__name__}: {name}={own[name]!r} has no parameters to set.")
+            own[name].set_params(**sub_params)
+        self._adopt_params(own)
+        return self
+
+    def _adopt_params(self, params):
+        """Check ``params`` by building a fresh instance from them; keep its (canonical) values."""
+        checked = type(self)(**params)
+        for name in params:
+            setattr(self, name, getattr(checked, name))

@@ -6,7 +6,7 @@ Each follows its ``torch.optim.lr_scheduler`` namesake; the rate after epoch ``t
 
 import math
 
-from ._checks import check_int, check_real
+from ._checks import check_bool, check_increasing_ints, check_int, check_real
 from .base import Scheduler
 from .registry import register
 
@@ -18,7 +18,7 @@ class MultiStepScheduler(Scheduler):
     Parameters
     ----------
     milestones : sequence of int, default=(30, 60, 90)
-        Increasing epoch numbers (>= 1).
+        Increasing epoch numbers (>= 1); kept as a tuple.
     gamma : float, default=0.5
         In (0, 1].
     """
@@ -26,15 +26,7 @@ class MultiStepScheduler(Scheduler):
     def __init__(self, milestones=(30, 60, 90), gamma=0.5):
         super().__init__()
         owner = type(self).__name__
-        try:
-            values = [check_int(owner, "each milestone", m, 1) for m in milestones]
-        except TypeError:
-            raise ValueError(
-                f"{owner}: milestones must be a sequence of integers, got {milestones!r}."
-            ) from None
-        if values != sorted(set(values)):
-            raise ValueError(f"{owner}: milestones must be strictly increasing, got {milestones!r}.")
-        self.milestones = values
+        self.milestones = check_increasing_ints(owner, "milestones", milestones, 1)
         self.gamma = check_real(owner, "gamma", gamma, 0, 1, low_open=True)
 
     def _next_lr(self, obs):
@@ -97,9 +89,7 @@ class CosineScheduler(Scheduler):
         owner = type(self).__name__
         self.t_max = None if t_max is None else check_int(owner, "t_max", t_max, 1)
         self.eta_min = check_real(owner, "eta_min", eta_min, 0)
-        if not isinstance(restarts, bool):
-            raise ValueError(f"{owner}: restarts must be True or False, got {restarts!r}.")
-        self.restarts = restarts
+        self.restarts = check_bool(owner, "restarts", restarts)
         self.t_mult = check_int(owner, "t_mult", t_mult, 1)
 
     def _reset(self):

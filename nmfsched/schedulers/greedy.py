@@ -1,7 +1,7 @@
 """GreedyLR: raise the learning rate while the loss improves, lower it when it worsens."""
 
 import math
-from ._checks import check_choice, check_int, check_max_lr, check_real, is_better, is_worse, upper_lr
+from ._checks import check_bool, check_choice, check_int, check_max_lr, check_real, is_better, is_worse, upper_lr
 from .base import Scheduler
 from .registry import register
 
@@ -85,9 +85,7 @@ class GreedyLR(Scheduler):
         owner = type(self).__name__
         self.factor = check_real(owner, "factor", factor, 0, 1, low_open=True, high_open=True)
         self.patience = check_int(owner, "patience", patience, 0)
-        if not isinstance(smooth, bool):
-            raise ValueError(f"{owner}: smooth must be True or False, got {smooth!r}.")
-        self.smooth = smooth
+        self.smooth = check_bool(owner, "smooth", smooth)
         self.window = check_int(owner, "window", window, 1)
         self.threshold = check_real(owner, "threshold", threshold, 0)
         self.threshold_mode = check_choice(owner, "threshold_mode", threshold_mode, ("rel", "abs"))

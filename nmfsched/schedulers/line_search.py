@@ -12,6 +12,9 @@ from .registry import register
 class LineSearchScheduler(Scheduler):
     """Backtrack each minibatch's rate until the minibatch loss decreases enough (SLS).
 
+    A :class:`~nmfsched.schedulers.MinibatchSearch`: the solver hands every minibatch to
+    :meth:`search_step`.
+
     For every minibatch ``B`` the solver offers trial ``H`` steps; starting from the
     previous minibatch's accepted rate times ``growth ** (1 / n_batches)`` (the SLS reset
     that lets the rate grow by ``growth`` per epoch), capped at the epoch's ceiling, the
@@ -47,9 +50,6 @@ class LineSearchScheduler(Scheduler):
     S. Vaswani, A. Mishkin, I. Laradji, M. Schmidt, G. Gidel, S. Lacoste-Julien. Painless
     stochastic gradient: interpolation, line-search, and convergence rates. NeurIPS 2019.
     """
-
-    #: The solver hands each minibatch to :meth:`search_step`.
-    searches_per_batch = True
 
     def __init__(self, c=0.1, backtrack=0.9, growth=2.0, max_backtracks=30, max_lr="bound"):
         super().__init__()

@@ -1,7 +1,5 @@
 """Schedulers by name: ``get("step", step_size=10)`` for the CLI and the estimator."""
 
-import inspect
-
 from .base import Scheduler
 
 _REGISTRY = {}
@@ -33,7 +31,7 @@ def get(name, **params):
         cls = _REGISTRY[name]
     except (KeyError, TypeError):
         raise ValueError(f"Unknown scheduler {name!r}; known schedulers: {', '.join(available())}.") from None
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    accepted = cls._get_param_names()
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ValueError(

@@ -1,8 +1,6 @@
 """Step decay: multiply the learning rate by ``gamma`` every ``step_size`` epochs."""
 
-import math
-from numbers import Integral
-
+from ._checks import check_int, check_real
 from .base import Scheduler
 from .registry import register
 
@@ -24,12 +22,9 @@ class StepScheduler(Scheduler):
 
     def __init__(self, step_size=8, gamma=0.7):
         super().__init__()
-        if isinstance(step_size, bool) or not isinstance(step_size, Integral) or step_size < 1:
-            raise ValueError(f"StepScheduler: step_size must be an integer >= 1, got {step_size!r}.")
-        if not (isinstance(gamma, (int, float)) and 0 < gamma <= 1 and math.isfinite(gamma)):
-            raise ValueError(f"StepScheduler: gamma must be in (0, 1], got {gamma!r}.")
-        self.step_size = int(step_size)
-        self.gamma = float(gamma)
+        owner = type(self).__name__
+        self.step_size = check_int(owner, "step_size", step_size, 1)
+        self.gamma = check_real(owner, "gamma", gamma, 0, 1, low_open=True)
 
     def _next_lr(self, obs):
         return self.lr0 * self.gamma ** (self.last_epoch // self.step_size)

@@ -1,7 +1,9 @@
 """Linear warmup in front of any other scheduler."""
 
+from sklearn.base import clone
+
 from ._checks import check_int, check_real
-from .base import Scheduler
+from .base import MinibatchSearch, Scheduler
 from .registry import get, register
 
 
@@ -17,7 +19,8 @@ class WarmupScheduler(Scheduler):
     Parameters
     ----------
     after : str or Scheduler, default="constant"
-        The scheduler that follows (a registered name or an instance, which is copied).
+        The scheduler that follows (a registered name or an instance, which is cloned for
+        each run and never modified by one; its parameters are ``after__<name>``).
     after_params : dict, default=None
         Parameters for ``after`` when it is a name.
     warmup_epochs : int, default=5
@@ -40,16 +43,16 @@ class WarmupScheduler(Scheduler):
             following = get(after, **(after_params or {}))  # fail now on an unknown name or parameter
         else:
             raise ValueError(f"{owner}: after must be a scheduler name or a Scheduler, got {after!r}.")
-        if getattr(following, "searches_per_batch", False):
+        if isinstance(following, MinibatchSearch):
             raise ValueError(f"{owner}: {after!r} picks each minibatch's rate itself; it cannot follow a warmup.")
         self.after = after
-        self.after_params = dict(after_params or {})
+        self.after_params = after_params
         self.inner = None
 
     def _inner(self):
         if isinstance(self.after, Scheduler):
-            return type(self.after)(**self.after.get_params())
-        return get(self.after, **self.after_params)
+            return clone(self.after)
+        return get(self.after, **(self.after_params or {}))
 
     def _reset(self):
         self.inner = self._inner()
@@ -71,7 +74,7 @@ class WarmupScheduler(Scheduler):
         if self.inner is not None:
             state["inner"] = self.inner.state_dict()
         if isinstance(self.after, Scheduler):
-            state["after"] = {"name": self.after.name, "params": self.after.get_params()}
+            state["after"] = {"name": self.after.name, "params": self.after.get_params(deep=False)}
         return state
 
     def load_state_dict(self, state):
