@@ -22,20 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .io import InputError, check_rank, matrix_format, read_matrix, replace_dir, sha256, temporary_dir_beside
-
-#: The estimator parameters the command line sets (and report.json records).
-FIT_PARAMS = (
-    "scheduler",
-    "scheduler_params",
-    "learning_rate",
-    "batch_size",
-    "grow_batch",
-    "max_epochs",
-    "tol",
-    "init",
-    "backend",
-    "random_state",
-)
+from .options import FIT_PARAMS
 
 
 class Task(NamedTuple):

@@ -40,77 +40,16 @@ def _cmd_info(args):
     return 0
 
 
-def _parse_value(text):
-    """A --scheduler-param value: JSON when it parses (numbers, true/false, lists), else the text."""
-    import json
-
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _key_values(pairs):
-    params = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise _UsageError(f"--scheduler-param expects KEY=VALUE, got {pair!r}")
-        params[key] = _parse_value(value)
-    return params
-
-
 class _UsageError(Exception):
     pass
 
 
-def _fit_params(args):
-    lr = args.lr if args.lr == "auto" else _positive_float("--lr", args.lr)
-    return {
-        "scheduler": args.scheduler,
-        "scheduler_params": _key_values(args.scheduler_param) or None,
-        "learning_rate": lr,
-        "batch_size": args.batch_size,
-        "grow_batch": args.grow_batch,
-        "max_epochs": args.max_epochs,
-        "tol": args.tol,
-        "init": args.init,
-        "backend": args.backend,
-        "random_state": args.seed,
-    }
-
-
-def _batch_size(text):
-    """argparse type of --batch-size: a positive integer or "auto"."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
-
-
-def _positive_float(flag, text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise _UsageError(f"{flag} must be a number or 'auto', got {text!r}") from None
-    if not value > 0:
-        raise _UsageError(f"{flag} must be > 0, got {text!r}")
-    return value
-
-
 def _check_params(params, rank):
     """Fail once, before any file is read, on a bad scheduler or estimator parameter."""
-    from . import StochasticNMF
-    from .schedulers import get
+    from .estimator import check_params
 
     try:
-        get(params["scheduler"], **(params["scheduler_params"] or {}))
-        StochasticNMF(rank, **params)._validate_params()
+        check_params(rank, **params)
     except (ValueError, TypeError) as e:
         raise _UsageError(str(e)) from None
 
@@ -140,24 +79,25 @@ def _tasks(args, params):
             continue
         try:
             _check_params(task.params, task.rank)
-        except _UsageError as e:
-            raise _UsageError(f"{task.path}: {e}") from None
+        except _UsageError as e:  # only a manifest entry has parameters of its own
+            raise _UsageError(f"{args.manifest}: {task.path}: {e}") from None
         checked.append(task.params)
     return tasks
 
 
 def _cmd_factorize(args):
     from .batch import format_table, run_batch, write_summary
+    from .options import fit_params_from_args
 
-    params = _fit_params(args)
+    params = fit_params_from_args(args)
     _check_params(params, args.rank or 1)
     tasks = _tasks(args, params)
     image_shape = _image_shape(args.image_shape)
     if args.plot:
         try:
-            from .plots import _pyplot
+            from .plots import pyplot
 
-            _pyplot()
+            pyplot()
         except ImportError as e:
             raise _UsageError(str(e)) from None
     elif image_shape is not None:
@@ -202,7 +142,7 @@ def _cmd_bound(args):
     except InputError as e:
         print(f"nmfsched: error: {e}", file=sys.stderr)
         return 1
-    model = StochasticNMF(args.rank, max_epochs=max(1, args.epochs), tol=0, random_state=args.seed,
+    model = StochasticNMF(args.rank, max_epochs=max(1, args.epochs), tol=0, random_state=args.random_state,
                           batch_size=args.batch_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StabilityWarning)
@@ -223,6 +163,8 @@ def _cmd_bound(args):
 
 
 def build_parser():
+    from .options import add_fit_arguments
+
     parser = argparse.ArgumentParser(
         prog="nmfsched",
         description="Stochastic NMF with scheduled, provably safe learning rates.",
@@ -248,19 +190,8 @@ def build_parser():
     fz.add_argument("--rank", type=int, help="number of components (a manifest may give its own)")
     fz.add_argument("--manifest", metavar="FILE", help="a .csv or .toml list of inputs with per-file rank and options")
     fz.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    fz.add_argument("--scheduler", default="greedy", help="a registered scheduler (default greedy)")
-    fz.add_argument("--scheduler-param", action="append", metavar="KEY=VALUE", help="scheduler parameter (repeatable)")
-    fz.add_argument("--lr", default="auto", help="initial learning rate, or 'auto' (default)")
-    fz.add_argument("--batch-size", type=_batch_size, default="auto",
-                    help="rows per minibatch at the start, or 'auto' (default: from the shape)")
-    fz.add_argument("--grow-batch", action=argparse.BooleanOptionalAction, default=True,
-                    help="grow the batch where gradient noise dominates (default: on)")
-    fz.add_argument("--max-epochs", type=int, default=200)
-    fz.add_argument("--tol", type=float, default=1e-3)
-    fz.add_argument("--init", choices=["nndsvd", "nndsvda", "random"], default=None)
-    fz.add_argument("--backend", default="auto", help="cpu, cupy or auto")
+    add_fit_arguments(fz)
     fz.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    fz.add_argument("--seed", type=int, default=0)
     fz.add_argument("--format", choices=["npy", "npz"], default="npy", help="W.npy + H.npy, or factors.npz")
     fz.add_argument("--skip-header", action="store_true", help="the first line of .csv/.tsv inputs is a header")
     fz.add_argument("--jobs", type=int, default=1, help="files factorized in parallel processes")
@@ -275,8 +206,7 @@ def build_parser():
     bd.add_argument("input")
     bd.add_argument("--rank", type=int, required=True)
     bd.add_argument("--epochs", type=int, default=0, help="also follow the bound along a short run")
-    bd.add_argument("--batch-size", type=_batch_size, default="auto")
-    bd.add_argument("--seed", type=int, default=0)
+    add_fit_arguments(bd, only=("batch_size", "random_state"))
     bd.add_argument("--skip-header", action="store_true")
     bd.set_defaults(func=_cmd_bound)
     return parser

@@ -14,12 +14,29 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._init import INIT_METHODS, initialize_factors, resolve_init
 from ._validation import check_finite_nonnegative
-from .kernels import get_backend
+from .kernels import backend_names, get_backend
 from .metrics import frobenius_error
 from .schedulers import SchedulerProtocol
 from .schedulers import get as get_scheduler
 from .stability import StabilityGuard, StabilityWarning
 from .solver import History, StochasticSolver, resolve_batch_size, resolve_w_sweeps, run_epochs, solve_w
+
+
+def check_params(n_components="auto", **params):
+    """Raise the error :meth:`StochasticNMF.fit` would raise for these parameters, without data.
+
+    Checks every parameter against the estimator's declared constraints and builds the
+    scheduler (so a bad ``scheduler_params`` fails here too). Used to refuse a bad command
+    line or manifest before any file is read.
+
+    Raises
+    ------
+    ValueError or TypeError
+        Naming the first bad parameter.
+    """
+    model = StochasticNMF(n_components, **params)
+    model._validate_params()
+    model._make_scheduler()
 
 
 class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -93,8 +110,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     curvature_tolerance : float, default=1.0
         How much (relative) one ``H`` update may change a component's curvature; sets the
         clipping limit ``(sqrt(1 + curvature_tolerance) - 1) ||h_j|| / sqrt(n_features)``.
-    backend : {"auto", "cpu"}, default="auto"
-        Where the arithmetic runs.
+    backend : str, default="auto"
+        Where the arithmetic runs: one of ``nmfsched.kernels.available_backends()``
+        ("cpu"), or "auto" for the best of them.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and the minibatch order.
     verbose : int, default=0
@@ -167,7 +185,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "enforce_bound": ["boolean"],
         "safety_factor": [Interval(Real, 0, 1, closed="right")],
         "curvature_tolerance": [Interval(Real, 0, None, closed="neither")],
-        "backend": [StrOptions({"auto", "cpu"})],
+        "backend": [StrOptions(set(backend_names()))],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }

@@ -1,10 +1,11 @@
 """Manifests for ``nmfsched factorize --manifest``: inputs with their own rank and options.
 
-A CSV manifest has a header row with a ``path`` column and optional columns named as the
-command-line options (``rank``, ``scheduler``, ``lr``, ``batch_size``, ``max_epochs``,
-``tol``, ``init``, ``seed``, ``scheduler_params`` as JSON). A TOML manifest has one
-``[[input]]`` table per file with the same keys (``scheduler_params`` as a table). Empty
-cells fall back to the command line. Relative paths are relative to the manifest's folder.
+A CSV manifest has a header row with a ``path`` column and optional columns: ``rank`` and
+the keys of :data:`nmfsched.options.FIT_OPTIONS` (``scheduler``, ``scheduler_params`` as
+JSON, ``lr``, ``batch_size``, ``grow_batch``, ``max_epochs``, ``tol``, ``init``,
+``backend``, ``seed``). A TOML manifest has one ``[[input]]`` table per file with the same
+keys (``scheduler_params`` as a table). Empty cells fall back to the command line.
+Relative paths are relative to the manifest's folder.
 """
 
 import csv
@@ -13,18 +14,8 @@ import tomllib
 from pathlib import Path
 
 from .batch import Task
+from .options import BY_KEY
 
-#: Manifest key -> estimator parameter.
-KEYS = {
-    "scheduler": "scheduler",
-    "scheduler_params": "scheduler_params",
-    "lr": "learning_rate",
-    "batch_size": "batch_size",
-    "max_epochs": "max_epochs",
-    "tol": "tol",
-    "init": "init",
-    "seed": "random_state",
-}
 
 
 class ManifestError(ValueError):
@@ -49,30 +40,24 @@ def _rows(path):
     except (OSError, csv.Error, UnicodeDecodeError) as e:
         raise ManifestError(f"{path}: cannot be read as CSV ({e})") from None
     for entry in entries:
-        for key in ("rank", "batch_size", "max_epochs", "seed"):
-            if key in entry and not (key == "batch_size" and entry[key] == "auto"):
-                entry[key] = _number(path, entry, key, int)
-        for key in ("tol",):
+        if "rank" in entry:
+            entry["rank"] = _rank(path, entry)
+        for key, option in BY_KEY.items():
             if key in entry:
-                entry[key] = _number(path, entry, key, float)
-        if "lr" in entry and entry["lr"] != "auto":
-            entry["lr"] = _number(path, entry, "lr", float)
-        if "scheduler_params" in entry:
-            try:
-                entry["scheduler_params"] = json.loads(entry["scheduler_params"])
-            except ValueError:
-                raise ManifestError(f"{path}: {entry.get('path')}: scheduler_params must be JSON") from None
+                try:
+                    entry[key] = option.parse(entry[key])
+                except ValueError as e:
+                    raise ManifestError(f"{path}: {entry.get('path')}: {key} {e}") from None
     if not entries:
         raise ManifestError(f"{path}: no inputs listed")
     return entries
 
 
-def _number(path, entry, key, kind):
+def _rank(path, entry):
     try:
-        return kind(entry[key])
+        return int(entry["rank"])
     except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise ManifestError(f"{path}: {entry.get('path')}: {key}={entry[key]!r} is not {what}") from None
+        raise ManifestError(f"{path}: {entry.get('path')}: rank={entry['rank']!r} is not an integer") from None
 
 
 def read_manifest(path, *, rank, params):
@@ -83,9 +68,9 @@ def read_manifest(path, *, rank, params):
         where = f"{path}: entry {i}"
         if "path" not in entry:
             raise ManifestError(f"{where}: no 'path'")
-        unknown = sorted(set(entry) - set(KEYS) - {"path", "rank"})
+        unknown = sorted(set(entry) - set(BY_KEY) - {"path", "rank"})
         if unknown:
-            raise ManifestError(f"{where}: unknown key(s) {', '.join(unknown)}; known: path, rank, {', '.join(KEYS)}")
+            raise ManifestError(f"{where}: unknown key(s) {', '.join(unknown)}; known: path, rank, {', '.join(BY_KEY)}")
         file = Path(entry["path"])
         file = file if file.is_absolute() else path.parent / file
         task_rank = entry.get("rank", rank)
@@ -93,6 +78,6 @@ def read_manifest(path, *, rank, params):
             raise ManifestError(f"{where} ({entry['path']}): no rank (give --rank or a rank column)")
         if isinstance(task_rank, bool) or not isinstance(task_rank, int) or task_rank < 1:
             raise ManifestError(f"{where}: rank must be an integer >= 1, got {task_rank!r}")
-        overrides = {KEYS[k]: v for k, v in entry.items() if k in KEYS}
+        overrides = {BY_KEY[k].param: v for k, v in entry.items() if k in BY_KEY}
         tasks.append(Task(file, task_rank, dict(params, **overrides)))
     return tasks

@@ -3,7 +3,8 @@
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend; ImportError says how to install it."""
     try:
         import matplotlib
 
@@ -16,7 +17,7 @@ def _pyplot():
 
 def plot_history(history, path, title=""):
     """Loss and learning rate (with the bound in force) per epoch, saved as a PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.2))
     ax_loss.semilogy(history["epoch"], history["loss"])
     ax_loss.set(xlabel="epoch", ylabel="loss 1/2 ||X - WH||^2", title=title)
@@ -31,7 +32,7 @@ def plot_history(history, path, title=""):
 
 def plot_components(H, image_shape, path, title=""):
     """Each row of ``H`` as an image of ``image_shape`` (rows, columns), in a grid."""
-    plt = _pyplot()
+    plt = pyplot()
     k = H.shape[0]
     cols = int(np.ceil(np.sqrt(k)))
     rows = int(np.ceil(k / cols))

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def run(*args):
     return subprocess.run(
@@ -42,3 +44,48 @@ def test_closed_pipe_is_not_a_traceback():
     r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
     assert r.stdout.startswith("nmfsched demo:")
     assert "Traceback" not in r.stderr
+
+
+def _choices_in_help(command, flag):
+    """The ``{a,b,c}`` choices a subcommand's --help prints for ``flag``."""
+    import re
+
+    r = run(command, "--help")
+    assert r.returncode == 0, r.stderr
+    match = re.search(re.escape(flag) + r" \{([^}]*)\}", r.stdout)
+    assert match, r.stdout
+    return match.group(1).split(",")
+
+
+def test_factorize_help_lists_exactly_the_registered_backends_and_schedulers():
+    from nmfsched import schedulers
+    from nmfsched.kernels import backend_names
+
+    assert _choices_in_help("factorize", "--backend") == backend_names()
+    assert _choices_in_help("factorize", "--scheduler") == schedulers.available()
+
+
+def test_registering_a_backend_or_scheduler_reaches_the_cli_choices(monkeypatch):
+    """The choices are generated from the registries, not written out."""
+    from nmfsched import cli, kernels, schedulers
+    from nmfsched.schedulers import registry
+
+    argv = ["factorize", "x.npy", "--rank", "2", "--out", "o", "--backend", "fake", "--scheduler", "zz-custom"]
+    with pytest.raises(SystemExit):  # argparse refuses both
+        cli.build_parser().parse_args(argv)
+    monkeypatch.setitem(kernels._REGISTRY, "fake", "nowhere:Nothing")
+    monkeypatch.setitem(registry._REGISTRY, "zz-custom", schedulers.ConstantScheduler)
+    args = cli.build_parser().parse_args(argv)
+    assert (args.backend, args.scheduler) == ("fake", "zz-custom")
+
+
+def test_command_line_defaults_are_the_estimators():
+    import inspect
+
+    from nmfsched import StochasticNMF
+    from nmfsched.cli import build_parser
+    from nmfsched.options import FIT_PARAMS, fit_params_from_args
+
+    args = build_parser().parse_args(["factorize", "x.npy", "--rank", "2", "--out", "o"])
+    defaults = inspect.signature(StochasticNMF).parameters
+    assert fit_params_from_args(args) == {p: defaults[p].default for p in FIT_PARAMS}

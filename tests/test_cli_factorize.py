@@ -111,9 +111,11 @@ def test_npz_format_float32_and_scheduler_params(mixed, tmp_path):
     "args, message",
     [
         (("--rank", 0), "--rank must be >= 1"),
-        (("--rank", 2, "--scheduler", "nope"), "Unknown scheduler"),
-        (("--rank", 2, "--scheduler-param", "gamma"), "KEY=VALUE"),
-        (("--rank", 2, "--lr", "-1"), "--lr must be > 0"),
+        (("--rank", 2, "--scheduler", "nope"), "argument --scheduler: invalid choice: 'nope'"),
+        (("--rank", 2, "--scheduler-param", "factor=5"), "factor must be a finite number in (0, 1)"),
+        (("--rank", 2, "--backend", "cupy"), "argument --backend: invalid choice: 'cupy'"),
+        (("--rank", 2, "--scheduler-param", "gamma"), "argument --scheduler-param: expects KEY=VALUE"),
+        (("--rank", 2, "--lr", "-1"), "argument --lr: must be > 0"),
         (("--rank", 2, "--jobs", 0), "--jobs must be >= 1"),
         (("--rank", 2, "--batch-size", "0"), "--batch-size: must be >= 1"),
         (("--rank", 2, "--batch-size", "many"), "--batch-size: must be a positive integer or 'auto'"),
@@ -134,8 +136,9 @@ def test_missing_input_and_rank_too_large(mixed, tmp_path):
 
 def test_parallel_jobs_give_the_same_factors_as_one_process(mixed, tmp_path):
     inputs = [mixed / "dense.npy", mixed / "sparse.npz", mixed / "named.npz"]
-    one = nmfsched("factorize", *inputs, "--rank", 2, "--out", tmp_path / "one", "--max-epochs", 8)
-    two = nmfsched("factorize", *inputs, "--rank", 2, "--out", tmp_path / "two", "--max-epochs", 8, "--jobs", 2)
+    args = ("--rank", 2, "--max-epochs", 8, "--seed", 0)
+    one = nmfsched("factorize", *inputs, *args, "--out", tmp_path / "one")
+    two = nmfsched("factorize", *inputs, *args, "--out", tmp_path / "two", "--jobs", 2)
     assert one.returncode == two.returncode == 0, two.stderr
     for name in ("dense", "sparse", "named"):
         np.testing.assert_allclose(np.load(tmp_path / "one" / name / "H.npy"), np.load(tmp_path / "two" / name / "H.npy"),
@@ -201,9 +204,9 @@ def test_plots_of_history_and_components(tmp_path):
 
 def test_manifests_give_each_input_its_own_rank_and_options(mixed, tmp_path):
     (tmp_path / "jobs.csv").write_text(
-        "path,rank,scheduler,max_epochs,scheduler_params\n"
-        f"{mixed / 'dense.npy'},3,step,4,\"{{\"\"step_size\"\": 1}}\"\n"
-        "in/sparse.npz,2,,,\n"  # relative to the manifest's folder; empty cells: the command line's
+        "path,rank,scheduler,max_epochs,scheduler_params,grow_batch\n"
+        f"{mixed / 'dense.npy'},3,step,4,\"{{\"\"step_size\"\": 1}}\",false\n"
+        "in/sparse.npz,2,,,,\n"  # relative to the manifest's folder; empty cells: the command line's
     )
     out = tmp_path / "out"
     r = nmfsched("factorize", "--manifest", tmp_path / "jobs.csv", "--out", out, "--max-epochs", 6, "--tol", 0)
@@ -212,6 +215,7 @@ def test_manifests_give_each_input_its_own_rank_and_options(mixed, tmp_path):
     sparse_ = json.loads((out / "sparse" / "report.json").read_text())
     assert (dense["rank"], dense["n_epochs"], dense["params"]["scheduler"]) == (3, 4, "step")
     assert dense["params"]["scheduler_params"] == {"step_size": 1}
+    assert dense["params"]["grow_batch"] is False and sparse_["params"]["grow_batch"] is True
     assert (sparse_["rank"], sparse_["n_epochs"], sparse_["params"]["scheduler"]) == (2, 6, "greedy")
 
     (tmp_path / "jobs.toml").write_text(
@@ -229,6 +233,9 @@ def test_manifests_give_each_input_its_own_rank_and_options(mixed, tmp_path):
         ("path,rank\nx.npy,\n", "no rank"),
         ("path,rank,colour\nx.npy,2,red\n", "unknown key(s) colour"),
         ("path,rank\nx.npy,two\n", "rank='two' is not an integer"),
+        ("path,rank,lr\nx.npy,2,fast\n", "x.npy: lr must be a number or 'auto', got 'fast'"),
+        ("path,rank,grow_batch\nx.npy,2,maybe\n", "grow_batch must be true or false"),
+        ("path,rank,backend\nx.npy,2,cupy\n", "backend"),
         ("rank\n2\n", "no 'path'"),
     ],
 )
