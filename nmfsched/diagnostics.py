@@ -4,11 +4,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from .kernels import get_backend
-from .solver import StochasticSolver, _safe_inverse
-from .theory import component_lipschitz, entry_clip_limits
+from .solver import StochasticSolver
+from .theory import component_lipschitz, coordinate_steps, entry_clip_limits
 
 
-def h_step_expected_change(X, W, H, lrs, *, batch_size=256, random_state=0, curvature_tolerance=None):
+def h_step_expected_change(X, W, H, lrs, *, batch_size=256, random_state=0, curvature_tolerance=None,
+                           backend="auto"):
     """Exact expected change of ``f`` from one projected stochastic ``H`` step, ``W`` fixed.
 
     The rows are split into minibatches as the solver splits them in one epoch. For each
@@ -29,6 +30,8 @@ def h_step_expected_change(X, W, H, lrs, *, batch_size=256, random_state=0, curv
         Seeds the split into minibatches.
     curvature_tolerance : float, default=None
         Clip the step as an enforcing solver would.
+    backend : str, default="auto"
+        The backend whose kernels take the steps (see ``nmfsched.kernels``).
 
     Returns
     -------
@@ -37,42 +40,42 @@ def h_step_expected_change(X, W, H, lrs, *, batch_size=256, random_state=0, curv
     bound : float
         The learning-rate bound computed from the same minibatches.
     """
-    be = get_backend("cpu")
+    be = get_backend(backend)
     X = X.tocsr() if sp.issparse(X) else np.asarray(X)
-    W = np.ascontiguousarray(W, dtype=X.dtype)
-    H = np.ascontiguousarray(H, dtype=X.dtype)
+    dtype = X.dtype
+    W = np.ascontiguousarray(W, dtype=dtype)
+    H = np.ascontiguousarray(H, dtype=dtype)
     solver = StochasticSolver(
         X, W, H, backend=be, batch_size=batch_size, w_sweeps=1, rng=np.random.default_rng(random_state)
     )
-    n, m = X.shape
+    (n, m), k = X.shape, H.shape[0]
     Ht0 = solver.Ht.copy()
-    L = component_lipschitz(solver.WtW)
-    P_full = be.xb_ht(be.all_rows(solver.X), Ht0, np.empty((n, H.shape[0]), X.dtype))
+    steps_at_unit_rate = coordinate_steps(component_lipschitz(solver.WtW))
+    P_full = be.empty((n, k), dtype)
 
     def loss(Ht):
         P = be.xb_ht(be.all_rows(solver.X), Ht, P_full)
-        return solver.gram_loss(be.inner(W, P), be.gram(Ht))
+        return solver.gram_loss(be.inner(solver.W, P), be.gram(Ht))
 
     f0 = loss(Ht0)
     changes = np.zeros(len(lrs))
-    solver._reset_statistics()
+    solver.statistics.start_pass()
     clips = None
     if curvature_tolerance is not None:
         clips = entry_clip_limits(np.diag(be.gram(Ht0)), m, curvature_tolerance)
-    for rows in solver._batches():
-        rows = np.arange(n) if rows is None else rows  # one batch of all rows
-        Xb = be.take_rows(solver.X, rows, None if sp.issparse(X) else np.empty((rows.shape[0], m), X.dtype))
-        Wb = W[rows]
+    for rows in solver.minibatches():
+        rows = be.asarray(np.arange(n, dtype=np.int64)) if rows is None else rows  # one batch of all rows
+        nb = rows.shape[0]
+        Xb = be.take_rows(solver.X, rows, be.empty((nb, m), dtype))
+        Wb = be.take_rows(solver.W, rows, be.empty((nb, k), dtype))
         WbtWb = be.gram(Wb)
-        Ct = be.xbt_wb(Xb, Wb, np.empty((m, H.shape[0]), X.dtype))
-        weight = rows.shape[0] / n
+        Ct = be.xbt_wb(Xb, Wb, be.empty((m, k), dtype))
         for i, lr in enumerate(lrs):
             Ht = Ht0.copy()
-            steps = lr * (n / rows.shape[0]) * _safe_inverse(L)
             # the start gradient does not depend on lr: gather the statistics once
-            stats = solver._statistics(rows.shape[0]) if i == 0 else None
-            be.projected_cd(Ht, WbtWb, Ct, steps, clips=clips, statistics=stats)
-            changes[i] += weight * (loss(Ht) - f0)
+            stats = solver.statistics.accumulator(nb) if i == 0 else None
+            be.projected_cd(Ht, WbtWb, Ct, lr * (n / nb) * steps_at_unit_rate, clips=clips, statistics=stats)
+            changes[i] += (nb / n) * (loss(Ht) - f0)
     return changes, solver.lr_bound()  # solver.Ht is still Ht0: the steps worked on copies
 
 

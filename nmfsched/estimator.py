@@ -19,7 +19,8 @@ from .metrics import frobenius_error
 from .schedulers import SchedulerProtocol
 from .schedulers import get as get_scheduler
 from .stability import StabilityGuard, StabilityWarning
-from .solver import History, StochasticSolver, resolve_batch_size, resolve_w_sweeps, run_epochs, solve_w
+from .epochs import History, StoppingRules, run_epochs
+from .solver import StochasticSolver, resolve_batch_size, resolve_w_sweeps, solve_w
 
 
 def check_params(n_components="auto", **params):
@@ -372,19 +373,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         with backend.compute_context():
             rng, solver, guard, scheduler = self._start_run(X, W, H, backend)
             history = History()
+            stopping = StoppingRules(self.max_epochs, self.tol, self.n_iter_no_change, self.max_time)
             self.stop_reason_ = run_epochs(
-                solver,
-                scheduler,
-                history,
-                guard,
-                start_loss=guard.initial_loss,
-                max_epochs=self.max_epochs,
-                tol=self.tol,
-                n_iter_no_change=self.n_iter_no_change,
-                max_time=self.max_time,
-                t_start=t_start,
-                verbose=self.verbose,
-                grow_batch=self.grow_batch,
+                solver, scheduler, guard, history, start_loss=guard.initial_loss, stopping=stopping,
+                t_start=t_start, grow_batch=self.grow_batch, verbose=self.verbose,
             )
             W = self._finish(solver, X)
         self._record_run(rng, solver, scheduler, guard, history)
@@ -437,16 +429,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 history = History(self.history_)
                 seconds_offset = float(self.history_["seconds"][-1]) if len(history) else 0.0
             self.stop_reason_ = run_epochs(
-                solver,
-                scheduler,
-                history,
-                guard,
-                start_loss=start_loss,
-                max_epochs=1,
-                t_start=t_start - seconds_offset,
-                verbose=self.verbose,
-                first_epoch=len(history),
-                grow_batch=self.grow_batch,
+                solver, scheduler, guard, history, start_loss=start_loss, stopping=StoppingRules(max_epochs=1),
+                t_start=t_start - seconds_offset, grow_batch=self.grow_batch, verbose=self.verbose,
             )
         # The epoch already refreshed W for the final H and computed the exact loss; a
         # full transform-grade solve per streamed chunk would double the cost of a call.

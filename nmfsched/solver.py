@@ -20,47 +20,28 @@ accelerated HALS (Gillis and Glineur, 2012), each factor then takes several swee
 the one product it paid for (:data:`ONE_BATCH_W_SWEEPS`, :data:`ONE_BATCH_H_SWEEPS`): a
 sweep costs ``O(k^2)`` per row, the product ``O(k nnz / rows)``.
 
-Along the way the loop gathers, per component, the epoch-mean minibatch gradient and the
-spread of the minibatch gradients around it; :mod:`nmfsched.theory` turns them into the
-learning-rate bound for the next epoch, which a :class:`~nmfsched.stability.StabilityGuard`
-enforces (with a per-entry clip on every ``H`` update).
-The loop calls backend primitives only; the ``k x k`` algebra is NumPy on the host.
+Along the way the ``H`` kernel gathers :class:`~nmfsched.gradient_statistics.GradientStatistics`
+(the epoch-mean minibatch gradient and the spread around it); :mod:`nmfsched.theory` turns
+them into the learning-rate bound for the next epoch, which the epoch loop
+(:func:`nmfsched.epochs.run_epochs`) and its :class:`~nmfsched.stability.StabilityGuard`
+enforce (with a per-entry clip on every ``H`` update).
+The solver calls backend primitives only; the ``k x k`` algebra is NumPy on the host.
 """
 
 import math
-import time
 from typing import NamedTuple
 
 import numpy as np
 
-from .schedulers.base import MinibatchSearch, Observation
+from .gradient_statistics import GradientStatistics
 from .theory import (
     batch_size_for_noise,
     component_lipschitz,
+    coordinate_steps,
     entry_clip_limits,
     lr_upper_bound,
-    minibatch_gradient_noise,
     noise_at_batch_size,
 )
-
-HISTORY_KEYS = (
-    "epoch",
-    "seconds",
-    "loss",
-    "rel_error",
-    "lr",
-    "lr_proposed",
-    "lr_bound",
-    "grad_sq",
-    "noise_sq",
-    "h_step_min",
-    "h_step_max",
-    "n_clipped",
-    "n_trials",
-    "batch_size",
-    "rejected",
-)
-
 
 class EpochReport(NamedTuple):
     """What one :meth:`StochasticSolver.sgd_epoch` did."""
@@ -70,19 +51,6 @@ class EpochReport(NamedTuple):
     lr_max: float  #: the largest H learning rate applied to any minibatch
     n_trials: int  #: trial steps a per-minibatch step search evaluated (0 without one)
 
-
-def _safe_inverse(values):
-    """``1 / values`` where a value is meaningfully positive, else 0 (that component is frozen)."""
-    values = np.asarray(values, dtype=np.float64)
-    floor = max(values.max(initial=0.0) * 1e-12, _TINY)
-    return np.divide(1.0, values, out=np.zeros_like(values), where=values > floor)
-
-
-_TINY = np.finfo(np.float64).tiny
-
-
-#: The largest rate a one-batch (noise-free) epoch applies: the exact coordinate step.
-DETERMINISTIC_MAX_LR = 1.0
 
 #: Sweeps on ``W`` (at least; ``w_sweeps`` if larger) and on ``H`` in a one-batch epoch.
 #: Measured against one sweep of each (and ``w_sweeps``): epochs to scikit-learn NMF(cd)'s
@@ -130,34 +98,6 @@ def resolve_w_sweeps(w_sweeps, n_components, n_features):
     return 2 if n_components <= 0.1 * n_features else 1
 
 
-class History:
-    """Per-epoch records, returned as a dict of equal-length NumPy arrays."""
-
-    def __init__(self, initial=None):
-        self._rows = {key: [] for key in HISTORY_KEYS}
-        if initial:
-            for key in HISTORY_KEYS:
-                self._rows[key].extend(np.asarray(initial[key]).tolist())
-
-    def append(self, **row):
-        for key in HISTORY_KEYS:
-            self._rows[key].append(row[key])
-
-    def __len__(self):
-        return len(self._rows["epoch"])
-
-    def losses(self):
-        return self._rows["loss"]
-
-    def as_arrays(self):
-        out = {key: np.asarray(values, dtype=np.float64) for key, values in self._rows.items()}
-        out["epoch"] = out["epoch"].astype(np.int64)
-        for key in ("n_clipped", "n_trials", "batch_size"):
-            out[key] = out[key].astype(np.int64)
-        out["rejected"] = out["rejected"].astype(bool)
-        return out
-
-
 class StochasticSolver:
     """Device state of one factorization: the data, the factors and the per-batch buffers.
 
@@ -193,10 +133,7 @@ class StochasticSolver:
         self._allocate_batch_buffers()
         self._ct_buf = be.empty((m, k), self.dtype)
         self._p_full = be.empty((self.n_samples, k), self.dtype)
-        self._grad_sum = be.empty((m, k), self.dtype)
-        self._grad_prev = be.empty((m, k), self.dtype)  # the previous pass's, for gradient_cosine
-        self._passes = 0
-        self._grad_wsq = np.zeros(k)
+        self.statistics = GradientStatistics(be, self.n_samples, (m, k), self.dtype)
         self._search_bufs = None  # allocated by the first step search
         # _p_full and _hht hold X H^T and H H^T for the current H (set by refresh_w)
         self._p_current = False
@@ -248,8 +185,9 @@ class StochasticSolver:
         return self.backend.to_host(self.W)
 
     # -- one epoch -------------------------------------------------------------------------
-    def _batches(self):
-        """Row numbers of each minibatch; ``None`` for one batch of all rows (no order)."""
+    def minibatches(self):
+        """Row numbers (a backend integer array) of each minibatch of one epoch, in a fresh
+        random order; a single ``None`` when one batch holds every row (no order needed)."""
         n, b = self.n_samples, self.batch_size
         if self.full_batch:
             yield None
@@ -258,75 +196,44 @@ class StochasticSolver:
         for start in range(0, n, b):
             yield order[start : start + b]
 
-    def _reset_statistics(self):
-        if self._passes:  # keep the last pass's mean gradient (a swap, no copy)
-            self._grad_sum, self._grad_prev = self._grad_prev, self._grad_sum
-        self._passes += 1
-        self._grad_sum[...] = 0
-        self._grad_wsq[:] = 0.0
-
-    def _statistics(self, n_rows):
-        """The accumulators a minibatch's ``H`` step adds its gradient to.
-
-        With ``p_B = |B|/n`` and ``g_B = (n/|B|) (W_B^T W_B H - W_B^T X_B)``, the sums kept
-        are ``sum_B p_B g_B`` (the raw batch gradients add up to it) and, per component,
-        ``sum_B p_B ||g_B,j||^2`` (the raw gradient's squares weighted by ``n/|B|``).
-        """
-        return self._grad_sum, self.n_samples / n_rows, self._grad_wsq
-
     def sgd_epoch(self, lr, curvature_tolerance=None, search=None):
-        """One pass over the rows in random order.
+        """One pass over the rows in random order: per minibatch a ``W`` step, then an ``H`` step.
 
         With ``curvature_tolerance`` set, every entry of an ``H`` update is clipped to
         :func:`nmfsched.theory.entry_clip_limits` of the ``H`` it starts from.
 
-        ``search``, when given, picks each minibatch's ``H`` rate in ``[0, lr]`` by calling
-        ``search.search_step(trial, cap=lr, n_batches=...)``, where ``trial(t)`` takes the
-        ``H`` step at rate ``t`` on a copy and returns ``(change, slope)``: the exact change
-        of the minibatch loss ``1/2 ||X_B - W_B H||^2`` and ``<grad_H f_B, H_t - H>``
-        (see :class:`nmfsched.schedulers.LineSearchScheduler`). Without a search, a
-        one-batch epoch's ``H`` step is :data:`ONE_BATCH_H_SWEEPS` sweeps at rate ``lr``
-        (the statistics are of the gradient before the first), and so is each trial step.
+        ``search``, a :class:`~nmfsched.schedulers.MinibatchSearch`, picks each minibatch's
+        ``H`` rate in ``[0, lr]`` from trial steps (see :meth:`_searched_h_step`). Without
+        one, a one-batch epoch's ``H`` step is :data:`ONE_BATCH_H_SWEEPS` sweeps at rate
+        ``lr`` (the statistics are of the gradient before the first), and so is each trial.
 
         Returns
         -------
         EpochReport
         """
-        be, n = self.backend, self.n_samples
-        self._reset_statistics()
+        n = self.n_samples
+        self.statistics.start_pass()
         n_batches = -(-n // self.batch_size)
         n_clipped = n_trials = 0
         lr_sum, lr_max = 0.0, 0.0
-        for rows in self._batches():
-            if rows is None:
-                nb = n
-                Xb, Wb, HHt, WbtWb = self._full_batch_w_step()
-            else:
-                nb = rows.shape[0]
-                Xb = be.take_rows(self.X, rows, self._xb_buf)
-                HHt = be.gram(self.Ht)
-                P = be.xb_ht(Xb, self.Ht, self._xht_buf[:nb])
-                Wb = be.take_rows(self.W, rows, self._wb_buf)
-                self.WtW -= be.gram(Wb)
-                be.projected_cd(Wb, HHt, P, _safe_inverse(component_lipschitz(HHt)), max_sweeps=self.w_sweeps)
-                self.W[rows] = Wb
-                WbtWb = be.gram(Wb)
-                self.WtW += WbtWb
+        for rows in self.minibatches():
+            Xb, Wb, HHt, WbtWb = self._full_batch_w_step() if rows is None else self._minibatch_w_step(rows)
+            nb = n if rows is None else rows.shape[0]
             self._p_current = False  # H moves now
-            Ct = be.xbt_wb(Xb, Wb, self._ct_buf)
-            unit_steps = (n / nb) * _safe_inverse(component_lipschitz(self.WtW))
+            Ct = self.backend.xbt_wb(Xb, Wb, self._ct_buf)
+            unit_steps = (n / nb) * coordinate_steps(component_lipschitz(self.WtW))
             clips = None
             if curvature_tolerance is not None:
                 clips = entry_clip_limits(np.diag(HHt), self.n_features, curvature_tolerance)
             sweeps = 1 if rows is not None else ONE_BATCH_H_SWEEPS
+            statistics = self.statistics.accumulator(nb)
             if search is None:
-                n_clipped += be.projected_cd(
-                    self.Ht, WbtWb, Ct, lr * unit_steps, clips=clips, statistics=self._statistics(nb),
-                    max_sweeps=sweeps,
+                n_clipped += self.backend.projected_cd(
+                    self.Ht, WbtWb, Ct, lr * unit_steps, clips=clips, statistics=statistics, max_sweeps=sweeps
                 )
                 continue
             applied, clipped, trials = self._searched_h_step(
-                search, lr, n_batches, WbtWb, Ct, unit_steps, clips, self._statistics(nb), sweeps
+                search, lr, n_batches, WbtWb, Ct, unit_steps, clips, statistics, sweeps
             )
             n_clipped += clipped
             n_trials += trials
@@ -335,6 +242,25 @@ class StochasticSolver:
         if search is None:
             return EpochReport(n_clipped, lr, lr, 0)
         return EpochReport(n_clipped, lr_sum / n, lr_max, n_trials)
+
+    def _minibatch_w_step(self, rows):
+        """The ``W`` half of a minibatch: sweeps on its rows of ``W`` against the current ``H``.
+
+        Returns ``(X_B, W_B, H H^T, W_B^T W_B)``; the running ``W^T W`` is updated by the
+        change of the batch's Gram.
+        """
+        be = self.backend
+        nb = rows.shape[0]
+        Xb = be.take_rows(self.X, rows, self._xb_buf)
+        HHt = be.gram(self.Ht)
+        P = be.xb_ht(Xb, self.Ht, self._xht_buf[:nb])
+        Wb = be.take_rows(self.W, rows, self._wb_buf)
+        self.WtW -= be.gram(Wb)
+        be.projected_cd(Wb, HHt, P, coordinate_steps(component_lipschitz(HHt)), max_sweeps=self.w_sweeps)
+        self.W[rows] = Wb
+        WbtWb = be.gram(Wb)
+        self.WtW += WbtWb
+        return Xb, Wb, HHt, WbtWb
 
     def _full_batch_w_step(self):
         """The ``W`` half of a one-batch epoch: ``(X_B, W_B, H H^T, W_B^T W_B)``.
@@ -353,6 +279,10 @@ class StochasticSolver:
         """One minibatch's ``H`` step at the rate ``search`` accepts; returns
         ``(rate, n_clipped, n_trials)``.
 
+        ``search.search_step(trial, cap, n_batches)`` picks the rate, where ``trial(t)``
+        takes the ``H`` step at rate ``t`` on a copy and returns ``(change, slope)``: the
+        exact change of the minibatch loss ``1/2 ||X_B - W_B H||^2`` and
+        ``<grad_H f_B, H_t - H>`` (see :class:`nmfsched.schedulers.LineSearchScheduler`).
         ``f_B`` is quadratic in ``H``, so a trial's exact change is
         ``<g_B, D> + 1/2 <D W_B^T W_B, D>`` with ``D = H_t - H`` and ``g_B = H W_B^T W_B - C``
         (``H`` transposed, as stored): no pass over ``X_B`` per trial.
@@ -401,9 +331,9 @@ class StochasticSolver:
         ``<W_B, X_B H^T> = <X_B^T W_B, H^T>``.
         """
         be = self.backend
-        self._reset_statistics()
+        self.statistics.start_pass()
         cross = 0.0
-        for rows in self._batches():
+        for rows in self.minibatches():
             if rows is None:
                 Xb, Wb, nb = be.all_rows(self.X), self.W, self.n_samples
             else:
@@ -411,29 +341,19 @@ class StochasticSolver:
                 Wb, nb = be.take_rows(self.W, rows, self._wb_buf), rows.shape[0]
             Ct = be.xbt_wb(Xb, Wb, self._ct_buf)
             # a zero step: the kernel only measures the gradient
-            be.projected_cd(self.Ht, be.gram(Wb), Ct, np.zeros(self.k), statistics=self._statistics(nb))
+            be.projected_cd(self.Ht, be.gram(Wb), Ct, np.zeros(self.k), statistics=self.statistics.accumulator(nb))
             cross += be.inner(Ct, self.Ht)
         return max(self.gram_loss(cross, be.gram(self.Ht)), 0.0)
 
     def gradient_statistics(self):
-        """``(grad_sq, noise_sq, lipschitz)`` per component from the last pass.
-
-        ``grad_sq`` is the squared norm of the projected gradient (the gradient mapping:
-        entries at 0 whose gradient pushes them below 0 do not count), taken of the
-        epoch-mean gradient; ``noise_sq`` the minibatch variance around it.
-        """
-        be = self.backend
-        grad_sq = be.projected_column_sq_norms(self._grad_sum, self.Ht)
-        noise_sq = minibatch_gradient_noise(self._grad_wsq, be.column_sq_norms(self._grad_sum))
+        """``(grad_sq, noise_sq, lipschitz)`` per component from the last pass (see
+        :meth:`GradientStatistics.per_component <nmfsched.gradient_statistics.GradientStatistics.per_component>`)."""
+        grad_sq, noise_sq = self.statistics.per_component(self.Ht)
         return grad_sq, noise_sq, component_lipschitz(self.WtW)
 
     def gradient_cosine(self):
         """Cosine between the mean gradients of the last two passes (NaN before two, or at 0)."""
-        if self._passes < 2:
-            return math.nan
-        be = self.backend
-        norms = math.sqrt(be.squared_norm(self._grad_sum) * be.squared_norm(self._grad_prev))
-        return be.inner(self._grad_sum, self._grad_prev) / norms if norms > 0 else math.nan
+        return self.statistics.cosine()
 
     def lr_bound(self):
         """The learning-rate bound from the statistics of the last pass."""
@@ -447,7 +367,7 @@ class StochasticSolver:
         be = self.backend
         HHt = be.gram(self.Ht)
         P = be.xb_ht(be.all_rows(self.X), self.Ht, self._p_full)
-        be.projected_cd(self.W, HHt, P, _safe_inverse(component_lipschitz(HHt)), max_sweeps=max_sweeps, tol=tol)
+        be.projected_cd(self.W, HHt, P, coordinate_steps(component_lipschitz(HHt)), max_sweeps=max_sweeps, tol=tol)
         self.WtW = be.gram(self.W)
         self._hht = HHt
         self._p_current = True
@@ -479,7 +399,7 @@ class StochasticSolver:
         return math.sqrt(2.0 * loss / self.sq_norm_X)
 
     def h_steps(self, lr):
-        steps = lr * _safe_inverse(component_lipschitz(self.WtW))
+        steps = lr * coordinate_steps(component_lipschitz(self.WtW))
         live = steps[steps > 0]
         if not live.size:
             return 0.0, 0.0
@@ -511,130 +431,5 @@ def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6):
         W = backend.asarray(np.zeros((n, k), dtype=H.dtype))
     else:
         W = backend.asarray(W, dtype=H.dtype).copy()
-    backend.projected_cd(W, HHt, P, _safe_inverse(component_lipschitz(HHt)), max_sweeps=max_sweeps, tol=tol)
+    backend.projected_cd(W, HHt, P, coordinate_steps(component_lipschitz(HHt)), max_sweeps=max_sweeps, tol=tol)
     return backend.to_host(W)
-
-
-def _stalled(losses, tol, window):
-    """True when the best of the last ``window`` losses beats the earlier best by < ``tol``."""
-    if len(losses) <= window:
-        return False
-    best_before = min(losses[:-window])
-    return best_before - min(losses[-window:]) <= tol * best_before
-
-
-def run_epochs(
-    solver,
-    scheduler,
-    history,
-    guard,
-    *,
-    start_loss,
-    max_epochs,
-    tol=0.0,
-    n_iter_no_change=10,
-    max_time=None,
-    t_start=None,
-    verbose=0,
-    first_epoch=0,
-    grow_batch=False,
-):
-    """Run up to ``max_epochs`` epochs, asking ``scheduler`` for the learning rate after each.
-
-    The scheduler must already be ``reset`` and ``guard.bound`` set (from
-    :meth:`StochasticSolver.probe` or a previous epoch); ``start_loss`` is the loss of the
-    solver's current iterate. Each epoch applies ``guard.apply(proposal)``; an enforcing
-    guard rejects an epoch that ends above the loss it started from (the iterate is
-    restored). With ``grow_batch`` the batch size then grows where the epoch's gradient
-    noise exceeded its signal (:meth:`StochasticSolver.grow_batch`). Afterwards the
-    scheduler sees the loss and the bound for the next epoch. Stops early when the best loss of the last
-    ``n_iter_no_change`` epochs is less than ``tol`` (relative) below the best loss before
-    them (a stochastic loss is not monotone, so single epochs are not compared), when the
-    loss reaches 0, or after ``max_time`` seconds.
-
-    Returns
-    -------
-    stop_reason : str
-        "max_epochs", "tol", "max_time" or "exact".
-    """
-    t_start = time.perf_counter() if t_start is None else t_start
-    proposed = scheduler.lr
-    # a scheduler that searches each minibatch's rate gets the epoch's capped rate as its ceiling
-    search = scheduler if isinstance(scheduler, MinibatchSearch) else None
-    previous_loss = start_loss  # the loss of the iterate an epoch starts from
-    for epoch in range(first_epoch + 1, first_epoch + max_epochs + 1):
-        ceiling = guard.apply(proposed)
-        if guard.enforce and solver.full_batch:
-            # No noise: each component's step lr / L_j at lr = 1 is the exact minimiser along
-            # it (and half the bound, where Theorem 1's decrease peaks); more overshoots.
-            ceiling = min(ceiling, DETERMINISTIC_MAX_LR)
-        before = solver.snapshot() if guard.enforce else None
-        # Overflow is detected below and reported as one clear error, not as warnings.
-        with np.errstate(over="ignore", invalid="ignore"):
-            report = solver.sgd_epoch(ceiling, guard.clip_tolerance, search=search)
-            loss = solver.refresh_w(solver.refresh_sweeps)
-            grad_sq, noise_sq, lipschitz = solver.gradient_statistics()
-        seconds = time.perf_counter() - t_start
-        lr = report.lr_mean
-        if not math.isfinite(loss) or not solver.backend.all_finite(solver.Ht):
-            raise FloatingPointError(
-                f"The factorization diverged in epoch {epoch} at learning rate {report.lr_max:.4g} "
-                f"(loss {loss!r}); use a smaller learning_rate or keep enforce_bound=True."
-            )
-        guard.record(report.lr_max, report.n_clipped)
-        rejected = guard.should_reject(loss, start_loss)
-        if rejected:
-            solver.restore(before)
-            loss = previous_loss
-            guard.reject()
-        else:
-            guard.accept()
-        previous_loss = loss
-        rel_error = solver.rel_error(loss)
-        step_min, step_max = solver.h_steps(lr)
-        grad_total, noise_total = float(np.sum(grad_sq)), float(np.sum(noise_sq))
-        history.append(
-            epoch=epoch,
-            seconds=seconds,
-            loss=loss,
-            rel_error=rel_error,
-            lr=lr,
-            lr_proposed=proposed,
-            lr_bound=guard.bound,
-            grad_sq=grad_total,
-            noise_sq=noise_total,
-            h_step_min=step_min,
-            h_step_max=step_max,
-            n_clipped=report.n_clipped,
-            n_trials=report.n_trials,
-            batch_size=solver.batch_size,  # grow_batch below changes it for the next epoch
-            rejected=rejected,
-        )
-        next_noise_sq = solver.grow_batch(grad_sq, noise_sq, lipschitz) if grow_batch else noise_sq
-        guard.bound = lr_upper_bound(grad_sq, next_noise_sq, lipschitz)
-        if verbose:
-            print(
-                f"epoch {epoch:4d}  loss {loss:.6e}  rel_error {rel_error:.5f}  "
-                f"lr {lr:.4g}  next bound {guard.bound:.4g}  {seconds:.2f} s",
-                flush=True,
-            )
-        proposed = scheduler.step(
-            Observation(
-                epoch=epoch,
-                loss=loss,
-                rel_error=rel_error,
-                lr=lr,
-                lr_bound=guard.bound,
-                grad_sq=grad_total,
-                grad_cos=solver.gradient_cosine(),
-                noise_sq=noise_total,
-                seconds=seconds,
-            )
-        )
-        if loss == 0.0:
-            return "exact"
-        if tol > 0 and _stalled(history.losses(), tol, n_iter_no_change):
-            return "tol"
-        if max_time is not None and seconds >= max_time:
-            return "max_time"
-    return "max_epochs"

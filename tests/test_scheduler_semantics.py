@@ -437,6 +437,6 @@ def test_solver_reports_the_cosine_of_successive_mean_gradients():
         solver.H.T @ (solver.W_host().T @ solver.W_host()) - X.T @ solver.W_host()
     )  # probe: the full gradient
     solver.sgd_epoch(0.5)
-    g1 = solver._grad_sum.copy()
+    g1 = solver.statistics.mean_gradient.copy()
     expected = np.vdot(g0, g1) / np.linalg.norm(g0) / np.linalg.norm(g1)
     np.testing.assert_allclose(solver.gradient_cosine(), expected, rtol=1e-10)

@@ -8,16 +8,8 @@ import scipy.sparse as sp
 from nmfsched.kernels import get_backend
 from nmfsched.schedulers import ConstantScheduler, StepScheduler
 from nmfsched.stability import StabilityGuard
-from nmfsched.solver import (
-    ONE_BATCH_H_SWEEPS,
-    ONE_BATCH_W_SWEEPS,
-    History,
-    StochasticSolver,
-    _stalled,
-    resolve_w_sweeps,
-    run_epochs,
-    solve_w,
-)
+from nmfsched.epochs import History, StoppingRules, run_epochs
+from nmfsched.solver import ONE_BATCH_H_SWEEPS, ONE_BATCH_W_SWEEPS, StochasticSolver, resolve_w_sweeps, solve_w
 
 from conftest import low_rank
 
@@ -115,7 +107,7 @@ def test_full_batch_constant_rate_is_monotone_hals():
     sched = ConstantScheduler()
     sched.reset(1.0)
     history = History()
-    run_epochs(solver, sched, history, unguarded(), start_loss=np.inf, max_epochs=30)
+    run_epochs(solver, sched, unguarded(), history, start_loss=np.inf, stopping=StoppingRules(30))
     losses = np.asarray(history.losses())
     assert (np.diff(losses) <= 1e-9 * losses[:-1]).all()
 
@@ -127,7 +119,7 @@ def test_run_epochs_records_history_and_scheduler_rates():
     sched = StepScheduler(step_size=2, gamma=0.5)
     sched.reset(0.8)
     history = History()
-    reason = run_epochs(solver, sched, history, unguarded(), start_loss=np.inf, max_epochs=6)
+    reason = run_epochs(solver, sched, unguarded(), history, start_loss=np.inf, stopping=StoppingRules(6))
     h = history.as_arrays()
     assert reason == "max_epochs"
     np.testing.assert_array_equal(h["epoch"], np.arange(1, 7))
@@ -147,7 +139,7 @@ def test_run_epochs_stops_on_exact_fit():
     solver = make_solver(X, W, H, 30, 1, 0)
     sched = ConstantScheduler()
     sched.reset(1.0)
-    assert run_epochs(solver, sched, History(), unguarded(), start_loss=np.inf, max_epochs=10) == "exact"
+    assert run_epochs(solver, sched, unguarded(), History(), start_loss=np.inf, stopping=StoppingRules(10)) == "exact"
 
 
 def test_run_epochs_max_time():
@@ -156,7 +148,7 @@ def test_run_epochs_max_time():
     sched = ConstantScheduler()
     sched.reset(1.0)
     history = History()
-    assert run_epochs(solver, sched, history, unguarded(), start_loss=np.inf, max_epochs=1000, max_time=1e-9) == "max_time"
+    assert run_epochs(solver, sched, unguarded(), history, start_loss=np.inf, stopping=StoppingRules(1000, max_time=1e-9)) == "max_time"
     assert len(history) == 1
 
 
@@ -169,7 +161,7 @@ def test_divergence_raises_a_clear_error():
     # a rate that overflows float64 must end in one clear error, not NaN factors.
     sched.reset(1e300)
     with pytest.raises(FloatingPointError, match="diverged in epoch 1 at learning rate 1e\\+300"):
-        run_epochs(solver, sched, History(), unguarded(), start_loss=np.inf, max_epochs=5)
+        run_epochs(solver, sched, unguarded(), History(), start_loss=np.inf, stopping=StoppingRules(5))
 
 
 @pytest.mark.parametrize(
@@ -183,7 +175,12 @@ def test_divergence_raises_a_clear_error():
     ],
 )
 def test_stall_test_uses_best_loss_not_last(losses, stalled):
-    assert _stalled(losses, tol=1e-3, window=3) is stalled
+    from types import SimpleNamespace
+
+    rules = StoppingRules(max_epochs=100, tol=1e-3, n_iter_no_change=3)
+    last = SimpleNamespace(loss=losses[-1], seconds=0.0)
+    assert rules.reason(last, losses) == ("tol" if stalled else None)
+    assert StoppingRules(max_epochs=100, tol=0.0, n_iter_no_change=3).reason(last, losses) is None
 
 
 def test_solve_w_is_row_independent_and_optimal(rng):
@@ -266,11 +263,39 @@ def test_grow_batch_only_grows_to_even_batches_and_predicts_the_noise():
     assert b > 64 and even_split(1000, b)
     np.testing.assert_allclose(noise, noise_at_batch_size(9 * np.ones(4), 64, b, 1000))
     assert np.sum(noise) <= 4 * (1 + 1e-9)  # predicted not to exceed the gradient
-    assert all(rows.shape[0] in (b, b - 1) or rows.shape[0] >= b - -(-1000 // b) for rows in solver._batches())
+    assert all(rows.shape[0] in (b, b - 1) or rows.shape[0] >= b - -(-1000 // b) for rows in solver.minibatches())
     # a quiet epoch never shrinks it, and returns the noise unchanged
     quiet = solver.grow_batch(np.ones(4), 1e-6 * np.ones(4), L)
     assert solver.batch_size == b and np.allclose(quiet, 1e-6)
     # all noise: every row, and from then on the epochs are one batch
     solver.grow_batch(np.zeros(4), np.ones(4), L)
     assert solver.batch_size == 1000 and solver.full_batch
-    assert list(solver._batches()) == [None]
+    assert list(solver.minibatches()) == [None]
+
+
+def test_one_record_feeds_both_the_history_row_and_the_scheduler():
+    """The scheduler sees the next epoch's bound; history_ keeps the bound in force."""
+
+    class Recorder(ConstantScheduler):
+        def _next_lr(self, obs):
+            self.seen.append(obs)
+            return self.lr0
+
+    X = low_rank(120, 20, 3, noise=0.2)
+    rng = np.random.default_rng(0)
+    solver = make_solver(X, rng.random((120, 3)), rng.random((3, 20)), 30, 1, 0)
+    guard = StabilityGuard()
+    guard.initial_loss, guard.bound = solver.probe(), solver.lr_bound()
+    sched = Recorder()
+    sched.seen = []
+    sched.reset(0.5)
+    history = History()
+    run_epochs(solver, sched, guard, history, start_loss=guard.initial_loss, stopping=StoppingRules(4), grow_batch=True)
+    h = history.as_arrays()
+    assert [o.epoch for o in sched.seen] == list(h["epoch"])
+    for key in ("loss", "rel_error", "lr", "grad_sq", "noise_sq", "seconds"):
+        np.testing.assert_array_equal([getattr(o, key) for o in sched.seen], h[key], err_msg=key)
+    # the bound an observation reports is the one the next epoch runs under
+    np.testing.assert_array_equal([o.lr_bound for o in sched.seen[:-1]], h["lr_bound"][1:])
+    assert sched.seen[-1].lr_bound == guard.bound
+    assert all(np.isfinite(o.grad_cos) for o in sched.seen)  # the probe was the first pass to compare with

@@ -225,7 +225,7 @@ def test_probe_gives_the_exact_initial_loss_and_full_gradient():
     solver = StochasticSolver(X, W, H, backend=get_backend("cpu"), batch_size=12, w_sweeps=1, rng=rng)
     assert solver.probe() == pytest.approx(0.5 * ((X - W @ H) ** 2).sum(), rel=1e-10)
     full_grad = W.T @ W @ H - W.T @ X  # the batches partition the rows: their sum is exact
-    np.testing.assert_allclose(solver._grad_sum.T, full_grad, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(solver.statistics.mean_gradient.T, full_grad, rtol=1e-10, atol=1e-12)
     grad_sq, noise_sq, L = solver.gradient_statistics()
     free = (H > 0) | (full_grad < 0)
     np.testing.assert_allclose(grad_sq, (np.where(free, full_grad, 0) ** 2).sum(axis=1), rtol=1e-10)

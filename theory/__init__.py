@@ -14,12 +14,13 @@ from .bounds import (
     update_norm_limits,
 )
 from .batch import batch_size_for_noise, noise_at_batch_size
-from .lipschitz import block_lipschitz, component_lipschitz, minibatch_lipschitz
+from .lipschitz import block_lipschitz, component_lipschitz, coordinate_steps, minibatch_lipschitz
 
 __all__ = [
     "MAX_LR_BOUND",
     "block_lipschitz",
     "component_lipschitz",
+    "coordinate_steps",
     "minibatch_lipschitz",
     "minibatch_gradient_noise",
     "noise_at_batch_size",

@@ -52,3 +52,26 @@ def minibatch_lipschitz(batch_gram, n_samples, batch_size):
     ``(n/b) ||W_B^T W_B||_2``; its expectation over batches is ``||W^T W||_2``'s matrix.
     """
     return (n_samples / batch_size) * block_lipschitz(batch_gram)
+
+
+_TINY = np.finfo(np.float64).tiny
+
+
+def coordinate_steps(lipschitz):
+    """The coordinate steps ``1 / L_j``, with 0 for a component whose constant is not
+    meaningfully positive (that component is frozen: its column of the factor is 0).
+
+    Parameters
+    ----------
+    lipschitz : array-like of shape (k,)
+        Component constants, as from :func:`component_lipschitz`.
+
+    Returns
+    -------
+    ndarray of shape (k,)
+        ``1 / L_j`` where ``L_j > max(L) * 1e-12`` (and above the smallest normal
+        double), else 0.
+    """
+    values = np.asarray(lipschitz, dtype=np.float64)
+    floor = max(values.max(initial=0.0) * 1e-12, _TINY)
+    return np.divide(1.0, values, out=np.zeros_like(values), where=values > floor)

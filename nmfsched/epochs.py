@@ -1,0 +1,222 @@
+"""The epoch loop: guard the rate, run the epoch, record it, ask the scheduler, decide to stop.
+
+:func:`run_epochs` drives a :class:`~nmfsched.solver.StochasticSolver` for the estimator
+(and for experiments that build their own solver and guard). Each epoch is one
+:class:`EpochRecord`; the history row and the scheduler's
+:class:`~nmfsched.schedulers.Observation` are both read from it.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field, fields
+from typing import NamedTuple
+
+import numpy as np
+
+from .schedulers.base import MinibatchSearch, Observation
+from .theory import lr_upper_bound
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """Everything known about one finished epoch."""
+
+    epoch: int  #: epochs completed, counting from 1
+    seconds: float  #: wall time since the fit started
+    loss: float  #: ``1/2 ||X - W H||^2`` at the end (the restored loss when rejected)
+    rel_error: float  #: ``||X - W H|| / ||X||``
+    lr: float  #: the rate applied (mean over rows for a per-minibatch search)
+    lr_proposed: float  #: what the scheduler proposed
+    lr_bound: float  #: the stability bound in force during the epoch
+    grad_sq: float  #: squared projected epoch-mean gradient of ``H``
+    noise_sq: float  #: minibatch gradient variance around that mean
+    h_step_min: float  #: smallest absolute ``H`` step ``lr / L_j`` over live components
+    h_step_max: float  #: largest one
+    n_clipped: int  #: ``H`` coordinate steps that hit their clipping limit
+    n_trials: int  #: trial ``H`` steps of a per-minibatch search
+    batch_size: int  #: rows per minibatch during the epoch
+    rejected: bool  #: the epoch ended above the start and was undone
+    # told to the scheduler, not kept in history_
+    next_lr_bound: float = field(metadata={"history": False})  #: the bound for the next epoch
+    grad_cos: float = field(metadata={"history": False})  #: cosine of this and the last epoch's mean gradients
+
+    def observation(self):
+        """What the scheduler is told (its ``lr_bound`` is the next epoch's bound)."""
+        return Observation(
+            epoch=self.epoch,
+            loss=self.loss,
+            rel_error=self.rel_error,
+            lr=self.lr,
+            lr_bound=self.next_lr_bound,
+            grad_sq=self.grad_sq,
+            grad_cos=self.grad_cos,
+            noise_sq=self.noise_sq,
+            seconds=self.seconds,
+        )
+
+
+#: The per-epoch entries of ``history_``.
+HISTORY_KEYS = tuple(f.name for f in fields(EpochRecord) if f.metadata.get("history", True))
+
+
+class History:
+    """Per-epoch records, returned as a dict of equal-length NumPy arrays."""
+
+    def __init__(self, initial=None):
+        self._rows = {key: [] for key in HISTORY_KEYS}
+        if initial:
+            for key in HISTORY_KEYS:
+                self._rows[key].extend(np.asarray(initial[key]).tolist())
+
+    def append(self, record):
+        """Add an :class:`EpochRecord`."""
+        for key in HISTORY_KEYS:
+            self._rows[key].append(getattr(record, key))
+
+    def __len__(self):
+        return len(self._rows["epoch"])
+
+    def losses(self):
+        return self._rows["loss"]
+
+    def as_arrays(self):
+        out = {key: np.asarray(values, dtype=np.float64) for key, values in self._rows.items()}
+        out["epoch"] = out["epoch"].astype(np.int64)
+        for key in ("n_clipped", "n_trials", "batch_size"):
+            out[key] = out[key].astype(np.int64)
+        out["rejected"] = out["rejected"].astype(bool)
+        return out
+
+
+class StoppingRules(NamedTuple):
+    """When a run stops: ``max_epochs`` more epochs at most, and sooner on any other rule.
+
+    ``tol``: the best loss of the last ``n_iter_no_change`` epochs is less than ``tol``
+    (relative) below the best loss before them (a stochastic loss is not monotone, so
+    single epochs are not compared; 0 disables it). ``max_time``: seconds since the fit
+    started. A loss of exactly 0 always stops.
+    """
+
+    max_epochs: int
+    tol: float = 0.0
+    n_iter_no_change: int = 10
+    max_time: float | None = None
+
+    def reason(self, record, losses):
+        """Why to stop after ``record`` ("exact", "tol", "max_time"), or None to go on."""
+        if record.loss == 0.0:
+            return "exact"
+        if self.tol > 0 and _stalled(losses, self.tol, self.n_iter_no_change):
+            return "tol"
+        if self.max_time is not None and record.seconds >= self.max_time:
+            return "max_time"
+        return None
+
+
+def _stalled(losses, tol, window):
+    """True when the best of the last ``window`` losses beats the earlier best by < ``tol``."""
+    if len(losses) <= window:
+        return False
+    best_before = min(losses[:-window])
+    return best_before - min(losses[-window:]) <= tol * best_before
+
+
+def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_start=None, grow_batch=False,
+               verbose=0):
+    """Run epochs until a :class:`StoppingRules` rule or its ``max_epochs`` says stop.
+
+    The scheduler must already be ``reset`` and ``guard.bound`` set (from
+    :meth:`~nmfsched.solver.StochasticSolver.probe` or a previous epoch); ``start_loss``
+    is the loss of the solver's current iterate, and epochs are numbered on from
+    ``len(history)``. Every epoch:
+
+    1. runs at the guard's rate for the scheduler's proposal, and is undone when the guard
+       rejects it (it ended above ``start_loss``);
+    2. with ``grow_batch``, grows the batch where its gradient noise exceeded its signal
+       (:meth:`~nmfsched.solver.StochasticSolver.grow_batch`), and sets the bound of the next;
+    3. is recorded, and the scheduler told, from one :class:`EpochRecord`;
+    4. stops the run if a rule says so.
+
+    Returns
+    -------
+    stop_reason : str
+        "max_epochs", "tol", "max_time" or "exact".
+    """
+    t_start = time.perf_counter() if t_start is None else t_start
+    search = scheduler if isinstance(scheduler, MinibatchSearch) else None
+    proposed = scheduler.lr
+    previous_loss = start_loss  # the loss of the iterate an epoch starts from
+    for epoch in range(len(history) + 1, len(history) + stopping.max_epochs + 1):
+        report, loss, rejected, (grad_sq, noise_sq, lipschitz) = _guarded_epoch(
+            solver, guard, proposed, search, epoch, start_loss, previous_loss
+        )
+        seconds = time.perf_counter() - t_start
+        previous_loss = loss
+        bound_in_force, batch_size = guard.bound, solver.batch_size
+        next_noise_sq = solver.grow_batch(grad_sq, noise_sq, lipschitz) if grow_batch else noise_sq
+        guard.bound = lr_upper_bound(grad_sq, next_noise_sq, lipschitz)
+        step_min, step_max = solver.h_steps(report.lr_mean)
+        record = EpochRecord(
+            epoch=epoch,
+            seconds=seconds,
+            loss=loss,
+            rel_error=solver.rel_error(loss),
+            lr=report.lr_mean,
+            lr_proposed=proposed,
+            lr_bound=bound_in_force,
+            grad_sq=float(np.sum(grad_sq)),
+            noise_sq=float(np.sum(noise_sq)),
+            h_step_min=step_min,
+            h_step_max=step_max,
+            n_clipped=report.n_clipped,
+            n_trials=report.n_trials,
+            batch_size=batch_size,
+            rejected=rejected,
+            next_lr_bound=guard.bound,
+            grad_cos=solver.gradient_cosine(),
+        )
+        history.append(record)
+        if verbose:
+            _print_epoch(record)
+        proposed = scheduler.step(record.observation())
+        reason = stopping.reason(record, history.losses())
+        if reason is not None:
+            return reason
+    return "max_epochs"
+
+
+def _guarded_epoch(solver, guard, proposed, search, epoch, start_loss, previous_loss):
+    """One epoch at the guard's rate; undone when the guard rejects it.
+
+    Returns ``(report, loss, rejected, gradient statistics)``: the statistics are those of
+    the pass just made (at the epoch's own final ``H``, even when it is undone).
+    """
+    rate = guard.epoch_rate(proposed, deterministic=solver.full_batch)
+    before = solver.snapshot() if guard.enforce else None
+    # Overflow is detected below and reported as one clear error, not as warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        report = solver.sgd_epoch(rate, guard.clip_tolerance, search=search)
+        loss = solver.refresh_w(solver.refresh_sweeps)
+        statistics = solver.gradient_statistics()
+    if not math.isfinite(loss) or not solver.backend.all_finite(solver.Ht):
+        raise FloatingPointError(
+            f"The factorization diverged in epoch {epoch} at learning rate {report.lr_max:.4g} "
+            f"(loss {loss!r}); use a smaller learning_rate or keep enforce_bound=True."
+        )
+    guard.record(report.lr_max, report.n_clipped)
+    rejected = guard.should_reject(loss, start_loss)
+    if rejected:
+        solver.restore(before)
+        loss = previous_loss
+        guard.reject()
+    else:
+        guard.accept()
+    return report, loss, rejected, statistics
+
+
+def _print_epoch(record):
+    print(
+        f"epoch {record.epoch:4d}  loss {record.loss:.6e}  rel_error {record.rel_error:.5f}  "
+        f"lr {record.lr:.4g}  next bound {record.next_lr_bound:.4g}  {record.seconds:.2f} s",
+        flush=True,
+    )
