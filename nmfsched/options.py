@@ -24,28 +24,24 @@ class FitOption(NamedTuple):
     choices: Callable[[], list] | None = None  #: the allowed values, asked when needed
 
 
-def parse_auto_or_positive_int(text):
+def _auto_or_positive(text, kind, what, is_positive, positive):
     if text == "auto":
         return text
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise ValueError(f"must be a positive integer or 'auto', got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"must be >= 1, got {text!r}")
+        raise ValueError(f"must be {what} or 'auto', got {text!r}") from None
+    if not is_positive(value):
+        raise ValueError(f"must be {positive}, got {text!r}")
     return value
+
+
+def parse_auto_or_positive_int(text):
+    return _auto_or_positive(text, int, "a positive integer", lambda v: v >= 1, ">= 1")
 
 
 def parse_auto_or_positive_float(text):
-    if text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"must be a number or 'auto', got {text!r}") from None
-    if not value > 0:
-        raise ValueError(f"must be > 0, got {text!r}")
-    return value
+    return _auto_or_positive(text, float, "a number", lambda v: v > 0, "> 0")
 
 
 def parse_bool(text):
