@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .gradient_statistics import GradientStatistics
+from .searched_step import SearchedHStep
 from .theory import (
     batch_size_for_noise,
     component_lipschitz,
@@ -134,7 +135,7 @@ class StochasticSolver:
         self._ct_buf = be.empty((m, k), self.dtype)
         self._p_full = be.empty((self.n_samples, k), self.dtype)
         self.statistics = GradientStatistics(be, self.n_samples, (m, k), self.dtype)
-        self._search_bufs = None  # allocated by the first step search
+        self._searched_step = None  # made by the first per-minibatch search
         # _p_full and _hht hold X H^T and H H^T for the current H (set by refresh_w)
         self._p_current = False
         self._hht = None
@@ -203,7 +204,8 @@ class StochasticSolver:
         :func:`nmfsched.theory.entry_clip_limits` of the ``H`` it starts from.
 
         ``search``, a :class:`~nmfsched.schedulers.MinibatchSearch`, picks each minibatch's
-        ``H`` rate in ``[0, lr]`` from trial steps (see :meth:`_searched_h_step`). Without
+        ``H`` rate in ``[0, lr]`` from exact trial steps (see
+        :class:`~nmfsched.searched_step.SearchedHStep`). Without
         one, a one-batch epoch's ``H`` step is :data:`ONE_BATCH_H_SWEEPS` sweeps at rate
         ``lr`` (the statistics are of the gradient before the first), and so is each trial.
 
@@ -217,23 +219,11 @@ class StochasticSolver:
         n_clipped = n_trials = 0
         lr_sum, lr_max = 0.0, 0.0
         for rows in self.minibatches():
-            Xb, Wb, HHt, WbtWb = self._full_batch_w_step() if rows is None else self._minibatch_w_step(rows)
-            nb = n if rows is None else rows.shape[0]
-            self._p_current = False  # H moves now
-            Ct = self.backend.xbt_wb(Xb, Wb, self._ct_buf)
-            unit_steps = (n / nb) * coordinate_steps(component_lipschitz(self.WtW))
-            clips = None
-            if curvature_tolerance is not None:
-                clips = entry_clip_limits(np.diag(HHt), self.n_features, curvature_tolerance)
-            sweeps = 1 if rows is not None else ONE_BATCH_H_SWEEPS
-            statistics = self.statistics.accumulator(nb)
-            if search is None:
-                n_clipped += self.backend.projected_cd(
-                    self.Ht, WbtWb, Ct, lr * unit_steps, clips=clips, statistics=statistics, max_sweeps=sweeps
-                )
-                continue
-            applied, clipped, trials = self._searched_h_step(
-                search, lr, n_batches, WbtWb, Ct, unit_steps, clips, statistics, sweeps
+            one_batch = rows is None
+            nb = n if one_batch else rows.shape[0]
+            Xb, Wb, HHt, WbtWb = self._full_batch_w_step() if one_batch else self._minibatch_w_step(rows)
+            applied, clipped, trials = self._h_step(
+                Xb, Wb, HHt, WbtWb, nb, lr, curvature_tolerance, search, n_batches, one_batch
             )
             n_clipped += clipped
             n_trials += trials
@@ -275,53 +265,31 @@ class StochasticSolver:
         be = self.backend
         return be.all_rows(self.X), self.W, self._hht, self.WtW
 
-    def _searched_h_step(self, search, cap, n_batches, WbtWb, Ct, unit_steps, clips, statistics, sweeps):
-        """One minibatch's ``H`` step at the rate ``search`` accepts; returns
-        ``(rate, n_clipped, n_trials)``.
+    def _h_step(self, Xb, Wb, HHt, WbtWb, nb, lr, curvature_tolerance, search, n_batches, one_batch):
+        """The ``H`` half of a minibatch of ``nb`` rows; returns ``(rate, n_clipped, n_trials)``.
 
-        ``search.search_step(trial, cap, n_batches)`` picks the rate, where ``trial(t)``
-        takes the ``H`` step at rate ``t`` on a copy and returns ``(change, slope)``: the
-        exact change of the minibatch loss ``1/2 ||X_B - W_B H||^2`` and
-        ``<grad_H f_B, H_t - H>`` (see :class:`nmfsched.schedulers.LineSearchScheduler`).
-        ``f_B`` is quadratic in ``H``, so a trial's exact change is
-        ``<g_B, D> + 1/2 <D W_B^T W_B, D>`` with ``D = H_t - H`` and ``g_B = H W_B^T W_B - C``
-        (``H`` transposed, as stored): no pass over ``X_B`` per trial.
+        Component ``j`` moves by ``rate (n / nb) / L_j`` times the minibatch gradient, ``L_j``
+        from the running ``W^T W``; the kernel adds the gradient to :attr:`statistics`.
         """
-        be = self.backend
-        if self._search_bufs is None:
-            self._search_bufs = [be.empty(self.Ht.shape, self.dtype) for _ in range(4)]
-        trial_H, D, grad, curvature = self._search_bufs
-        be.small_matmul(self.Ht, WbtWb, grad)
-        grad -= Ct
-        last = {"lr": None, "clipped": 0, "trials": 0}
-
-        def trial(t):
-            t = float(t)
-            trial_H[...] = self.Ht
-            # the statistics are of the gradient at the start, the same for every trial
-            stats = statistics if last["trials"] == 0 else None
-            last["clipped"] = be.projected_cd(
-                trial_H, WbtWb, Ct, t * unit_steps, clips=clips, statistics=stats, max_sweeps=sweeps
+        self._p_current = False  # H moves now
+        Ct = self.backend.xbt_wb(Xb, Wb, self._ct_buf)
+        unit_steps = (self.n_samples / nb) * coordinate_steps(component_lipschitz(self.WtW))
+        clips = None
+        if curvature_tolerance is not None:
+            clips = entry_clip_limits(np.diag(HHt), self.n_features, curvature_tolerance)
+        sweeps = ONE_BATCH_H_SWEEPS if one_batch else 1
+        statistics = self.statistics.accumulator(nb)
+        if search is None:
+            n_clipped = self.backend.projected_cd(
+                self.Ht, WbtWb, Ct, lr * unit_steps, clips=clips, statistics=statistics, max_sweeps=sweeps
             )
-            last["lr"] = t
-            last["trials"] += 1
-            D[...] = trial_H
-            D[...] -= self.Ht
-            slope = be.inner(grad, D)
-            return slope + 0.5 * be.inner(be.small_matmul(D, WbtWb, curvature), D), slope
-
-        rate = float(search.search_step(trial, cap=cap, n_batches=n_batches))
-        if not (math.isfinite(rate) and 0.0 <= rate <= cap):
-            raise ValueError(f"{type(search).__name__} accepted the rate {rate!r}, outside [0, {cap!r}].")
-        if last["trials"] == 0:  # nothing tried: still gather this batch's gradient statistics
-            be.projected_cd(self.Ht, WbtWb, Ct, np.zeros(self.k), statistics=statistics)
-        if rate == 0.0:
-            return 0.0, 0, last["trials"]
-        if rate != last["lr"]:
-            trial(rate)
-        # adopt the accepted trial by swapping buffers (no copy)
-        self.Ht, self._search_bufs[0] = trial_H, self.Ht
-        return rate, last["clipped"], last["trials"]
+            return lr, n_clipped, 0
+        if self._searched_step is None:
+            self._searched_step = SearchedHStep(self.backend, self.Ht.shape, self.dtype)
+        self.Ht, rate, n_clipped, n_trials = self._searched_step(
+            self.Ht, search, lr, n_batches, WbtWb, Ct, unit_steps, clips, statistics, sweeps
+        )
+        return rate, n_clipped, n_trials
 
     def probe(self):
         """Gradient statistics at the current iterate without moving it; returns the loss.
