@@ -9,7 +9,6 @@ Relative paths are relative to the manifest's folder.
 """
 
 import csv
-import json
 import tomllib
 from pathlib import Path
 

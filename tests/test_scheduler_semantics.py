@@ -1,4 +1,5 @@
-"""Each scheduler's semantics pinned with scripted loss sequences (no solver involved)."""
+"""Each scheduler's semantics pinned with scripted loss sequences; then the per-minibatch
+search against the solver's exact trial steps, and every scheduler driving a guarded fit."""
 
 import json
 import math

@@ -1,4 +1,5 @@
-"""The solver loop against a plain-NumPy replay of the same algorithm."""
+"""The solver against a plain-NumPy replay of the same algorithm, and the epoch loop around
+it: its records, what the scheduler is told, and the stopping rules."""
 
 
 import numpy as np
@@ -22,7 +23,8 @@ def _cd_rows(Y, G, P, steps, sweeps):
 
 
 def oracle_epochs(X, W, H, lrs, batch_size, w_sweeps, seed):
-    """NumPy version of run_epochs: same row order, same arithmetic, no kernels."""
+    """NumPy version of the solver's epochs (``sgd_epoch`` then ``refresh_w``): same row
+    order, same arithmetic, no kernels."""
     X = X.toarray() if sp.issparse(X) else X
     W, H = W.astype(np.float64).copy(), H.astype(np.float64).copy()
     rng = np.random.default_rng(seed)
