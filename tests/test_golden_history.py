@@ -15,4 +15,8 @@ def test_fixed_seed_history_is_bit_identical_to_the_pinned_one(name):
     assert sorted(got) == sorted(expected)
     for key, values in expected.items():
         # exact equality, NaN included: json keeps every double's shortest repr
-        np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(values), err_msg=f"{name}: {key}")
+        np.testing.assert_array_equal(
+            np.asarray(got[key]), np.asarray(values),
+            err_msg=f"{name}: {key} changed. A refactor must not change it; a deliberate change of the "
+            "algorithm (or of the numpy/BLAS build) regenerates the pin: python tests/golden_histories.py",
+        )

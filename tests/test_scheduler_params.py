@@ -171,3 +171,38 @@ def test_cross_validate_clones_a_scheduler_instance_per_fold():
     fitted = [est.named_steps["nmf"].scheduler_ for est in out["estimator"]]
     assert len({id(s) for s in fitted}) == 3 and all(s.last_epoch == 2 for s in fitted)
     assert all(np.isfinite(out["test_score"]))
+
+
+class HalvingByHand:
+    """A scheduler written without the base class: the members of SchedulerProtocol only."""
+
+    def __init__(self):
+        self.lr = float("nan")
+
+    def reset(self, lr0, total_epochs=None):
+        self.lr = lr0
+
+    def step(self, obs):
+        self.lr = self.lr / 2
+        return self.lr
+
+    def state_dict(self):
+        return {"lr": self.lr}
+
+    def load_state_dict(self, state):
+        self.lr = state["lr"]
+
+
+def test_the_estimator_takes_exactly_what_the_protocol_declares():
+    X = load_digits().data[:200]
+    model = StochasticNMF(4, scheduler=HalvingByHand(), learning_rate=0.8, max_epochs=3, tol=0, random_state=0).fit(X)
+    np.testing.assert_allclose(model.history_["lr_proposed"], [0.8, 0.4, 0.2])
+    assert isinstance(clone(model).scheduler, HalvingByHand)  # no get_params: clone deep-copies it
+
+    class NoLearningRate(HalvingByHand):
+        def __init__(self):
+            pass  # no `lr`: the solver reads it before the first epoch
+
+    for bad in (NoLearningRate(), object()):
+        with pytest.raises(ValueError, match="scheduler.*SchedulerProtocol"):
+            StochasticNMF(4, scheduler=bad).fit(X)
