@@ -1,4 +1,4 @@
-"""StochasticNMF: a scikit-learn estimator, thin over :mod:`nmfsched.solver`."""
+"""StochasticNMF: a scikit-learn estimator, thin over the epoch loop (:mod:`nmfsched.epochs`) and the solver."""
 
 import copy
 import time

@@ -103,6 +103,8 @@ def test_nested_parameters_of_a_scheduler_inside_a_scheduler():
     assert "after__step_size" not in w.get_params(deep=False)
     w.set_params(after__gamma=0.5)
     assert w.after.gamma == 0.5
+    copy = clone(w)
+    assert copy.after is not w.after and copy.get_params()["after__gamma"] == 0.5
     with pytest.raises(ValueError, match="gamma"):
         w.set_params(after__gamma=2.0)
     # the run works on a clone of `after`: a run never changes the instance it was given
