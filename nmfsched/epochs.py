@@ -133,7 +133,8 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
     1. runs at the guard's rate for the scheduler's proposal, and is undone when the guard
        rejects it (it ended above ``start_loss``);
     2. with ``grow_batch``, grows the batch where its gradient noise exceeded its signal
-       (:meth:`~nmfsched.solver.StochasticSolver.grow_batch`), and sets the bound of the next;
+       (:meth:`~nmfsched.solver.StochasticSolver.grow_batch`), and sets the bound of the
+       next (:func:`_next_bound`);
     3. is recorded, and the scheduler told, from one :class:`EpochRecord`;
     4. stops the run if a rule says so.
 
@@ -153,8 +154,7 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
         seconds = time.perf_counter() - t_start
         previous_loss = loss
         bound_in_force, batch_size = guard.bound, solver.batch_size
-        next_noise_sq = solver.grow_batch(grad_sq, noise_sq, lipschitz) if grow_batch else noise_sq
-        guard.bound = lr_upper_bound(grad_sq, next_noise_sq, lipschitz)
+        guard.bound = _next_bound(solver, grad_sq, noise_sq, lipschitz, grow_batch)
         step_min, step_max = solver.h_steps(report.lr_mean)
         record = EpochRecord(
             epoch=epoch,
@@ -185,13 +185,27 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
     return "max_epochs"
 
 
+def _next_bound(solver, grad_sq, noise_sq, lipschitz, grow_batch):
+    """The bound for the next epoch, after growing the batch where ``grow_batch`` says so.
+
+    The noise is the measured one rescaled to the batch size in force
+    (:meth:`~nmfsched.solver.StochasticSolver.grow_batch`); one batch of all rows has none,
+    whatever rounding left in the measured spread, so its bound is the deterministic limit
+    2 wherever the gradient is not 0 (theory/README.md, Proposition 3).
+    """
+    next_noise_sq = solver.grow_batch(grad_sq, noise_sq, lipschitz) if grow_batch else noise_sq
+    if solver.full_batch:
+        next_noise_sq = np.zeros_like(next_noise_sq)
+    return lr_upper_bound(grad_sq, next_noise_sq, lipschitz)
+
+
 def _guarded_epoch(solver, guard, proposed, search, epoch, start_loss, previous_loss):
     """One epoch at the guard's rate; undone when the guard rejects it.
 
     Returns ``(report, loss, rejected, gradient statistics)``: the statistics are those of
     the pass just made (at the epoch's own final ``H``, even when it is undone).
     """
-    rate = guard.epoch_rate(proposed, deterministic=solver.full_batch)
+    rate = guard.apply(proposed)
     before = solver.snapshot() if guard.enforce else None
     # Overflow is detected below and reported as one clear error, not as warnings.
     with np.errstate(over="ignore", invalid="ignore"):

@@ -109,8 +109,9 @@ class StochasticSolver:
     H : ndarray of shape (k, n_features)
     backend : backend object (see :mod:`nmfsched.kernels`)
     batch_size : int
-        Rows per minibatch (the last one takes the remainder); :meth:`grow_batch` may
-        raise it between epochs.
+        Rows per minibatch at most. The rows are split into the fewest minibatches of at
+        most that many rows, whose sizes differ by at most one row; :attr:`batch_size` is
+        the largest. :meth:`grow_batch` may raise it between epochs.
     w_sweeps : int
         Coordinate sweeps on each minibatch's ``W`` rows per visit.
     rng : numpy.random.Generator
@@ -123,7 +124,7 @@ class StochasticSolver:
         self.n_samples, self.n_features = X.shape
         self.dtype = np.dtype(W.dtype)
         self.k = W.shape[1]
-        self.batch_size = int(min(max(1, batch_size), self.n_samples))
+        self.batch_size = _even_batch_size_at_most(self.n_samples, batch_size)
         self.w_sweeps = int(w_sweeps)
         self._is_sparse = _is_sparse(X)
         self.rng = rng
@@ -194,8 +195,9 @@ class StochasticSolver:
             yield None
             return
         order = self.backend.asarray(self.rng.permutation(n).astype(np.int64))
-        for start in range(0, n, b):
-            yield order[start : start + b]
+        n_batches = -(-n // b)
+        for i in range(n_batches):  # sizes differ by at most one row
+            yield order[i * n // n_batches : (i + 1) * n // n_batches]
 
     def sgd_epoch(self, lr, curvature_tolerance=None, search=None):
         """One pass over the rows in random order: per minibatch a ``W`` step, then an ``H`` step.
@@ -378,6 +380,15 @@ def _even_batch_size(n_samples, n_batches):
     """The batch size that splits ``n_samples`` rows into ``n_batches`` minibatches of
     nearly equal size (no small, noisy remainder)."""
     return -(-n_samples // n_batches)
+
+
+def _even_batch_size_at_most(n_samples, batch_size):
+    """The size of the fewest minibatches of at most ``batch_size`` rows that split
+    ``n_samples`` rows nearly evenly. A short last batch (say 1 row after 33) would take an
+    ``H`` step scaled by ``n / |B|`` from a handful of rows, a heavy-tailed step that the
+    bound's variance estimate, made for batches of one size, does not foresee."""
+    b = min(max(1, int(batch_size)), n_samples)
+    return _even_batch_size(n_samples, -(-n_samples // b))
 
 
 def _is_sparse(X):

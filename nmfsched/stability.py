@@ -2,9 +2,6 @@
 
 import math
 
-#: The largest rate a one-batch (noise-free) epoch applies: the exact coordinate step.
-DETERMINISTIC_MAX_LR = 1.0
-
 
 class StabilityWarning(UserWarning):
     """A requested learning rate exceeded the stability bound and was capped."""
@@ -73,19 +70,6 @@ class StabilityGuard:
             return proposed
         self.n_capped += 1
         return self.cap
-
-    def epoch_rate(self, proposed, deterministic):
-        """The rate the next epoch applies: :meth:`apply`, and, enforcing, at most
-        :data:`DETERMINISTIC_MAX_LR` in a ``deterministic`` (one-batch) epoch.
-
-        Without noise each component's step ``lr / L_j`` at ``lr = 1`` is the exact
-        minimiser along it (and half the bound, where Theorem 1's decrease peaks); more
-        overshoots.
-        """
-        rate = self.apply(proposed)
-        if self.enforce and deterministic:
-            rate = min(rate, DETERMINISTIC_MAX_LR)
-        return rate
 
     def record(self, applied, n_clipped):
         """Book one epoch: its applied rate (against the bound in force) and its clips."""

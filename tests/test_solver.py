@@ -35,8 +35,9 @@ def oracle_epochs(X, W, H, lrs, batch_size, w_sweeps, seed):
     losses = []
     for epoch, lr in enumerate(lrs):
         order = rng.permutation(n)
-        for start in range(0, n, batch_size):
-            rows = order[start : start + batch_size]
+        n_batches = -(-n // batch_size)
+        for i in range(n_batches):  # sizes differ by at most one row
+            rows = order[i * n // n_batches : (i + 1) * n // n_batches]
             HHt = H @ H.T
             Wb = W[rows]
             # one batch of all rows: after the first epoch the refresh below has already
@@ -259,11 +260,13 @@ def test_grow_batch_only_grows_to_even_batches_and_predicts_the_noise():
     X = low_rank(1000, 30, 4, noise=0.5)
     rng = np.random.default_rng(0)
     solver = make_solver(X, rng.random((1000, 4)), rng.random((4, 30)), 64, 1, seed=0)
+    b0 = solver.batch_size
+    assert b0 == 63 and even_split(1000, b0)  # 16 batches of at most 64 rows, evened out
     L = np.ones(4)
     noise = solver.grow_batch(np.ones(4), 9 * np.ones(4), L)  # noise 9x the gradient
     b = solver.batch_size
-    assert b > 64 and even_split(1000, b)
-    np.testing.assert_allclose(noise, noise_at_batch_size(9 * np.ones(4), 64, b, 1000))
+    assert b > b0 and even_split(1000, b)
+    np.testing.assert_allclose(noise, noise_at_batch_size(9 * np.ones(4), b0, b, 1000))
     assert np.sum(noise) <= 4 * (1 + 1e-9)  # predicted not to exceed the gradient
     assert all(rows.shape[0] in (b, b - 1) or rows.shape[0] >= b - -(-1000 // b) for rows in solver.minibatches())
     # a quiet epoch never shrinks it, and returns the noise unchanged
@@ -273,6 +276,25 @@ def test_grow_batch_only_grows_to_even_batches_and_predicts_the_noise():
     solver.grow_batch(np.zeros(4), np.ones(4), L)
     assert solver.batch_size == 1000 and solver.full_batch
     assert list(solver.minibatches()) == [None]
+
+
+@pytest.mark.parametrize("n, asked, size, sizes", [
+    (34, 33, 17, {17}),  # not 33 + 1: a one-row batch would step with weight 34
+    (1797, 256, 225, {225, 224}),  # 8 batches
+    (10, 3, 3, {3, 2}),  # 3 + 3 + 2 + 2, not 3 + 3 + 3 + 1
+    (10, 10, 10, {10}),
+    (10, 50, 10, {10}),
+])
+def test_explicit_batch_sizes_split_the_rows_nearly_evenly(n, asked, size, sizes):
+    X = low_rank(n, 6, 2)
+    solver = make_solver(X, np.ones((n, 2)), np.ones((2, 6)), asked, 1, 0)
+    assert solver.batch_size == size
+    batches = list(solver.minibatches())
+    if size == n:
+        assert batches == [None]
+    else:
+        assert {len(rows) for rows in batches} == sizes and sum(map(len, batches)) == n
+        assert max(map(len, batches)) - min(map(len, batches)) <= 1
 
 
 def test_one_record_feeds_both_the_history_row_and_the_scheduler():

@@ -144,10 +144,12 @@ def test_rejected_epochs_restore_the_iterate_and_halve_the_cap(monkeypatch):
     assert unguarded.history_["loss"].max() > cert["initial_loss"]  # what the rejection prevents
 
 
-def test_rejected_epochs_restore_the_iterate_and_halve_the_cap_found_case():
-    """A case hypothesis found: near-optimal NNDSVD start, rates at the cap, a
-    one-row last minibatch (23 rows in batches of 11). Without the rejection an epoch ends
-    above the initial loss; with it the epoch is undone."""
+def test_the_case_hypothesis_found_no_longer_needs_a_rejection():
+    """Hypothesis once found: a near-optimal NNDSVD start, rates at the cap, 23 rows in
+    batches of 11 + 11 + a one-row remainder, whose step (weighted 23x) ended an unguarded
+    epoch above the initial loss and made the guard reject. The rows are now split into
+    minibatches whose sizes differ by at most one (8 + 8 + 7): the same run needs no
+    rejection, and without the guard it stays below its start as well."""
     X = make_matrix(np.random.default_rng(0), 23, 4, 1.0, False, np.float64)
     params = dict(
         n_components=2, scheduler=Adversarial(1.0), learning_rate=1.0, batch_size=11,
@@ -155,15 +157,11 @@ def test_rejected_epochs_restore_the_iterate_and_halve_the_cap_found_case():
     )
     model = fit_quietly(X, **params)
     h, cert = model.history_, model.stability_certificate_
-    assert h["rejected"].any()
-    assert cert["n_rejected_epochs"] == h["rejected"].sum()
-    losses = np.concatenate([[cert["initial_loss"]], h["loss"]])
-    for i in np.flatnonzero(h["rejected"]):
-        assert losses[i + 1] == losses[i]  # the restored iterate has exactly the old loss
-        if i + 1 < len(h["lr"]) and (i == 0 or not h["rejected"][i - 1]):
-            assert h["lr"][i + 1] <= 0.45 * h["lr_bound"][i + 1] * (1 + 1e-12)  # cap halved
+    assert (h["batch_size"] == 8).all()
+    assert cert["n_rejected_epochs"] == 0 and not h["rejected"].any()
+    assert cert["n_capped_epochs"] == 8  # the scheduler asked for more every epoch
     unguarded = fit_quietly(X, enforce_bound=False, **params)
-    assert unguarded.history_["loss"].max() > cert["initial_loss"]  # what the rejection prevents
+    assert unguarded.history_["loss"].max() < cert["initial_loss"]
 
 
 def test_learning_rate_1e6_finishes_finite_and_below_its_start():
