@@ -70,7 +70,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Initial (dimensionless) learning rate. "auto" starts at half the stability bound
         computed at the initial factors, the rate of largest expected decrease.
     batch_size : int or "auto", default="auto"
-        Rows per minibatch at the start (capped at ``n_samples``). "auto" picks it from the
+        Rows per minibatch at the start, at most: the rows are split into the fewest
+        minibatches of at most that many rows, whose sizes differ by at most one (no small
+        remainder batch, whose step would be weighted ``n / |B|``). "auto" picks it from the
         shape: at least 256, and large enough that the per-batch ``H`` step (which touches
         all of ``H``) costs at most a quarter of the batch's products with ``X``; on wide
         sparse data such as text that is every row.

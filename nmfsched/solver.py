@@ -76,7 +76,7 @@ def resolve_batch_size(batch_size, n_samples, n_features, n_components, nnz, w_s
     on dense images, every row at once on wide sparse counts such as text (where the
     ``m k^2`` of an ``H`` step outweighs a whole pass over ``X``). The size is then
     evened out so the rows split into batches of nearly equal size. An explicit size is
-    used as given (the last batch takes the remainder).
+    an upper limit; the solver splits the rows evenly under it.
     """
     if batch_size != "auto":
         return int(min(max(1, batch_size), n_samples))

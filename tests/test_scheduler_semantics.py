@@ -304,7 +304,9 @@ def test_line_search_ceiling_follows_the_bound():
     ls.reset(0.5)
     assert ls.lr == 2.0  # the largest value the bound takes, before one is reported
     assert drive(ls, 0.5, [1.0, 0.9], bound=0.7) == [0.7, 0.7]
-    assert drive(LineSearchScheduler(max_lr=3.0), 0.5, [1.0], bound=0.7) == [3.0]
+    # a number is a ceiling of its own, never above the bound
+    assert drive(LineSearchScheduler(max_lr=3.0), 0.5, [1.0], bound=0.7) == [0.7]
+    assert drive(LineSearchScheduler(max_lr=0.5), 0.5, [1.0], bound=0.7) == [0.5]
 
 
 @pytest.mark.parametrize(

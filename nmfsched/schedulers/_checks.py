@@ -57,11 +57,12 @@ def check_max_lr(owner, max_lr):
 
 
 def upper_lr(max_lr, obs):
-    """The rate's upper clamp: ``max_lr``, or for "bound" the next epoch's stability bound
-    (no clamp while none is reported)."""
-    if max_lr != "bound":
-        return max_lr
-    return obs.lr_bound if math.isfinite(obs.lr_bound) and obs.lr_bound > 0 else math.inf
+    """The rate's upper clamp: the stability bound reported for the next epoch (no clamp
+    while none is reported), and a number ``max_lr`` below it. Nothing above the bound can
+    be applied, so a proposal that drifted there would only slow the response to a worse
+    loss."""
+    bound = obs.lr_bound if math.isfinite(obs.lr_bound) and obs.lr_bound > 0 else math.inf
+    return bound if max_lr == "bound" else min(max_lr, bound)
 
 
 def check_choice(owner, name, value, choices):

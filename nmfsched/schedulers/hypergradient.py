@@ -27,7 +27,7 @@ class HypergradientScheduler(Scheduler):
     min_lr : float, default=1e-6
         Lower clamp (> 0).
     max_lr : float or "bound", default="bound"
-        Upper clamp; "bound": the stability bound of the next epoch.
+        Upper clamp: the stability bound of the next epoch, and a number below it.
     """
 
     def __init__(self, beta=0.2, min_lr=1e-6, max_lr="bound"):

@@ -28,8 +28,8 @@ class LineSearchScheduler(Scheduler):
     minibatch Gram matrix, without another pass over ``X_B``.
 
     The epoch-level rate (``lr``, what the guard caps) is the ceiling of the search:
-    ``max_lr``, or with "bound" the stability bound of the coming epoch (2, the largest
-    value the bound takes, before one is known). ``history_["lr"]`` records the rate the
+    the stability bound of the coming epoch, or ``max_lr`` below it (before a bound is
+    known: 2, the largest value it takes, or ``max_lr``). ``history_["lr"]`` records the rate the
     minibatches actually used, averaged over rows.
 
     Parameters
@@ -43,7 +43,7 @@ class LineSearchScheduler(Scheduler):
     max_backtracks : int, default=30
         Failed trials after which a minibatch's ``H`` step is skipped.
     max_lr : float or "bound", default="bound"
-        The ceiling of the search.
+        The ceiling of the search: the bound, and a number below it.
 
     References
     ----------
