@@ -63,3 +63,26 @@ def test_peers_time_to_target_and_error_at_budget():
     assert peers.time_to(history, 0.1, 1e-4) == float("inf")
     assert peers.error_at(history, 2.5) == 0.3
     assert np.isnan(peers.error_at(history, 0.5))
+
+
+def test_settings_quick_compares_each_setting_with_the_first(capsys):
+    results = load("settings").main(
+        ["--quick", "--setting", "short={\"max_epochs\": 3}", "--setting", "shorter={\"max_epochs\": 1}"]
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| case | rank | short: error, epochs, s | shorter: error, epochs, s |")
+    assert {line.split("|")[1].strip() for line in out if line.startswith("| digits")} == {"digits"}
+    assert all(row["shorter"][1] == 1 and row["short"][1] == 3 for row in results.values())
+    assert out[-1].startswith("shorter vs short: ")
+
+
+def test_settings_summary_counts_ties_wins_and_losses():
+    summarise = load("settings").summarise
+    results = {
+        "a": {"ref": (1.0, 5, 2.0), "x": (1.004, 5, 1.0)},  # a tie
+        "b": {"ref": (1.0, 5, 2.0), "x": (0.9, 5, 1.0)},  # lower
+        "c": {"ref": (1.0, 5, 2.0), "x": (1.2, 5, 1.0)},  # higher
+    }
+    tied, lower, higher, err, sec = summarise(results, ["ref", "x"], 0.005)["x"]
+    assert (tied, lower, higher) == (1, 1, 1)
+    assert abs(err - (1.004 * 0.9 * 1.2) ** (1 / 3)) < 1e-12 and abs(sec - 0.5) < 1e-12
