@@ -74,17 +74,16 @@ def resolve_batch_size(batch_size, n_samples, n_features, n_components, nnz, w_s
     for their ``W`` sweeps and Grams. "auto" takes the smallest batch whose fixed part
     is at most a quarter of its row part, and at least :data:`MIN_AUTO_BATCH` rows: 256
     on dense images, every row at once on wide sparse counts such as text (where the
-    ``m k^2`` of an ``H`` step outweighs a whole pass over ``X``). The size is then
-    evened out so the rows split into batches of nearly equal size. An explicit size is
-    an upper limit; the solver splits the rows evenly under it.
+    ``m k^2`` of an ``H`` step outweighs a whole pass over ``X``). An explicit size is an
+    upper limit. Either is then evened out so the rows split into batches whose sizes
+    differ by at most one row (as the solver splits them).
     """
     if batch_size != "auto":
-        return int(min(max(1, batch_size), n_samples))
+        return _even_batch_size_at_most(n_samples, batch_size)
     k = n_components
     fixed = 6.0 * n_features * k * k + _BATCH_OVERHEAD_FLOPS
     per_row = 4.0 * (nnz / max(1, n_samples)) * k + 4.0 * (w_sweeps + 1) * k * k
-    wanted = min(n_samples, max(MIN_AUTO_BATCH, math.ceil(4.0 * fixed / per_row)))
-    return _even_batch_size(n_samples, -(-n_samples // wanted))
+    return _even_batch_size_at_most(n_samples, max(MIN_AUTO_BATCH, math.ceil(4.0 * fixed / per_row)))
 
 
 def resolve_w_sweeps(w_sweeps, n_components, n_features):
@@ -157,6 +156,11 @@ class StochasticSolver:
         return self.batch_size >= self.n_samples
 
     @property
+    def n_batches(self):
+        """Minibatches per epoch: the fewest of at most :attr:`batch_size` rows."""
+        return -(-self.n_samples // self.batch_size)
+
+    @property
     def refresh_sweeps(self):
         """Sweeps of the end-of-epoch :meth:`refresh_w`: ``w_sweeps``, or at least
         :data:`ONE_BATCH_W_SWEEPS` when that refresh is also the next epoch's ``W`` step."""
@@ -190,12 +194,11 @@ class StochasticSolver:
     def minibatches(self):
         """Row numbers (a backend integer array) of each minibatch of one epoch, in a fresh
         random order; a single ``None`` when one batch holds every row (no order needed)."""
-        n, b = self.n_samples, self.batch_size
         if self.full_batch:
             yield None
             return
+        n, n_batches = self.n_samples, self.n_batches
         order = self.backend.asarray(self.rng.permutation(n).astype(np.int64))
-        n_batches = -(-n // b)
         for i in range(n_batches):  # sizes differ by at most one row
             yield order[i * n // n_batches : (i + 1) * n // n_batches]
 
@@ -215,9 +218,8 @@ class StochasticSolver:
         -------
         EpochReport
         """
-        n = self.n_samples
+        n, n_batches = self.n_samples, self.n_batches
         self.statistics.start_pass()
-        n_batches = -(-n // self.batch_size)
         n_clipped = n_trials = 0
         lr_sum, lr_max = 0.0, 0.0
         for rows in self.minibatches():
