@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -21,6 +22,22 @@ def low_rank(n, m, k, seed=0, noise=0.0, dtype=np.float64):
     if noise:
         X += noise * rng.random((n, m))
     return X.astype(dtype)
+
+
+def make_matrix(rng, n, m, scale, sparse, dtype):
+    """Uniform entries times ``scale``; with ``sparse`` 60% of them zeroed, as CSR."""
+    X = (rng.random((n, m)) * scale).astype(dtype)
+    if sparse:
+        X[rng.random((n, m)) < 0.6] = 0
+        X = sp.csr_matrix(X)
+    return X
+
+
+def rounding_slack(X):
+    """The Gram-identity loss is exact to rounding of ||X||^2; compare losses within it."""
+    sq = float((X.multiply(X)).sum() if sp.issparse(X) else np.square(X, dtype=np.float64).sum())
+    eps = np.finfo(X.dtype).eps
+    return 100 * eps * sq
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import math
 import warnings
 
 import numpy as np
-import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import make_matrix, rounding_slack
 from nmfsched import StochasticNMF
 from nmfsched.schedulers import Scheduler
 
@@ -35,20 +35,6 @@ def fit(X, W=None, H=None, **params):
         return StochasticNMF(tol=0, **params).fit(X, W=W, H=H)
 
 
-def slack(X):
-    """The Gram-identity loss is exact to rounding of ||X||^2."""
-    sq = float(X.multiply(X).sum() if sp.issparse(X) else np.square(X).sum())
-    return 100 * np.finfo(np.float64).eps * sq
-
-
-def generated(rng, n, m, scale, sparse):
-    X = rng.random((n, m)) * scale
-    if sparse:
-        X[rng.random((n, m)) < 0.6] = 0
-        X = sp.csr_matrix(X)
-    return X
-
-
 problems = dict(
     n=st.integers(2, 70),
     m=st.integers(2, 40),
@@ -63,14 +49,14 @@ problems = dict(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch_size=st.integers(1, 80), grow_batch=st.booleans(), **problems)
 def test_following_the_bound_converges_without_enforcement(n, m, k, sparse, log_scale, init, seed, batch_size, grow_batch):
-    X = generated(np.random.default_rng(seed), n, m, 10.0**log_scale, sparse)
+    X = make_matrix(np.random.default_rng(seed), n, m, 10.0**log_scale, sparse, np.float64)
     if init in (None, "nndsvd") and k > min(n, m):
         init = "random"
     model = fit(X, n_components=k, scheduler=FollowTheBound(0.9), enforce_bound=False, batch_size=batch_size,
                 grow_batch=grow_batch, max_epochs=30, init=init, random_state=seed)
     h, start = model.history_, model.stability_certificate_["initial_loss"]
     assert np.isfinite(h["loss"]).all()
-    assert h["loss"].max() <= start + slack(X)  # bounded by the start: no blow-up on the way
+    assert h["loss"].max() <= start + rounding_slack(X)  # bounded by the start: no blow-up on the way
     assert not h["rejected"].any() and model.stability_certificate_["max_lr_to_bound"] <= 0.9 * (1 + 1e-12)
 
 
@@ -78,14 +64,14 @@ def test_following_the_bound_converges_without_enforcement(n, m, k, sparse, log_
 @given(lr=st.floats(0.05, 1.99), **problems)
 def test_one_batch_epochs_below_two_never_raise_the_loss(n, m, k, sparse, log_scale, init, seed, lr):
     """Proposition 3 (a): monotone from any start, projection and clipping included."""
-    X = generated(np.random.default_rng(seed), n, m, 10.0**log_scale, sparse)
+    X = make_matrix(np.random.default_rng(seed), n, m, 10.0**log_scale, sparse, np.float64)
     if init in (None, "nndsvd") and k > min(n, m):
         init = "random"
     model = fit(X, n_components=k, scheduler="constant", learning_rate=lr, enforce_bound=False, batch_size=n,
                 max_epochs=15, init=init, random_state=seed)
     losses = np.concatenate([[model.stability_certificate_["initial_loss"]], model.history_["loss"]])
     assert np.isfinite(losses).all()
-    assert (np.diff(losses) <= slack(X)).all()
+    assert (np.diff(losses) <= rounding_slack(X)).all()
 
 
 def near_fit(rng, n, m, k, scale):
@@ -117,7 +103,7 @@ def test_the_limit_two_is_sharp_near_a_fit(n, m, k, log_scale, below, above, see
                   init="custom", random_state=seed)
     calm = fit(X, learning_rate=below, W=W, H=H, **common)
     start = calm.stability_certificate_["initial_loss"]
-    assert calm.history_["loss"].max() <= start + slack(X)
+    assert calm.history_["loss"].max() <= start + rounding_slack(X)
     wild = fit(X, learning_rate=above, W=W, H=H, **common)
     assert wild.history_["loss"][-1] > start
 

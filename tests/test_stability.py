@@ -4,11 +4,10 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import low_rank
+from conftest import low_rank, make_matrix, rounding_slack
 from nmfsched import StochasticNMF
 from nmfsched.schedulers import Scheduler
 from nmfsched.stability import StabilityGuard, StabilityWarning
@@ -25,25 +24,10 @@ class Adversarial(Scheduler):
         return self.factor * (obs.lr_bound if obs.lr_bound > 0 else 1.0)
 
 
-def make_matrix(rng, n, m, scale, sparse, dtype):
-    X = (rng.random((n, m)) * scale).astype(dtype)
-    if sparse:
-        X[rng.random((n, m)) < 0.6] = 0
-        X = sp.csr_matrix(X)
-    return X
-
-
 def fit_quietly(X, **params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StabilityWarning)
         return StochasticNMF(**params).fit(X)
-
-
-def rounding_slack(X):
-    """The Gram-identity loss is exact to rounding of ||X||^2; compare losses within it."""
-    sq = float((X.multiply(X)).sum() if sp.issparse(X) else np.square(X, dtype=np.float64).sum())
-    eps = np.finfo(X.dtype).eps
-    return 100 * eps * sq
 
 
 @settings(max_examples=700, deadline=None, suppress_health_check=[HealthCheck.too_slow])
