@@ -24,19 +24,16 @@ def _tiny():
     return np.random.default_rng(0).random((23, 4))
 
 
-class _AtTheBound:
-    """Proposes the bound itself every epoch (built lazily: the scheduler module is the
-    code under test)."""
+def _at_the_bound():
+    """A scheduler that proposes the bound itself every epoch (defined when called: the
+    scheduler module is code under test)."""
+    from nmfsched.schedulers import Scheduler
 
-    @staticmethod
-    def make():
-        from nmfsched.schedulers import Scheduler
+    class AtTheBound(Scheduler):
+        def _next_lr(self, obs):
+            return obs.lr_bound if obs.lr_bound > 0 else 1.0
 
-        class AtTheBound(Scheduler):
-            def _next_lr(self, obs):
-                return obs.lr_bound if obs.lr_bound > 0 else 1.0
-
-        return AtTheBound()
+    return AtTheBound()
 
 
 def _sparse():
@@ -71,7 +68,7 @@ CASES = {
     # rejected epochs (the found case of test_stability): restore and halved caps
     "tiny_rejections": (
         _tiny,
-        dict(n_components=2, scheduler=_AtTheBound.make, learning_rate=1.0, batch_size=11, max_epochs=8, tol=0,
+        dict(n_components=2, scheduler=_at_the_bound, learning_rate=1.0, batch_size=11, max_epochs=8, tol=0,
              init="nndsvd", grow_batch=False),
         None,
     ),
