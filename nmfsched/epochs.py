@@ -52,6 +52,7 @@ class EpochRecord:
             grad_cos=self.grad_cos,
             noise_sq=self.noise_sq,
             seconds=self.seconds,
+            rejected=self.rejected,
         )
 
 
@@ -122,13 +123,15 @@ def _stalled(losses, tol, window):
 
 
 def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_start=None, grow_batch=False,
-               verbose=0):
+               verbose=0, current_loss=None):
     """Run epochs until a :class:`StoppingRules` rule or its ``max_epochs`` says stop.
 
     The scheduler must already be ``reset`` and ``guard.bound`` set (from
     :meth:`~nmfsched.solver.StochasticSolver.probe` or a previous epoch); ``start_loss``
     is the loss of the solver's current iterate, and epochs are numbered on from
-    ``len(history)``. Every epoch:
+    ``len(history)``. ``current_loss`` is the loss of the current iterate when the run
+    started earlier (a caller that runs one epoch per call, as the RL environment does);
+    None means ``start_loss``. Every epoch:
 
     1. runs at the guard's rate for the scheduler's proposal, and is undone when the guard
        rejects it (it ended above ``start_loss``);
@@ -146,7 +149,7 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
     t_start = time.perf_counter() if t_start is None else t_start
     search = scheduler if isinstance(scheduler, MinibatchSearch) else None
     proposed = scheduler.lr
-    previous_loss = start_loss  # the loss of the iterate an epoch starts from
+    previous_loss = start_loss if current_loss is None else current_loss  # the iterate's loss
     for epoch in range(len(history) + 1, len(history) + stopping.max_epochs + 1):
         report, loss, rejected, (grad_sq, noise_sq, lipschitz) = _guarded_epoch(
             solver, guard, proposed, search, epoch, start_loss, previous_loss

@@ -41,6 +41,9 @@ class Observation:
         Variance of the minibatch gradient of ``H`` around that mean.
     seconds : float
         Wall time since the fit started.
+    rejected : bool
+        The guard undid the epoch (it ended above the loss the run started from);
+        ``loss`` is then the restored one.
     """
 
     epoch: int
@@ -52,6 +55,7 @@ class Observation:
     grad_cos: float = math.nan
     noise_sq: float = math.nan
     seconds: float = math.nan
+    rejected: bool = False
 
 
 @runtime_checkable
