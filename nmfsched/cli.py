@@ -162,6 +162,51 @@ def _cmd_bound(args):
     return 0
 
 
+def _card_path(out):
+    out = Path(out)
+    return out.with_name(f"{out.name[:-4] if out.name.endswith('.npz') else out.name}.card.json")
+
+
+def _cmd_train_policy(args):
+    from tqdm import tqdm
+
+    from .rl.train import ESConfig, train_policy, write_card
+
+    out, card_path = Path(args.out), _card_path(args.out)
+    existing = [str(p) for p in (out, card_path) if p.exists()]
+    if existing and not args.overwrite:
+        raise _UsageError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
+    if not out.parent.is_dir():
+        raise _UsageError(f"--out: directory {str(out.parent)!r} does not exist")
+    if args.minutes is not None and args.minutes <= 0:
+        raise _UsageError("--minutes must be > 0")
+    try:
+        config = ESConfig(generations=args.generations, population=args.population)
+    except ValueError as e:
+        raise _UsageError(str(e)) from None
+    bar = tqdm(total=config.generations, desc="train-policy", unit="gen", disable=args.quiet or None,
+               file=sys.stderr)
+
+    def progress(row):
+        shown = {"return": f"{row['train_return']:.3f}"}
+        if row["validation_return"] is not None:
+            shown["validation"] = f"{row['validation_return']:.3f}"
+        bar.set_postfix(shown, refresh=False)
+        bar.update(1)
+
+    try:
+        policy, card = train_policy(args.seed, config, jobs=args.jobs, minutes=args.minutes, progress=progress)
+    finally:
+        bar.close()
+    policy.save(out)
+    write_card(card, card_path)
+    print(f"policy {policy.sha256[:12]} (generation {card['best_generation']} of {len(card['curve'])}, "
+          f"validation return {card['best_validation_return']:.4f}) in {card['seconds']:.0f} s")
+    print(f"weights: {out}\ncard:    {card_path}")
+    print(f"use it:  nmfsched factorize ... --scheduler rl --scheduler-param policy={out}")
+    return 0
+
+
 def build_parser():
     from .options import add_fit_arguments
 
@@ -209,13 +254,34 @@ def build_parser():
     add_fit_arguments(bd, only=("batch_size", "random_state"))
     bd.add_argument("--skip-header", action="store_true")
     bd.set_defaults(func=_cmd_bound)
+
+    from .rl.train import ESConfig
+
+    tp = sub.add_parser(
+        "train-policy", help="train an RL learning-rate policy for --scheduler rl",
+        description="Train a learning-rate policy by evolution strategies on generated NMF problems and "
+        "write its weights (OUT, .npz) and a JSON card (OUT's name with .card.json: seed, versions, "
+        "training problems, training curve). The same --seed and --generations give the same weights.",
+    )
+    tp.add_argument("--seed", type=int, default=0, help="seeds everything (default 0)")
+    tp.add_argument("--out", required=True, metavar="FILE", help="weights file to write, e.g. policy.npz")
+    tp.add_argument("--generations", type=int, default=ESConfig.generations,
+                    help=f"ES generations (default {ESConfig.generations}: about 10 minutes on 2 cores)")
+    tp.add_argument("--population", type=int, default=ESConfig.population,
+                    help=f"candidates per generation, even (default {ESConfig.population})")
+    tp.add_argument("--minutes", type=float, help="also stop after this many minutes (the result then "
+                    "depends on the machine's speed)")
+    tp.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
+    tp.add_argument("--overwrite", action="store_true", help="replace existing weights and card")
+    tp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    tp.set_defaults(func=_cmd_train_policy)
     return parser
 
 
 def main(argv=None):
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    for flag in ("rank", "jobs", "max_epochs"):
+    for flag in ("rank", "jobs", "max_epochs", "generations", "population"):
         value = getattr(args, flag, 1)
         if value is not None and value < 1:
             print(f"nmfsched: error: --{flag.replace('_', '-')} must be >= 1", file=sys.stderr)

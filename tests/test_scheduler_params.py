@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ NON_DEFAULT = {
     "hypergradient": {"beta": 0.1, "max_lr": 1.5},
     "line_search": {"c": 0.2, "max_lr": 1.2},
     "greedy": {"factor": 0.3, "patience": 2, "window": 4, "max_lr": 1.7},
+    "rl": {"policy": str(Path(__file__).parent / "data" / "tiny_policy.npz")},
 }
 
 

@@ -4,7 +4,7 @@
 ``register(name)`` adds a :class:`Scheduler` subclass.
 """
 
-from . import constant, decay, greedy, hypergradient, line_search, plateau, step, warmup  # noqa: F401  (registers them)
+from . import constant, decay, greedy, hypergradient, line_search, plateau, rl, step, warmup  # noqa: F401  (registers them)
 from .base import MinibatchSearch, Observation, Scheduler, SchedulerProtocol
 from .constant import ConstantScheduler
 from .decay import CosineScheduler, ExponentialScheduler, LinearScheduler, MultiStepScheduler
@@ -12,6 +12,7 @@ from .greedy import GreedyLR
 from .hypergradient import HypergradientScheduler
 from .line_search import LineSearchScheduler
 from .plateau import PlateauScheduler
+from .rl import RLScheduler
 from .registry import available, get, register
 from .step import StepScheduler
 from .warmup import WarmupScheduler
@@ -30,6 +31,7 @@ __all__ = [
     "LineSearchScheduler",
     "MultiStepScheduler",
     "PlateauScheduler",
+    "RLScheduler",
     "StepScheduler",
     "WarmupScheduler",
     "available",
