@@ -86,3 +86,16 @@ def test_settings_summary_counts_ties_wins_and_losses():
     tied, lower, higher, err, sec = summarise(results, ["ref", "x"], 0.005)["x"]
     assert (tied, lower, higher) == (1, 1, 1)
     assert abs(err - (1.004 * 0.9 * 1.2) ** (1 / 3)) < 1e-12 and abs(sec - 0.5) < 1e-12
+
+
+def test_rl_policy_quick_compares_the_policy_with_every_baseline(capsys, tmp_path):
+    load("rl_policy").main(["--quick", "--json", str(tmp_path / "rows.json")])
+    out = capsys.readouterr().out
+    summary = [line for line in out.splitlines() if line.startswith("| ") and "%" in line]
+    names = {line.split("|")[1].strip() for line in summary}
+    assert {"greedy", "constant", "cosine"} <= names and any(n.startswith("step(") for n in names)
+    assert "held-out check: none of the" in out
+    import json
+
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert rows[0]["problem"] == "digits r16" and set(rows[0]["equal_epochs"]) >= {"rl", "greedy"}

@@ -48,7 +48,7 @@ def test_history_keys_are_the_ones_listed():
     assert re.findall(r"`(\w+)`", listed.group(1)) == list(HISTORY_KEYS)
 
 
-@pytest.mark.parametrize("command", ["factorize", "bound", "demo"])
+@pytest.mark.parametrize("command", ["factorize", "bound", "demo", "train-policy"])
 def test_every_command_line_flag_is_documented(command, capsys):
     from nmfsched.cli import build_parser
 
