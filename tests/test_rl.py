@@ -341,3 +341,17 @@ def test_summaries_count_wins_ties_and_all_tied_cases():
     assert s["strictly_lower"] == 0.25 and s["within_tie"] == 0.75
     assert s["worst_ratio"] == 3.0 and s["best_ratio"] == 0.5 and s["median_ratio"] == pytest.approx(1.00025)
     assert all_tied(finals, tie=1e-3) == 0.5
+
+
+def test_problem_specs_refuse_an_unknown_kind_and_a_one_epoch_budget():
+    with pytest.raises(ValueError, match="kind"):
+        small_problem(kind="images")
+    with pytest.raises(ValueError, match="epochs must be >= 2"):
+        small_problem(epochs=1)
+
+
+def test_rl_keeps_its_rate_when_no_usable_bound_was_reported():
+    s = RLScheduler(TINY_POLICY)
+    s.reset(0.7, total_epochs=5)
+    for bound in (math.nan, math.inf):
+        assert s.step(Observation(epoch=s.last_epoch + 1, loss=1.0, rel_error=0.1, lr=0.7, lr_bound=bound)) == 0.7

@@ -82,7 +82,8 @@ class ScheduleEnv(gymnasium.Env if gymnasium is not None else object):
     ``log(loss before / loss after)`` of the epoch, so returns compare across problems and
     scales, minus ``rejection_cost`` when the guard undid the epoch. An episode truncates
     after the problem's epoch budget and terminates when the estimator's own stopping rule
-    (``tol``, or an exact fit) fires.
+    (``tol``, or an exact fit) fires. While an episode runs, BLAS is held to one thread (the
+    estimator's compute context); the limit is lifted when the episode ends or on ``close()``.
 
     Parameters
     ----------

@@ -53,6 +53,12 @@ class ProblemSpec:
     epochs: int
     seed: int
 
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"ProblemSpec: kind must be one of {', '.join(KINDS)}, got {self.kind!r}.")
+        if self.epochs < 2:
+            raise ValueError(f"ProblemSpec: epochs must be >= 2 (reset runs the first), got {self.epochs!r}.")
+
     @property
     def name(self):
         return (f"{self.kind} {self.n_samples}x{self.n_features} r{self.n_components} "

@@ -1,6 +1,7 @@
 """The learned schedule: a policy trained by reinforcement learning, run as a scheduler."""
 
 import copy
+import math
 import os
 
 from ..rl.features import ScheduleFeatures
@@ -70,7 +71,7 @@ class RLScheduler(Scheduler):
     def _next_lr(self, obs):
         features = self._features.update(obs)
         bound = obs.lr_bound
-        if not bound >= 0:  # NaN: no bound was computed; keep the rate
+        if not (math.isfinite(bound) and bound >= 0):  # no usable bound was computed: keep the rate
             return self.lr
         return _load(self.policy).fraction(features) * bound
 
