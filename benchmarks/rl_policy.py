@@ -17,7 +17,6 @@ at their defaults. Two regimes (``nmfsched.rl.evaluate``):
 
 import argparse
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +24,18 @@ import scipy.sparse as sp
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 
 from nmfsched.rl import Policy
+from nmfsched.rl.policy import card_path
 from nmfsched.rl.evaluate import (
     DEFAULTS, EQUAL_EPOCHS, STEP_GRID, all_tied, baselines, fit_history, summarize, target_reach, tune_step_decay,
 )
 from nmfsched.rl.problems import make_matrix, sample_problem
 from nmfsched.schedulers import RLScheduler
-from nmfsched.stability import StabilityWarning
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: Seeds of the training problems step decay is tuned on, and of the held-out generated ones.
 TUNING_SEED, HELD_OUT_SEED = 2026, 777
+#: Training problems step decay is tuned on (--quick: the first 2).
+TUNING_PROBLEMS = 8
 
 
 def movielens():
@@ -74,7 +75,7 @@ def check_held_out(card_path, n_generated):
     rng = np.random.default_rng(HELD_OUT_SEED)
     held = {sample_problem(rng).seed for _ in range(n_generated)}
     rng = np.random.default_rng(TUNING_SEED)
-    held |= {sample_problem(rng).seed for _ in range(8)}
+    held |= {sample_problem(rng).seed for _ in range(TUNING_PROBLEMS)}
     if held & trained:
         raise SystemExit(f"held-out problems {sorted(held & trained)} were used in training")
     return f"none of the {len(held)} generated held-out/tuning problems is in the card's {len(trained)}"
@@ -92,15 +93,11 @@ def main(argv=None):
     parser.add_argument("--json", help="write every run's final loss here")
     args = parser.parse_args(argv)
     seeds, epochs = (1, 8) if args.quick else (args.seeds, args.epochs)
-    warnings.simplefilter("ignore", StabilityWarning)
     policy = Policy.load(args.policy)
-    card = Path(__file__).resolve().parents[1] / "nmfsched" / "rl" / "policies" / "default.card.json"
-    if args.policy != "default":
-        card = Path(args.policy).with_name(Path(args.policy).name.removesuffix(".npz") + ".card.json")
-    print(f"policy {policy.sha256[:12]}; held-out check: {check_held_out(card, args.generated)}")
+    print(f"policy {policy.sha256[:12]}; held-out check: {check_held_out(card_path(args.policy), args.generated)}")
 
     rng = np.random.default_rng(TUNING_SEED)
-    tuning = [sample_problem(rng) for _ in range(2 if args.quick else 8)]
+    tuning = [sample_problem(rng) for _ in range(2 if args.quick else TUNING_PROBLEMS)]
     (step_size, gamma), scores = tune_step_decay(tuning, STEP_GRID[::8] if args.quick else STEP_GRID)
     print(f"step decay tuned on {len(tuning)} training problems: step_size={step_size}, gamma={gamma} "
           f"(mean log final loss {scores[step_size, gamma]:.4f}; worst of the grid {max(scores.values()):.4f})")

@@ -162,17 +162,13 @@ def _cmd_bound(args):
     return 0
 
 
-def _card_path(out):
-    out = Path(out)
-    return out.with_name(f"{out.name[:-4] if out.name.endswith('.npz') else out.name}.card.json")
-
-
 def _cmd_train_policy(args):
     from tqdm import tqdm
 
+    from .rl.policy import card_path as card_of
     from .rl.train import ESConfig, train_policy, write_card
 
-    out, card_path = Path(args.out), _card_path(args.out)
+    out, card_path = Path(args.out), card_of(args.out)
     existing = [str(p) for p in (out, card_path) if p.exists()]
     if existing and not args.overwrite:
         raise _UsageError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")

@@ -355,3 +355,10 @@ def test_rl_keeps_its_rate_when_no_usable_bound_was_reported():
     s.reset(0.7, total_epochs=5)
     for bound in (math.nan, math.inf):
         assert s.step(Observation(epoch=s.last_epoch + 1, loss=1.0, rel_error=0.1, lr=0.7, lr_bound=bound)) == 0.7
+
+
+def test_a_policys_card_sits_beside_its_weights():
+    from nmfsched.rl.policy import card_path
+
+    assert card_path("/x/p.npz") == Path("/x/p.card.json") and card_path("/x/p") == Path("/x/p.card.json")
+    assert card_path("default") == SHIPPED / "default.card.json"

@@ -14,7 +14,6 @@ and runs one epoch through :func:`nmfsched.epochs.run_epochs`, the loop the esti
 """
 
 import contextlib
-import math
 import time
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 from ..epochs import History, StoppingRules, run_epochs
 from ..estimator import StochasticNMF
 from ..kernels import get_backend
-from .features import CLIP, N_FEATURES, ScheduleFeatures
+from .features import CLIP, N_FEATURES, ScheduleFeatures, log_ratio
 from .problems import ProblemSpec, make_matrix, sample_problem
 
 try:  # gymnasium is optional: the environment works without it
@@ -188,7 +187,7 @@ class ScheduleEnv(gymnasium.Env if gymnasium is not None else object):
             grow_batch=run["spec"].grow_batch,
         )
         obs = proposal.observation
-        reward = _log_ratio(run["loss"], obs.loss) - (self.rejection_cost if obs.rejected else 0.0)
+        reward = log_ratio(run["loss"], obs.loss) - (self.rejection_cost if obs.rejected else 0.0)
         run["loss"] = obs.loss
         terminated = reason in ("tol", "exact")
         info = {
@@ -196,12 +195,6 @@ class ScheduleEnv(gymnasium.Env if gymnasium is not None else object):
             "lr_bound": obs.lr_bound, "rejected": obs.rejected, "problem": run["spec"].name,
         }
         return run["features"].update(obs), reward, terminated, info
-
-
-def _log_ratio(before, after):
-    if before > 0 and after > 0:
-        return math.log(before / after)
-    return 0.0
 
 
 if gymnasium is not None and ENV_ID not in gymnasium.registry:

@@ -63,7 +63,7 @@ class ScheduleFeatures:
             self.first_loss = loss
             slope = 0.0
         else:
-            slope = _log_ratio(loss, self.last_loss)
+            slope = log_ratio(loss, self.last_loss)
         self.slopes = (self.slopes + [slope])[-WINDOW:]
         mean_slope = sum(self.slopes) / len(self.slopes)
         bound = float(obs.lr_bound)
@@ -80,7 +80,7 @@ class ScheduleFeatures:
         cos = float(obs.grad_cos)
         values = [
             budget,
-            _log_ratio(loss, self.first_loss) / 5.0,
+            log_ratio(loss, self.first_loss) / 5.0,
             _squash(slope, 100.0),
             _squash(mean_slope, 100.0),
             _squash(slope, 100.0) - _squash(mean_slope, 100.0),
@@ -115,8 +115,8 @@ class ScheduleFeatures:
         self.slopes = list(self.slopes)
 
 
-def _log_ratio(a, b):
-    """``log(a / b)`` for losses; 0 unless both are positive and finite (an exact fit stops the run anyway)."""
+def log_ratio(a, b):
+    """``log(a / b)`` of two losses; 0 unless both are positive and finite (an exact fit stops the run anyway)."""
     if 0 < a < math.inf and 0 < b < math.inf:
         return math.log(a / b)
     return 0.0

@@ -28,6 +28,15 @@ HIDDEN = 16
 _ARRAYS = ("W1", "b1", "w2", "b2")
 
 
+def card_path(policy):
+    """The JSON card beside a weights file (``p.npz`` -> ``p.card.json``); for "default", the shipped one."""
+    if policy == DEFAULT_POLICY:
+        with resources.as_file(resources.files(__package__) / "policies" / "default.card.json") as shipped:
+            return Path(shipped)
+    path = Path(policy)
+    return path.with_name(f"{path.name.removesuffix('.npz')}.card.json")
+
+
 class PolicyError(ValueError):
     """A policy file is missing, unreadable or was trained on other features."""
 

@@ -172,6 +172,14 @@ def train_policy(seed=0, config=ESConfig(), *, jobs=None, minutes=None, progress
     best = (-math.inf, theta.copy(), 0)
     stopped_by = "generations"
     evaluate = _Evaluator(jobs)
+
+    def validate(row):
+        """Score the current weights on the validation problems; keep them if the best so far."""
+        nonlocal best
+        row["validation_return"] = float(np.mean(evaluate([(theta, config.hidden, p) for p in validation])))
+        if row["validation_return"] > best[0]:
+            best = (row["validation_return"], theta.copy(), row["generation"])
+
     try:
         for generation in range(1, config.generations + 1):
             eps = noise_rng.standard_normal((half, theta.size))
@@ -191,20 +199,14 @@ def train_policy(seed=0, config=ESConfig(), *, jobs=None, minutes=None, progress
                 "validation_return": None,
             }
             last = generation == config.generations
-            if generation % config.eval_every == 0 or last:
-                score = float(np.mean(evaluate([(theta, config.hidden, p) for p in validation])))
-                row["validation_return"] = score
-                if score > best[0]:
-                    best = (score, theta.copy(), generation)
+            out_of_time = minutes is not None and time.perf_counter() - t_start >= 60 * minutes and not last
+            if generation % config.eval_every == 0 or last or out_of_time:
+                validate(row)
             curve.append(row)
             if progress is not None:
                 progress(row)
-            if minutes is not None and time.perf_counter() - t_start >= 60 * minutes and not last:
+            if out_of_time:
                 stopped_by = "minutes"
-                score = float(np.mean(evaluate([(theta, config.hidden, p) for p in validation])))
-                row["validation_return"] = score
-                if score > best[0]:
-                    best = (score, theta.copy(), generation)
                 break
     finally:
         evaluate.close()
