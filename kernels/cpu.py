@@ -307,7 +307,7 @@ class _CSRRows:
 
 
 class CPUBackend:
-    """The array primitives of the solver loop on the CPU.
+    """The array primitives of the solver loop on the CPU (a :class:`~nmfsched.kernels.protocol.Backend`).
 
     Dense data goes through BLAS (split over Numba's threads when large); CSR data through
     the Numba kernels above. Arrays are NumPy arrays, so ``to_device``/``to_host`` are
@@ -347,6 +347,9 @@ class CPUBackend:
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        return np.zeros(shape, dtype=dtype)
 
     def asarray(self, a, dtype=None):
         return np.ascontiguousarray(a, dtype=dtype)

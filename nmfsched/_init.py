@@ -4,6 +4,7 @@ import numpy as np
 from sklearn.utils.extmath import randomized_svd
 
 from ._validation import check_factor
+from .theory._namespace import array_namespace, is_device_array
 
 INIT_METHODS = ("nndsvd", "nndsvda", "random", "custom")
 
@@ -32,10 +33,40 @@ def _random_init(X, k, rng, dtype):
     return W.astype(dtype), H.astype(dtype)
 
 
+def randomized_svd_namespace(X, k, rng, n_oversamples=10, n_iter=None):
+    """The top ``k`` singular triplets of ``X`` by a randomized range finder, in ``X``'s namespace.
+
+    Halko, Martinsson and Tropp's algorithm with QR-normalised power iterations (as
+    scikit-learn's ``randomized_svd``, which runs on the host only): a GPU ``X`` is
+    factorized on its device and only ``U`` (``n x k``), ``S`` and ``Vt`` (``k x m``) come
+    back. ``n_iter`` defaults to scikit-learn's rule (7 when ``k`` is below a tenth of the
+    smaller dimension, else 4). Returns host arrays ``(U, S, Vt)``.
+    """
+    xp = array_namespace(X)
+    n, m = X.shape
+    width = min(k + n_oversamples, n, m)
+    if n_iter is None:
+        n_iter = 7 if k < 0.1 * min(n, m) else 4
+    Q = X @ xp.asarray(rng.standard_normal((m, width)), dtype=X.dtype)
+    Q, _ = xp.linalg.qr(xp.asarray(Q))
+    for _ in range(n_iter):
+        Q, _ = xp.linalg.qr(xp.asarray(X.T @ Q))
+        Q, _ = xp.linalg.qr(xp.asarray(X @ Q))
+    B = xp.asarray(X.T @ Q).T  # Q^T X, without transposing a sparse X
+    Ub, S, Vt = xp.linalg.svd(B.astype(xp.float64), full_matrices=False)
+    U = Q.astype(xp.float64) @ Ub[:, :k]
+    to_host = (lambda a: a.get()) if xp is not np else np.asarray
+    return to_host(U), to_host(S[:k]), to_host(Vt[:k])
+
+
 def _nndsvd(X, k, rng, fill_zeros):
     """Non-negative double SVD (Boutsidis & Gallopoulos, 2008), optionally with zeros
-    filled by the mean of X (the "a" variant, which lets every entry move)."""
-    U, S, Vt = randomized_svd(X, k, random_state=rng.integers(2**31 - 1))
+    filled by the mean of X (the "a" variant, which lets every entry move). A device
+    ``X`` is factorized on its device (:func:`randomized_svd_namespace`)."""
+    if is_device_array(X):
+        U, S, Vt = randomized_svd_namespace(X, k, rng)
+    else:
+        U, S, Vt = randomized_svd(X, k, random_state=rng.integers(2**31 - 1))
     W = np.zeros((X.shape[0], k))
     H = np.zeros((k, X.shape[1]))
     W[:, 0] = np.sqrt(S[0]) * np.abs(U[:, 0])

@@ -59,23 +59,74 @@ def check_finite_nonnegative(X, name="X", who="NMF"):
     """
     count, first = find_bad_entries(X, lambda a: ~np.isfinite(a))
     if count:
-        raise ValueError(
-            f"Input {name} contains NaN or infinity: {_plural(count, 'non-finite entry')} "
-            f"(first at row {first[0]}, column {first[1]}); {who} needs finite values."
-        )
+        raise ValueError(_non_finite_message(name, who, count, first))
     count, first = find_bad_entries(X, lambda a: a < 0)
     if count:
-        raise ValueError(
-            f"Negative values in data passed to {who} (input {name}): "
-            f"{_plural(count, 'negative entry')} (first at row {first[0]}, column {first[1]}); "
-            f"NMF needs {name} >= 0."
-        )
+        raise ValueError(_negative_message(name, who, count, first))
+
+
+def check_device_X(X, who):
+    """Validate a CuPy array or cupyx sparse matrix on its device; return it as float CSR or dense.
+
+    The checks :func:`check_finite_nonnegative` makes on the host, made with CuPy (only the
+    counts and the first bad position come back), so data already on a GPU stays there.
+    Integer data becomes float64, as scikit-learn's ``check_array`` does on the host.
+    """
+    from .theory._namespace import array_namespace
+
+    xp = array_namespace(X)
+    if getattr(X, "ndim", 2) != 2:
+        raise ValueError(f"Expected a 2-D array, got {X.ndim}-D input of shape {X.shape}; {who} needs (n_samples, n_features).")
+    n, m = X.shape
+    if n < 1 or m < 1:
+        raise ValueError(f"Found array with shape {X.shape}; {who} needs at least one sample and one feature.")
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"X must be numeric, got dtype {X.dtype}.")
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(xp.float64)
+    if hasattr(X, "tocsr"):
+        X = X.tocsr()
+        values = X.data
+    else:
+        X = xp.ascontiguousarray(X)
+        values = X.ravel()
+    for is_bad, message in (
+        (lambda a: ~xp.isfinite(a), _non_finite_message),
+        (lambda a: a < 0, _negative_message),
+    ):
+        mask = is_bad(values)
+        count = int(mask.sum())
+        if count:
+            p = int(xp.argmax(mask))
+            if hasattr(X, "tocsr"):
+                row, col = int(xp.searchsorted(X.indptr, p, side="right")) - 1, int(X.indices[p])
+            else:
+                row, col = divmod(p, m)
+            raise ValueError(message("X", who, count, (row, col)))
+    return X
+
+
+def _non_finite_message(name, who, count, first):
+    return (
+        f"Input {name} contains NaN or infinity: {_plural(count, 'non-finite entry')} "
+        f"(first at row {first[0]}, column {first[1]}); {who} needs finite values."
+    )
+
+
+def _negative_message(name, who, count, first):
+    return (
+        f"Negative values in data passed to {who} (input {name}): "
+        f"{_plural(count, 'negative entry')} (first at row {first[0]}, column {first[1]}); "
+        f"NMF needs {name} >= 0."
+    )
 
 
 def check_factor(A, expected_shape, name, who, dtype):
     """Validate a user-supplied factor (``W`` or ``H``): shape, finiteness, sign; return a copy."""
     if A is None:
         raise ValueError(f"init='custom' needs both W and H; {name} is missing.")
+    if hasattr(A, "get") and not sp.issparse(A):  # a CuPy array (or cupyx matrix): check on the host
+        A = A.get()
     if sp.issparse(A):
         A = A.toarray()
     A = np.asarray(A)

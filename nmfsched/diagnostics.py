@@ -62,7 +62,7 @@ def h_step_expected_change(X, W, H, lrs, *, batch_size=256, random_state=0, curv
     solver.statistics.start_pass()
     clips = None
     if curvature_tolerance is not None:
-        clips = entry_clip_limits(np.diag(be.gram(Ht0)), m, curvature_tolerance)
+        clips = entry_clip_limits(component_lipschitz(be.gram(Ht0)), m, curvature_tolerance)
     for rows in solver.minibatches():
         rows = be.asarray(np.arange(n, dtype=np.int64)) if rows is None else rows  # one batch of all rows
         nb = rows.shape[0]

@@ -13,8 +13,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._init import INIT_METHODS, initialize_factors, resolve_init
-from ._validation import check_finite_nonnegative
+from ._validation import check_device_X, check_finite_nonnegative
 from .kernels import backend_names, get_backend
+from .theory._namespace import array_namespace, is_device_array
 from .metrics import frobenius_error
 from .schedulers import SchedulerProtocol
 from .schedulers import get as get_scheduler
@@ -113,9 +114,14 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     curvature_tolerance : float, default=1.0
         How much (relative) one ``H`` update may change a component's curvature; sets the
         clipping limit ``(sqrt(1 + curvature_tolerance) - 1) ||h_j|| / sqrt(n_features)``.
-    backend : str, default="auto"
-        Where the arithmetic runs: one of ``nmfsched.kernels.available_backends()``
-        ("cpu"), or "auto" for the best of them.
+    backend : {"auto", "cpu", "gpu", "numpy"}, default="auto"
+        Where the arithmetic runs: "cpu" (Numba and BLAS), "gpu" (CuPy on an NVIDIA GPU;
+        needs ``pip install 'nmfsched[gpu]'`` and a CUDA device), "numpy" (the GPU
+        backend's array code on NumPy; slow, for checking), or "auto": the GPU when CuPy
+        and a device are present, else the CPU. ``nmfsched.kernels.available_backends()``
+        lists those that can run here. Input that is already on a GPU (a CuPy array or
+        cupyx sparse matrix) runs there and gets CuPy arrays back (``fit_transform``,
+        ``transform``, ``inverse_transform``); ``components_`` is always a NumPy array.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and the minibatch order.
     verbose : int, default=0
@@ -247,6 +253,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return tags
 
     def _check_X(self, X, *, reset):
+        if is_device_array(X):
+            return self._check_device_X(X, reset=reset)
         X = validate_data(
             self,
             X,
@@ -259,6 +267,34 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             X = X.tocsr()  # one conversion; the kernels and the checks read CSR
         check_finite_nonnegative(X, name="X", who=type(self).__name__)
         return X
+
+    def _check_device_X(self, X, *, reset):
+        """A CuPy array or cupyx sparse matrix, checked on its device (it stays there)."""
+        if self.backend not in ("auto", "gpu"):
+            raise ValueError(
+                f"X is a {type(X).__module__.split('.')[0]} array on the GPU but backend={self.backend!r}; "
+                f"use backend='gpu' (or 'auto'), or pass cupy.asnumpy(X) to run on the CPU."
+            )
+        X = check_device_X(X, who=type(self).__name__)
+        if reset:
+            self.n_features_in_ = X.shape[1]
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return X
+
+    def _get_backend(self, X):
+        """The backend for ``X``: device input always runs on its device."""
+        return get_backend("gpu" if is_device_array(X) else self.backend)
+
+    @staticmethod
+    def _like_input(A, X, backend):
+        """``A`` (a backend array) as the kind of array ``X`` is: device input gets device output."""
+        return A if is_device_array(X) else backend.to_host(A)
 
     def _resolve_n_components(self, X, W, H):
         if self.n_components != "auto":
@@ -329,7 +365,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def _make_solver(self, X, W, H, rng, backend, batch_size=None):
         k = W.shape[1]
         w_sweeps = resolve_w_sweeps(self.w_sweeps, k, X.shape[1])
-        nnz = X.nnz if sp.issparse(X) else X.size
+        nnz = X.nnz if hasattr(X, "tocsr") else X.size  # SciPy or cupyx sparse
         batch_size = self.batch_size if batch_size is None else batch_size
         batch_size = resolve_batch_size(batch_size, *X.shape, k, nnz, w_sweeps)
         return StochasticSolver(X, W, H, backend=backend, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng)
@@ -339,14 +375,15 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         H = solver.H
         W = solve_w(
             solver.backend,
-            X,
+            solver.X,
             H,
-            W=solver.W_host(),
+            W=solver.W,
             max_sweeps=self.transform_max_sweeps,
             tol=self.transform_tol,
         )
         self.components_ = H
         self.n_components_ = H.shape[0]
+        W = self._like_input(W, X, solver.backend)
         self.reconstruction_err_ = frobenius_error(X, W, H)
         return W
 
@@ -371,7 +408,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         t_start = time.perf_counter()
         self._validate_params()
         X = self._check_X(X, reset=True)
-        backend = get_backend(self.backend)
+        backend = self._get_backend(X)
         with backend.compute_context():
             rng, solver, guard, scheduler = self._start_run(X, W, H, backend)
             history = History()
@@ -410,7 +447,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if first:
             self._validate_params()
         X = self._check_X(X, reset=first)
-        backend = get_backend(self.backend)
+        backend = self._get_backend(X)
         with backend.compute_context():
             if first:
                 rng, solver, guard, scheduler = self._start_run(X, W, H, backend)
@@ -452,11 +489,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         check_is_fitted(self)
         X = self._check_X(X, reset=False)
         H = self.components_.astype(X.dtype, copy=False)
-        backend = get_backend(self.backend)
+        backend = self._get_backend(X)
         with backend.compute_context():
-            return solve_w(
-                backend, X, H, max_sweeps=self.transform_max_sweeps, tol=self.transform_tol
-            )
+            W = solve_w(backend, X, H, max_sweeps=self.transform_max_sweeps, tol=self.transform_tol)
+            return self._like_input(W, X, backend)
 
     def inverse_transform(self, X):
         """Map ``W`` back to data space: ``X @ components_``.
@@ -470,12 +506,17 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        X = check_array(X, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
+        device = is_device_array(X)
+        if not device:
+            X = check_array(X, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
+        elif X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
         if X.shape[1] != self.components_.shape[0]:
             raise ValueError(
                 f"X has {X.shape[1]} columns but the model has {self.components_.shape[0]} components."
             )
-        return X @ self.components_.astype(X.dtype, copy=False)
+        H = self.components_.astype(X.dtype, copy=False)
+        return X @ (array_namespace(X).asarray(H) if device else H)
 
     @property
     def _n_features_out(self):

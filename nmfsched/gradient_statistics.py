@@ -37,7 +37,7 @@ class GradientStatistics:
         self.n_samples = n_samples
         self.mean_gradient = backend.empty(shape, dtype)
         self._previous_mean = backend.empty(shape, dtype)
-        self._weighted_sq = np.zeros(shape[1])
+        self._weighted_sq = backend.zeros(shape[1], np.float64)
         self.passes = 0
 
     def start_pass(self):
@@ -46,7 +46,7 @@ class GradientStatistics:
             self.mean_gradient, self._previous_mean = self._previous_mean, self.mean_gradient
         self.passes += 1
         self.mean_gradient[...] = 0
-        self._weighted_sq[:] = 0.0
+        self._weighted_sq[...] = 0.0
 
     def accumulator(self, n_rows):
         """The ``statistics`` argument of the backend's ``projected_cd`` for a minibatch of
@@ -58,12 +58,19 @@ class GradientStatistics:
 
         ``grad_sq`` is the squared norm of the projected epoch-mean gradient (the gradient
         mapping: entries at 0 whose gradient pushes them below 0 do not count);
-        ``noise_sq`` the minibatch variance around the mean.
+        ``noise_sq`` the minibatch variance around the mean. Both are host (NumPy) vectors,
+        brought over from the backend in one copy of ``3 k`` numbers.
         """
         be = self.backend
-        grad_sq = be.projected_column_sq_norms(self.mean_gradient, Ht)
-        noise_sq = minibatch_gradient_noise(self._weighted_sq, be.column_sq_norms(self.mean_gradient))
-        return grad_sq, noise_sq
+        sums = be.xp.stack(
+            [
+                be.projected_column_sq_norms(self.mean_gradient, Ht),
+                self._weighted_sq,
+                be.column_sq_norms(self.mean_gradient),
+            ]
+        )
+        grad_sq, weighted_sq, mean_sq = be.to_host(sums)
+        return grad_sq, minibatch_gradient_noise(weighted_sq, mean_sq)
 
     def cosine(self):
         """Cosine between the mean gradients of the last two passes (NaN before two, or at 0)."""

@@ -3,6 +3,8 @@
 import numpy as np
 import scipy.sparse as sp
 
+from .theory._namespace import array_namespace
+
 # Rows per block of the dense residual: about 4M entries (32 MB in float64) at a time.
 _BLOCK_ENTRIES = 1 << 22
 
@@ -13,21 +15,22 @@ def frobenius_error(X, W, H):
     Dense ``X`` is processed in row blocks; sparse ``X`` by the Gram identity
     ``||X||^2 - 2 <X H^T, W> + <W^T W, H H^T>``, so it is never densified.
     """
-    H64 = np.asarray(H, dtype=np.float64)
-    W = np.asarray(W)
-    if sp.issparse(X):
+    xp = array_namespace(X, W)  # CuPy input is measured on the device
+    H64 = xp.asarray(H, dtype=xp.float64)
+    W = xp.asarray(W)
+    if hasattr(X, "tocsr"):  # SciPy or cupyx sparse
         X = X.tocsr()
-        data = X.data.astype(np.float64, copy=False)
-        cross = float(np.sum(np.asarray(X @ H64.T) * W))
-        W64 = W.astype(np.float64, copy=False)
-        gram = float(np.sum((W64.T @ W64) * (H64 @ H64.T)))
+        data = X.data.astype(xp.float64)
+        cross = float(xp.sum(xp.asarray(X @ H64.T) * W))
+        W64 = W.astype(xp.float64)
+        gram = float(xp.sum((W64.T @ W64) * (H64 @ H64.T)))
         return float(np.sqrt(max(float(data @ data) - 2 * cross + gram, 0.0)))
-    X = np.asarray(X)
+    X = xp.asarray(X)
     total = 0.0
     step = max(1, _BLOCK_ENTRIES // max(1, X.shape[1]))
     for start in range(0, X.shape[0], step):
-        R = X[start : start + step].astype(np.float64) - W[start : start + step] @ H64
-        total += float(np.einsum("ij,ij->", R, R))
+        R = X[start : start + step].astype(xp.float64) - W[start : start + step] @ H64
+        total += float(xp.einsum("ij,ij->", R, R))
     return float(np.sqrt(total))
 
 

@@ -67,7 +67,7 @@ class SearchedHStep:
         if not (math.isfinite(rate) and 0.0 <= rate <= cap):
             raise ValueError(f"{type(search).__name__} accepted the rate {rate!r}, outside [0, {cap!r}].")
         if last["trials"] == 0:  # nothing tried: still gather this batch's gradient statistics
-            be.projected_cd(Ht, WbtWb, Ct, np.zeros(Ht.shape[1]), statistics=statistics)
+            be.projected_cd(Ht, WbtWb, Ct, be.zeros(Ht.shape[1], np.float64), statistics=statistics)
         if rate == 0.0:
             return Ht, 0.0, 0, last["trials"]
         if rate != last["lr"]:

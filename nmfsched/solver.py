@@ -185,9 +185,11 @@ class StochasticSolver:
     # -- factors on the host -------------------------------------------------------------
     @property
     def H(self):
+        """``H`` as a host (NumPy) array."""
         return np.ascontiguousarray(self.backend.to_host(self.Ht).T)
 
     def W_host(self):
+        """``W`` as a host (NumPy) array."""
         return self.backend.to_host(self.W)
 
     # -- one epoch -------------------------------------------------------------------------
@@ -220,7 +222,7 @@ class StochasticSolver:
         """
         n, n_batches = self.n_samples, self.n_batches
         self.statistics.start_pass()
-        n_clipped = n_trials = 0
+        n_clipped = n_trials = 0  # n_clipped may become a device scalar: read once, at the end
         lr_sum, lr_max = 0.0, 0.0
         for rows in self.minibatches():
             one_batch = rows is None
@@ -229,13 +231,13 @@ class StochasticSolver:
             applied, clipped, trials = self._h_step(
                 Xb, Wb, HHt, WbtWb, nb, lr, curvature_tolerance, search, n_batches, one_batch
             )
-            n_clipped += clipped
+            n_clipped = n_clipped + clipped
             n_trials += trials
             lr_sum += applied * nb
             lr_max = max(lr_max, applied)
         if search is None:
-            return EpochReport(n_clipped, lr, lr, 0)
-        return EpochReport(n_clipped, lr_sum / n, lr_max, n_trials)
+            return EpochReport(int(n_clipped), lr, lr, 0)
+        return EpochReport(int(n_clipped), lr_sum / n, lr_max, n_trials)
 
     def _minibatch_w_step(self, rows):
         """The ``W`` half of a minibatch: sweeps on its rows of ``W`` against the current ``H``.
@@ -280,7 +282,7 @@ class StochasticSolver:
         unit_steps = (self.n_samples / nb) * coordinate_steps(component_lipschitz(self.WtW))
         clips = None
         if curvature_tolerance is not None:
-            clips = entry_clip_limits(np.diag(HHt), self.n_features, curvature_tolerance)
+            clips = entry_clip_limits(component_lipschitz(HHt), self.n_features, curvature_tolerance)
         sweeps = ONE_BATCH_H_SWEEPS if one_batch else 1
         statistics = self.statistics.accumulator(nb)
         if search is None:
@@ -313,7 +315,7 @@ class StochasticSolver:
                 Wb, nb = be.take_rows(self.W, rows, self._wb_buf), rows.shape[0]
             Ct = be.xbt_wb(Xb, Wb, self._ct_buf)
             # a zero step: the kernel only measures the gradient
-            be.projected_cd(self.Ht, be.gram(Wb), Ct, np.zeros(self.k), statistics=self.statistics.accumulator(nb))
+            be.projected_cd(self.Ht, be.gram(Wb), Ct, be.zeros(self.k, np.float64), statistics=self.statistics.accumulator(nb))
             cross += be.inner(Ct, self.Ht)
         return max(self.gram_loss(cross, be.gram(self.Ht)), 0.0)
 
@@ -321,7 +323,11 @@ class StochasticSolver:
         """``(grad_sq, noise_sq, lipschitz)`` per component from the last pass (see
         :meth:`GradientStatistics.per_component <nmfsched.gradient_statistics.GradientStatistics.per_component>`)."""
         grad_sq, noise_sq = self.statistics.per_component(self.Ht)
-        return grad_sq, noise_sq, component_lipschitz(self.WtW)
+        return grad_sq, noise_sq, self._lipschitz_host()
+
+    def _lipschitz_host(self):
+        """The ``H`` components' constants ``diag(W^T W)`` as a host vector (one small copy)."""
+        return self.backend.to_host(component_lipschitz(self.WtW))
 
     def gradient_cosine(self):
         """Cosine between the mean gradients of the last two passes (NaN before two, or at 0)."""
@@ -352,7 +358,7 @@ class StochasticSolver:
         ``cross`` is ``<W, X H^T>``; ``W^T W`` is the solver's running one. Not clamped:
         rounding can make a near-zero loss slightly negative.
         """
-        return 0.5 * (self.sq_norm_X - 2.0 * cross + float(np.sum(self.WtW * HHt)))
+        return 0.5 * (self.sq_norm_X - 2.0 * cross + float((self.WtW * HHt).sum()))
 
     def snapshot(self):
         """A copy of the iterate (``W``, ``H`` and the running ``W^T W``)."""
@@ -371,7 +377,7 @@ class StochasticSolver:
         return math.sqrt(2.0 * loss / self.sq_norm_X)
 
     def h_steps(self, lr):
-        steps = lr * coordinate_steps(component_lipschitz(self.WtW))
+        steps = lr * coordinate_steps(self._lipschitz_host())
         live = steps[steps > 0]
         if not live.size:
             return 0.0, 0.0
@@ -401,7 +407,9 @@ def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6):
     """``argmin_{W >= 0} 1/2 ||X - W H||^2`` by projected coordinate descent (row by row).
 
     Each row stops on its own (relative l1 movement below ``tol``), so the result for a
-    row does not depend on which other rows are solved with it.
+    row does not depend on which other rows are solved with it. ``H`` is a host array;
+    ``X`` and ``W`` may be host or device arrays. Returns ``W`` as a device array of
+    ``backend`` (a NumPy array on the CPU).
     """
     Xd = backend.to_device(X)
     Ht = backend.asarray(np.asarray(H).T, dtype=H.dtype)
@@ -409,8 +417,8 @@ def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6):
     P = backend.xb_ht(backend.all_rows(Xd), Ht, backend.empty((n, k), H.dtype))
     HHt = backend.gram(Ht)
     if W is None:
-        W = backend.asarray(np.zeros((n, k), dtype=H.dtype))
+        W = backend.zeros((n, k), H.dtype)
     else:
         W = backend.asarray(W, dtype=H.dtype).copy()
     backend.projected_cd(W, HHt, P, coordinate_steps(component_lipschitz(HHt)), max_sweeps=max_sweeps, tol=tol)
-    return backend.to_host(W)
+    return W

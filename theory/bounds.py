@@ -6,6 +6,8 @@ gathers the vectors from the data. Statements, assumptions and proofs: theory/RE
 
 import numpy as np
 
+from ._namespace import array_namespace
+
 #: The largest value :func:`lr_upper_bound` takes (no noise: the deterministic ``lr < 2``).
 MAX_LR_BOUND = 2.0
 
@@ -101,7 +103,7 @@ def update_norm_limits(component_sq_norms, curvature_tolerance=1.0):
     Parameters
     ----------
     component_sq_norms : array of shape (k,)
-        ``||h_j||^2`` (the diagonal of ``H H^T``).
+        ``||h_j||^2`` (the diagonal of ``H H^T``); NumPy or CuPy (the limits live there too).
     curvature_tolerance : float, default=1.0
         ``rho``: the relative growth of ``L_j`` one update may cause.
 
@@ -112,11 +114,14 @@ def update_norm_limits(component_sq_norms, curvature_tolerance=1.0):
         components gets the limit of one at that norm (a zero component could otherwise
         never move); all-zero ``H`` gives no limit (inf).
     """
-    norms = np.sqrt(np.maximum(np.asarray(component_sq_norms, dtype=np.float64), 0.0))
-    rms = float(np.sqrt(np.mean(norms**2))) if norms.size else 0.0
-    if rms == 0.0:
-        return np.full(norms.shape, np.inf)
-    return _growth(curvature_tolerance) * np.maximum(norms, rms)
+    xp = array_namespace(component_sq_norms)
+    growth = _growth(curvature_tolerance)
+    norms = xp.sqrt(xp.maximum(xp.asarray(component_sq_norms, dtype=xp.float64), 0.0))
+    if norms.size == 0:
+        return norms.copy()
+    rms = xp.sqrt(xp.mean(norms**2))
+    # branch-free (no device-to-host sync on a GPU): all-zero H gets no limit
+    return xp.where(rms == 0.0, xp.inf, growth * xp.maximum(norms, rms))
 
 
 def entry_clip_limits(component_sq_norms, n_features, curvature_tolerance=1.0):
@@ -138,7 +143,7 @@ def entry_clip_limits(component_sq_norms, n_features, curvature_tolerance=1.0):
     """
     limits = update_norm_limits(component_sq_norms, curvature_tolerance)
     a = _growth(curvature_tolerance) / np.sqrt(2.0)
-    relative = np.full(limits.shape, a)
+    relative = array_namespace(limits).full(limits.shape, a)
     absolute = limits / np.sqrt(2.0) / np.sqrt(max(1, n_features))
     return relative, absolute
 

@@ -9,6 +9,8 @@ learning rate of 1 is the exact minimiser along a component (the HALS step).
 
 import numpy as np
 
+from ._namespace import array_namespace
+
 
 def block_lipschitz(gram):
     """Lipschitz constant of the block gradient: the spectral norm of the Gram matrix.
@@ -35,14 +37,16 @@ def component_lipschitz(gram):
     Parameters
     ----------
     gram : ndarray of shape (k, k)
+        A NumPy or CuPy array (the result lives where the Gram does).
 
     Returns
     -------
     ndarray of shape (k,)
-        ``diag(gram)``; component ``j``'s constant. Never larger than
+        ``diag(gram)`` in float64; component ``j``'s constant. Never larger than
         :func:`block_lipschitz` and never smaller than ``block_lipschitz / k``.
     """
-    return np.diag(np.asarray(gram, dtype=np.float64)).copy()
+    xp = array_namespace(gram)
+    return xp.diag(xp.asarray(gram, dtype=xp.float64)).copy()
 
 
 def minibatch_lipschitz(batch_gram, n_samples, batch_size):
@@ -64,14 +68,18 @@ def coordinate_steps(lipschitz):
     Parameters
     ----------
     lipschitz : array-like of shape (k,)
-        Component constants, as from :func:`component_lipschitz`.
+        Component constants, as from :func:`component_lipschitz` (NumPy or CuPy).
 
     Returns
     -------
     ndarray of shape (k,)
         ``1 / L_j`` where ``L_j > max(L) * 1e-12`` (and above the smallest normal
-        double), else 0.
+        double), else 0. Computed without a device-to-host copy.
     """
-    values = np.asarray(lipschitz, dtype=np.float64)
-    floor = max(values.max(initial=0.0) * 1e-12, _TINY)
-    return np.divide(1.0, values, out=np.zeros_like(values), where=values > floor)
+    xp = array_namespace(lipschitz)
+    values = xp.asarray(lipschitz, dtype=xp.float64)
+    if values.size == 0:
+        return values.copy()
+    floor = xp.maximum(values.max() * 1e-12, _TINY)
+    live = values > floor
+    return xp.where(live, 1.0 / xp.where(live, values, 1.0), 0.0)

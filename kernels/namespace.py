@@ -1,0 +1,210 @@
+"""The backend written once over an array namespace (NumPy or CuPy), and its coordinate sweep.
+
+:class:`NamespaceBackend` implements :class:`~nmfsched.kernels.protocol.Backend` with array
+operations only, for any namespace ``xp`` whose sparse module mirrors ``scipy.sparse``
+(``numpy`` + ``scipy.sparse``, ``cupy`` + ``cupyx.scipy.sparse``). The GPU backend
+(:mod:`nmfsched.kernels.gpu`) is this class on CuPy with the hot sweep replaced by a fused
+kernel; on NumPy it runs in CI, so the whole GPU code path above the raw kernel is tested on
+machines without a GPU, and :func:`projected_cd_rows` is the raw kernel's oracle.
+"""
+
+import contextlib
+
+import numpy as np
+import scipy.sparse
+
+
+def projected_cd_rows(xp, Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, statistics=None):
+    """Projected coordinate sweeps on every row of ``Y`` at once, one component at a time.
+
+    The same algorithm as the CPU kernel :func:`nmfsched.kernels.cpu.projected_cd` (see it
+    for the update and the statistics), vectorised over rows: a sweep computes every row's
+    gradient ``Y @ G - P``, then walks the components in order, updating column ``j`` of
+    every still-active row and keeping the gradients current with a rank-one update. A row
+    drops out once a sweep moved it by at most ``tol`` times its l1 norm. Branch-free in
+    the data (a zero step leaves its component as it is), so on a GPU it synchronises only
+    to stop early when every row has converged.
+
+    Parameters
+    ----------
+    xp : array namespace (numpy or cupy)
+    Y : array of shape (n_rows, k), updated in place
+    G : array of shape (k, k), symmetric
+    P : array of shape (n_rows, k)
+    steps, clip_rel, clip_abs : arrays of shape (k,), in ``Y``'s dtype
+    max_sweeps : int
+    tol : float
+    statistics : tuple (grad_acc, sq_weight, sq_acc) or None
+        ``grad_acc`` (``Y``'s shape) gains the gradient at the start; ``sq_acc`` (float64,
+        length ``k``) gains ``sq_weight`` times its squared column norms.
+
+    Returns
+    -------
+    0-d integer array
+        The number of clipped coordinate steps.
+    """
+    n_rows, k = Y.shape
+    n_clipped = xp.zeros((), dtype=xp.int64)
+    active = xp.ones(n_rows, dtype=bool)
+    for sweep in range(max_sweeps):
+        g = Y @ G
+        g -= P
+        if statistics is not None and sweep == 0:
+            grad_acc, sq_weight, sq_acc = statistics
+            grad_acc += g
+            g64 = g.astype(xp.float64)
+            sq_acc += sq_weight * xp.sum(g64 * g64, axis=0)
+        moved = xp.zeros(n_rows, dtype=xp.float64)
+        size = xp.zeros(n_rows, dtype=xp.float64)
+        for j in range(k):
+            old = Y[:, j].copy()
+            d = xp.where(steps[j] == 0, 0, -steps[j] * g[:, j]).astype(Y.dtype)
+            clip = xp.maximum(clip_rel[j] * xp.abs(old), clip_abs[j])
+            over, under = d > clip, d < -clip
+            n_clipped += xp.sum((over | under) & active)
+            d = xp.where(over, clip, xp.where(under, -clip, d))
+            new = old + d
+            new = xp.where(new < 0, xp.zeros((), dtype=Y.dtype), new)  # keeps NaN, as the kernel
+            new = xp.where(active, new, old)
+            Y[:, j] = new
+            delta = new - old
+            g += delta[:, None] * G[j][None, :]
+            moved += xp.abs(delta)
+            size += xp.abs(new)
+        active &= ~(moved <= tol * size)
+        if sweep + 1 < max_sweeps and not bool(active.any()):
+            break
+    return n_clipped
+
+
+class _SparseRows:
+    """A CSR minibatch: the selected rows as their own CSR matrix (gathered on the device)."""
+
+    __slots__ = ("matrix",)
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+
+    @property
+    def shape(self):
+        return self.matrix.shape
+
+
+class NamespaceBackend:
+    """The solver's primitives as array operations in the namespace ``xp``.
+
+    Parameters
+    ----------
+    xp : module, default=numpy
+        The array namespace (``numpy`` or ``cupy``).
+    sparse : module, default=scipy.sparse
+        Its sparse-matrix module (``scipy.sparse`` or ``cupyx.scipy.sparse``).
+    """
+
+    name = "numpy"
+
+    def __init__(self, xp=np, sparse=scipy.sparse):
+        self.xp = xp
+        self.sparse = sparse
+
+    # -- data movement ----------------------------------------------------------------
+    def is_sparse(self, a):
+        return self.sparse.issparse(a) or scipy.sparse.issparse(a)
+
+    def to_device(self, a):
+        if self.is_sparse(a):
+            a = a.tocsr() if self.sparse.issparse(a) else self.sparse.csr_matrix(scipy.sparse.csr_matrix(a))
+            if not a.has_canonical_format:
+                a.sum_duplicates()
+            return a
+        return self.xp.ascontiguousarray(self.xp.asarray(a))
+
+    def to_host(self, a):
+        if isinstance(a, np.ndarray):
+            return a
+        return a.get() if hasattr(a, "get") else np.asarray(a)
+
+    def compute_context(self):
+        return contextlib.nullcontext()
+
+    def empty(self, shape, dtype):
+        return self.xp.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def asarray(self, a, dtype=None):
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+
+    # -- minibatches --------------------------------------------------------------------
+    def take_rows(self, X, rows, buffer=None):
+        if self.is_sparse(X):
+            return _SparseRows(X[rows])
+        if buffer is None:
+            return self.xp.take(X, rows, axis=0)
+        out = buffer[: rows.shape[0]]
+        self.xp.take(X, rows, axis=0, out=out)
+        return out
+
+    def all_rows(self, X):
+        return _SparseRows(X) if self.is_sparse(X) else X
+
+    # -- products -------------------------------------------------------------------------
+    def xb_ht(self, Xb, Ht, out):
+        if isinstance(Xb, _SparseRows):
+            out[...] = Xb.matrix @ Ht
+            return out
+        return self.xp.matmul(Xb, Ht, out=out)
+
+    def xbt_wb(self, Xb, Wb, out):
+        if isinstance(Xb, _SparseRows):
+            out[...] = Xb.matrix.T @ Wb  # .T of a CSR is a CSC view: no transposed copy
+            return out
+        return self.xp.matmul(Xb.T, Wb, out=out)
+
+    def gram(self, A):
+        return (A.T @ A).astype(self.xp.float64)
+
+    def small_matmul(self, A, G, out):
+        return self.xp.matmul(A, self.xp.asarray(G, dtype=A.dtype), out=out)
+
+    # -- reductions -----------------------------------------------------------------------
+    def inner(self, A, B):
+        xp = self.xp
+        return float(xp.sum(A.astype(xp.float64) * B.astype(xp.float64)))
+
+    def squared_norm(self, X):
+        d = X.data if self.is_sparse(X) else X
+        d = d.astype(self.xp.float64)
+        return float(self.xp.sum(d * d))
+
+    def all_finite(self, A):
+        return bool(self.xp.isfinite(A).all())
+
+    def column_sq_norms(self, A, mask=None):
+        xp = self.xp
+        A = A.astype(xp.float64)
+        if mask is not None:
+            A = xp.where(mask, A, 0.0)
+        return xp.sum(A * A, axis=0)
+
+    def projected_column_sq_norms(self, G, Y):
+        return self.column_sq_norms(G, mask=(Y > 0) | (G < 0))
+
+    # -- the fused update -----------------------------------------------------------------
+    def _sweep_arguments(self, Y, G, steps, clips):
+        """``G``, ``steps`` and the clipping limits as device arrays in ``Y``'s dtype."""
+        xp, k = self.xp, Y.shape[1]
+        G = xp.ascontiguousarray(xp.asarray(G, dtype=Y.dtype))
+        steps = xp.ascontiguousarray(xp.asarray(steps, dtype=Y.dtype))
+        if clips is None:
+            clip_rel, clip_abs = xp.zeros(k, dtype=Y.dtype), xp.full(k, xp.inf, dtype=Y.dtype)
+        else:
+            clip_rel, clip_abs = (
+                xp.ascontiguousarray(xp.broadcast_to(xp.asarray(c, dtype=Y.dtype), (k,))) for c in clips
+            )
+        return G, steps, clip_rel, clip_abs
+
+    def projected_cd(self, Y, G, P, steps, *, max_sweeps=1, tol=0.0, clips=None, statistics=None):
+        G, steps, clip_rel, clip_abs = self._sweep_arguments(Y, G, steps, clips)
+        return projected_cd_rows(self.xp, Y, G, P, steps, int(max_sweeps), float(tol), clip_rel, clip_abs, statistics)
