@@ -47,10 +47,11 @@ class _UsageError(Exception):
 def _check_params(params, rank):
     """Fail once, before any file is read, on a bad scheduler or estimator parameter."""
     from .estimator import check_params
+    from .kernels import BackendUnavailableError
 
     try:
         check_params(rank, **params)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, BackendUnavailableError) as e:
         raise _UsageError(str(e)) from None
 
 

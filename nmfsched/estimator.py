@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._init import INIT_METHODS, initialize_factors, resolve_init
 from ._validation import check_device_X, check_finite_nonnegative
-from .kernels import backend_names, get_backend
+from .kernels import BackendUnavailableError, backend_names, get_backend, unavailable_reason
 from .theory._namespace import array_namespace, is_device_array
 from .metrics import frobenius_error
 from .schedulers import SchedulerProtocol
@@ -27,18 +27,23 @@ from .solver import StochasticSolver, resolve_batch_size, resolve_w_sweeps, solv
 def check_params(n_components="auto", **params):
     """Raise the error :meth:`StochasticNMF.fit` would raise for these parameters, without data.
 
-    Checks every parameter against the estimator's declared constraints and builds the
-    scheduler (so a bad ``scheduler_params`` fails here too). Used to refuse a bad command
-    line or manifest before any file is read.
+    Checks every parameter against the estimator's declared constraints, builds the
+    scheduler (so a bad ``scheduler_params`` fails here too) and checks that the backend
+    can run here. Used to refuse a bad command line or manifest before any file is read.
 
     Raises
     ------
     ValueError or TypeError
         Naming the first bad parameter.
+    nmfsched.kernels.BackendUnavailableError
+        When the backend asked for cannot run on this machine (saying what is missing).
     """
     model = StochasticNMF(n_components, **params)
     model._validate_params()
     model._make_scheduler()
+    reason = unavailable_reason(model.backend) if model.backend != "auto" else None
+    if reason is not None:
+        raise BackendUnavailableError(reason)
 
 
 class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
