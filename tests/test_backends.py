@@ -12,6 +12,8 @@ import subprocess
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
 from nmfsched import StochasticNMF
@@ -330,3 +332,30 @@ def test_gpu_input_stays_on_the_device(sparse):
     assert np.isfinite(model.reconstruction_err_)
     host_model = StochasticNMF(4, random_state=0, max_epochs=20, backend="cpu").fit(X if not sparse else Xd.get())
     assert model.reconstruction_err_ <= 1.05 * host_model.reconstruction_err_
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_rows=st.integers(1, 30),
+    k=st.integers(1, 7),
+    scale=st.sampled_from([1e-6, 1.0, 1e6]),
+    clip=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_array_namespace_sweep_never_increases_a_row_objective(n_rows, k, scale, clip, seed):
+    """Exact coordinate steps (1/G_jj), clipped or not, cannot raise any row's objective,
+    keep every entry >= 0 and finite, at any scale of the data."""
+    rng = np.random.default_rng(seed)
+    Hm = rng.random((k, 2 * k + 1)) * scale
+    X = rng.random((n_rows, 2 * k + 1)) * scale
+    G, P = Hm @ Hm.T, X @ Hm.T
+    Y = rng.random((n_rows, k)) * rng.random() * 3
+
+    def objective(W):
+        return 0.5 * ((X - W @ Hm) ** 2).sum(axis=1)
+
+    before = objective(Y)
+    clips = (np.full(k, 0.3), np.full(k, 0.01)) if clip else None
+    NamespaceBackend().projected_cd(Y, G, P, 1.0 / np.diag(G), max_sweeps=2, clips=clips)
+    assert np.isfinite(Y).all() and (Y >= 0).all()
+    assert (objective(Y) <= before + 1e-9 * (before + scale**2)).all()

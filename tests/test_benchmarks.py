@@ -99,3 +99,30 @@ def test_rl_policy_quick_compares_the_policy_with_every_baseline(capsys, tmp_pat
 
     rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
     assert rows[0]["problem"] == "digits r16" and set(rows[0]["equal_epochs"]) >= {"rl", "greedy"}
+
+
+def test_gpu_benchmark_quick_runs_the_gpu_code_path_on_numpy(capsys):
+    load("gpu").main(["--quick", "--backend", "numpy", "--epochs", "4"])
+    out = capsys.readouterr().out
+    assert "device: CPU (numpy backend" in out
+    rows = [line for line in out.splitlines() if line.startswith("| dense") or line.startswith("| sparse")]
+    assert len(rows) == 2 and all("% GEMM" not in r and "%)" in r for r in rows)
+    assert "PyTorch peer: not run (no GPU)" in out
+
+
+def test_gpu_benchmark_without_a_gpu_says_why_and_exits(monkeypatch, capsys):
+    import sys
+
+    import pytest
+
+    from nmfsched.kernels import unavailable_reason
+
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    unavailable_reason.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            load("gpu").main(["--quick"])
+    finally:
+        unavailable_reason.cache_clear()
+    assert exit_info.value.code == 2
+    assert "needs CuPy" in capsys.readouterr().err
