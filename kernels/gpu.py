@@ -115,8 +115,8 @@ def gpu_status():
     except ImportError as exc:
         return (
             f"backend='gpu' needs CuPy, which is not installed ({exc}). Install nmfsched with its "
-            "GPU extra: pip install 'nmfsched[gpu]' (CuPy for CUDA 12; for CUDA 13 install "
-            "cupy-cuda13x instead)."
+            "GPU extra: pip install 'nmfsched[gpu]' (CuPy for CUDA 12) or "
+            "pip install 'nmfsched[gpu-cuda13]' (CUDA 13)."
         )
     try:
         n_devices = cupy.cuda.runtime.getDeviceCount()

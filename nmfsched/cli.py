@@ -24,13 +24,17 @@ def _cmd_info(args):
     from threadpoolctl import threadpool_info
 
     from . import __version__
-    from .kernels import available_backends
+    from .kernels import available_backends, backend_names, unavailable_reason
 
     print(f"nmfsched {__version__}")
     print(f"python {platform.python_version()} ({sys.executable})")
     for mod in (numpy, scipy, numba, sklearn):
         print(f"{mod.__name__} {mod.__version__}")
     print(f"backends: {', '.join(available_backends())}")
+    for name in backend_names()[1:]:
+        reason = unavailable_reason(name)
+        if reason is not None:
+            print(f"  {name} unavailable: {reason}")
     print(f"numba threads: {numba.get_num_threads()} (layer: {numba.config.THREADING_LAYER})")
     for pool in threadpool_info():
         print(

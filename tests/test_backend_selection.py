@@ -46,7 +46,7 @@ def test_the_parameter_takes_every_registered_backend():
 
 def test_without_cupy_gpu_says_how_to_install_and_auto_takes_the_cpu(monkeypatch, fresh_status):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
-    with pytest.raises(BackendUnavailableError, match=r"needs CuPy, which is not installed.*pip install 'nmfsched\[gpu\]'.*cupy-cuda13x"):
+    with pytest.raises(BackendUnavailableError, match=r"needs CuPy, which is not installed.*pip install 'nmfsched\[gpu\]'.*'nmfsched\[gpu-cuda13\]' \(CUDA 13\)"):
         get_backend("gpu")
     assert resolve_backend_name("auto") == "cpu"
     assert get_backend().name == "cpu"

@@ -9,15 +9,47 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 
-def test_readme_python_examples_run():
+def _python_blocks():
+    """The README's Python examples: ``(host blocks, GPU blocks)``; a GPU block imports CuPy."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) >= 3
+    return [b for b in blocks if "import cupy" not in b], [b for b in blocks if "import cupy" in b]
+
+
+@pytest.fixture(autouse=True)
+def scratch_scheduler_registry(monkeypatch):
+    """The README registers a scheduler of its own; keep it from outliving this module's tests."""
+    from nmfsched.schedulers import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+def _run(blocks):
     namespace = {}
     for block in blocks:  # later blocks may use names from earlier ones, as a reader would
         exec(compile(block, str(README), "exec"), namespace)
+    return namespace
+
+
+def test_readme_python_examples_run():
+    blocks, gpu_blocks = _python_blocks()
+    assert len(blocks) >= 3 and len(gpu_blocks) == 1
+    namespace = _run(blocks)
     assert namespace["W"].shape[1] == 16
     best = namespace["search"].best_params_
     assert len(best) == 1 and namespace["search"].best_score_ > 0.5
+
+
+@pytest.mark.gpu
+def test_readme_gpu_example_runs():
+    from nmfsched.kernels import unavailable_reason
+
+    if unavailable_reason("gpu"):
+        pytest.skip(unavailable_reason("gpu"))
+    import cupy
+
+    blocks, gpu_blocks = _python_blocks()
+    namespace = _run(blocks + gpu_blocks)
+    assert isinstance(namespace["W_gpu"], cupy.ndarray)
 
 
 def _section(title):
