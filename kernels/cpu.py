@@ -316,6 +316,8 @@ class CPUBackend:
 
     name = "cpu"
     xp = np
+    #: The fixed cost of a minibatch (the Python loop and kernel calls, ~50-100 us) in flops.
+    batch_overhead_flops = 1e6
 
     def __init__(self):
         self._scratch_arrays = {}

@@ -39,6 +39,10 @@ class GPUBackend(NamespaceBackend):
     """The solver's primitives on the current CUDA device (CuPy)."""
 
     name = "gpu"
+    #: The fixed cost of a minibatch in flops (see ``nmfsched.solver.resolve_batch_size``):
+    #: about 50 kernel launches of ~5 us, at ~20 TFLOP/s. An estimate, not yet measured on
+    #: hardware: "auto" batches start in the tens of thousands of rows on large data.
+    batch_overhead_flops = 5e9
 
     def __init__(self):
         import cupy
@@ -72,6 +76,10 @@ class GPUBackend(NamespaceBackend):
     def projected_cd(self, Y, G, P, steps, *, max_sweeps=1, tol=0.0, clips=None, statistics=None):
         cupy = self.xp
         n_rows, k = Y.shape
+        if not (Y.flags.c_contiguous and P.flags.c_contiguous and P.shape == Y.shape and P.dtype == Y.dtype):
+            raise ValueError("projected_cd needs C-contiguous Y and P of one shape and dtype (the kernel indexes rows by k).")
+        if statistics is not None and not (statistics[0].flags.c_contiguous and statistics[0].shape == Y.shape):
+            raise ValueError("projected_cd needs a C-contiguous gradient accumulator of Y's shape.")
         G, steps, clip_rel, clip_abs = self._sweep_arguments(Y, G, steps, clips)
         n_clipped = cupy.zeros((), dtype=cupy.uint64)
         if n_rows == 0 or k == 0:

@@ -102,6 +102,9 @@ class NamespaceBackend:
     """
 
     name = "numpy"
+    #: The fixed cost of a minibatch in flops; as the CPU backend's, so that on NumPy it
+    #: picks the CPU's batch sizes and its fits can be compared with the CPU's.
+    batch_overhead_flops = 1e6
 
     def __init__(self, xp=np, sparse=scipy.sparse):
         self.xp = xp

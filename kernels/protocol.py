@@ -32,6 +32,9 @@ class Backend(Protocol):
     name: str
     #: The array namespace of the device arrays (``numpy`` or ``cupy``).
     xp: Any
+    #: The fixed cost of one minibatch (dispatch, launches) in flops at the device's rate;
+    #: ``batch_size="auto"`` weighs it against the batch's work.
+    batch_overhead_flops: float
 
     # -- data movement --------------------------------------------------------------------
     def to_device(self, a) -> Any:

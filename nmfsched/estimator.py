@@ -372,7 +372,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         w_sweeps = resolve_w_sweeps(self.w_sweeps, k, X.shape[1])
         nnz = X.nnz if hasattr(X, "tocsr") else X.size  # SciPy or cupyx sparse
         batch_size = self.batch_size if batch_size is None else batch_size
-        batch_size = resolve_batch_size(batch_size, *X.shape, k, nnz, w_sweeps)
+        batch_size = resolve_batch_size(batch_size, *X.shape, k, nnz, w_sweeps, backend.batch_overhead_flops)
         return StochasticSolver(X, W, H, backend=backend, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng)
 
     def _finish(self, solver, X):

@@ -61,11 +61,13 @@ ONE_BATCH_H_SWEEPS = 2
 
 #: The smallest batch "auto" picks (below it the per-batch overheads dominate on any shape).
 MIN_AUTO_BATCH = 256
-# Per-batch cost of the Python loop and kernel dispatch (~50-100 us), in flops at ~10-20 GFLOP/s.
-_BATCH_OVERHEAD_FLOPS = 1e6
+#: Per-batch cost of the Python loop and kernel dispatch on the CPU (~50-100 us), in flops at
+#: ~10-20 GFLOP/s; a backend may declare its own (``batch_overhead_flops``).
+BATCH_OVERHEAD_FLOPS = 1e6
 
 
-def resolve_batch_size(batch_size, n_samples, n_features, n_components, nnz, w_sweeps):
+def resolve_batch_size(batch_size, n_samples, n_features, n_components, nnz, w_sweeps,
+                       overhead_flops=BATCH_OVERHEAD_FLOPS):
     """The starting batch size; "auto" picks it from the shape.
 
     Every minibatch pays for an ``H`` step and ``H H^T`` on all of ``H`` (about
@@ -74,14 +76,16 @@ def resolve_batch_size(batch_size, n_samples, n_features, n_components, nnz, w_s
     for their ``W`` sweeps and Grams. "auto" takes the smallest batch whose fixed part
     is at most a quarter of its row part, and at least :data:`MIN_AUTO_BATCH` rows: 256
     on dense images, every row at once on wide sparse counts such as text (where the
-    ``m k^2`` of an ``H`` step outweighs a whole pass over ``X``). An explicit size is an
+    ``m k^2`` of an ``H`` step outweighs a whole pass over ``X``). ``overhead_flops`` is
+    the fixed overhead in flops at the backend's rate (a GPU's kernel launches cost far
+    more work than a CPU's calls, so its batches start larger). An explicit size is an
     upper limit. Either is then evened out so the rows split into batches whose sizes
     differ by at most one row (as the solver splits them).
     """
     if batch_size != "auto":
         return _even_batch_size_at_most(n_samples, batch_size)
     k = n_components
-    fixed = 6.0 * n_features * k * k + _BATCH_OVERHEAD_FLOPS
+    fixed = 6.0 * n_features * k * k + overhead_flops
     per_row = 4.0 * (nnz / max(1, n_samples)) * k + 4.0 * (w_sweeps + 1) * k * k
     return _even_batch_size_at_most(n_samples, max(MIN_AUTO_BATCH, math.ceil(4.0 * fixed / per_row)))
 

@@ -184,3 +184,14 @@ def test_device_initialisation_svd_agrees_with_scikit_learn(sparse):
     np.testing.assert_allclose(U.T @ U, np.eye(6), atol=1e-10)
     dense = X.toarray() if sparse else X
     np.testing.assert_allclose((U * S) @ Vt, U @ (U.T @ dense), atol=1e-8)  # the projection onto the range
+
+
+def test_auto_batches_start_larger_where_a_minibatch_costs_more_to_launch():
+    from nmfsched.kernels.cpu import CPUBackend
+    from nmfsched.kernels.gpu import GPUBackend
+    from nmfsched.solver import resolve_batch_size
+
+    shape = (200_000, 2000, 64, 200_000 * 2000, 2)
+    cpu = resolve_batch_size("auto", *shape, CPUBackend.batch_overhead_flops)
+    gpu = resolve_batch_size("auto", *shape, GPUBackend.batch_overhead_flops)
+    assert 256 <= cpu < 1000 and 20 * cpu < gpu < 200_000
