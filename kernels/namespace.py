@@ -13,6 +13,8 @@ import contextlib
 import numpy as np
 import scipy.sparse
 
+from ..theory._namespace import is_device_array
+
 
 def projected_cd_rows(xp, Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, statistics=None):
     """Projected coordinate sweeps on every row of ``Y`` at once, one component at a time.
@@ -123,9 +125,7 @@ class NamespaceBackend:
         return self.xp.ascontiguousarray(self.xp.asarray(a))
 
     def to_host(self, a):
-        if isinstance(a, np.ndarray):
-            return a
-        return a.get() if hasattr(a, "get") else np.asarray(a)
+        return a.get() if is_device_array(a) else np.asarray(a)
 
     def compute_context(self):
         return contextlib.nullcontext()
