@@ -228,12 +228,11 @@ class StochasticSolver:
         self.statistics.start_pass()
         n_clipped = n_trials = 0  # n_clipped may become a device scalar: read once, at the end
         lr_sum, lr_max = 0.0, 0.0
-        for rows in self.minibatches():
-            one_batch = rows is None
-            nb = n if one_batch else rows.shape[0]
-            Xb, Wb, HHt, WbtWb = self._full_batch_w_step() if one_batch else self._minibatch_w_step(rows)
+        for batch in self.minibatches():
+            one_batch = batch is None
+            nb, HHt, WbtWb, Ct = self._w_half(batch)
             applied, clipped, trials = self._h_step(
-                Xb, Wb, HHt, WbtWb, nb, lr, curvature_tolerance, search, n_batches, one_batch
+                Ct, HHt, WbtWb, nb, lr, curvature_tolerance, search, n_batches, one_batch
             )
             n_clipped = n_clipped + clipped
             n_trials += trials
@@ -242,6 +241,21 @@ class StochasticSolver:
         if search is None:
             return EpochReport(int(n_clipped), lr, lr, 0)
         return EpochReport(int(n_clipped), lr_sum / n, lr_max, n_trials)
+
+    def _w_half(self, rows):
+        """The ``W`` half of a minibatch and the product the ``H`` half needs.
+
+        Returns ``(|B|, H H^T, W_B^T W_B, X_B^T W_B)``; ``rows`` is None for one batch of
+        every row. (The Dask solver runs the same on groups of row chunks.)
+        """
+        if rows is None:
+            Xb, Wb, HHt, WbtWb = self._full_batch_w_step()
+            nb = self.n_samples
+        else:
+            Xb, Wb, HHt, WbtWb = self._minibatch_w_step(rows)
+            nb = rows.shape[0]
+        self._p_current = False  # H moves next
+        return nb, HHt, WbtWb, self.backend.xbt_wb(Xb, Wb, self._ct_buf)
 
     def _minibatch_w_step(self, rows):
         """The ``W`` half of a minibatch: sweeps on its rows of ``W`` against the current ``H``.
@@ -275,14 +289,13 @@ class StochasticSolver:
         be = self.backend
         return be.all_rows(self.X), self.W, self._hht, self.WtW
 
-    def _h_step(self, Xb, Wb, HHt, WbtWb, nb, lr, curvature_tolerance, search, n_batches, one_batch):
+    def _h_step(self, Ct, HHt, WbtWb, nb, lr, curvature_tolerance, search, n_batches, one_batch):
         """The ``H`` half of a minibatch of ``nb`` rows; returns ``(rate, n_clipped, n_trials)``.
 
-        Component ``j`` moves by ``rate (n / nb) / L_j`` times the minibatch gradient, ``L_j``
-        from the running ``W^T W``; the kernel adds the gradient to :attr:`statistics`.
+        Component ``j`` moves by ``rate (n / nb) / L_j`` times the minibatch gradient
+        ``H W_B^T W_B - X_B^T W_B`` (``Ct`` is the latter), ``L_j`` from the running
+        ``W^T W``; the kernel adds the gradient to :attr:`statistics`.
         """
-        self._p_current = False  # H moves now
-        Ct = self.backend.xbt_wb(Xb, Wb, self._ct_buf)
         unit_steps = (self.n_samples / nb) * coordinate_steps(component_lipschitz(self.WtW))
         clips = None
         if curvature_tolerance is not None:
