@@ -27,36 +27,52 @@ def _mean(X):
 
 
 def _random_init(X, k, rng, dtype):
-    scale = np.sqrt(_mean(X) / k)
-    H = scale * np.abs(rng.standard_normal((k, X.shape[1])))
-    W = scale * np.abs(rng.standard_normal((X.shape[0], k)))
+    return random_factors(_mean(X), X.shape, k, rng, dtype)
+
+
+def random_factors(mean, shape, k, rng, dtype):
+    """``init="random"`` for a matrix of ``shape`` whose mean entry is ``mean``."""
+    scale = np.sqrt(mean / k)
+    H = scale * np.abs(rng.standard_normal((k, shape[1])))
+    W = scale * np.abs(rng.standard_normal((shape[0], k)))
     return W.astype(dtype), H.astype(dtype)
 
 
 def randomized_svd_namespace(X, k, rng, n_oversamples=10, n_iter=None):
-    """The top ``k`` singular triplets of ``X`` by a randomized range finder, in ``X``'s namespace.
+    """The top ``k`` singular triplets of ``X`` (NumPy, CuPy, dense or sparse) in ``X``'s namespace.
 
-    Halko, Martinsson and Tropp's algorithm with QR-normalised power iterations (as
-    scikit-learn's ``randomized_svd``, which runs on the host only): a GPU ``X`` is
-    factorized on its device and only ``U`` (``n x k``), ``S`` and ``Vt`` (``k x m``) come
-    back. ``n_iter`` defaults to scikit-learn's rule (7 when ``k`` is below a tenth of the
-    smaller dimension, else 4). Returns host arrays ``(U, S, Vt)``.
+    scikit-learn's ``randomized_svd`` runs on the host only; this one factorizes a GPU ``X``
+    on its device, and only ``U`` (``n x k``), ``S`` and ``Vt`` (``k x m``) come back.
+    See :func:`randomized_svd_operator`. Returns host arrays ``(U, S, Vt)``.
     """
     xp = array_namespace(X)
-    n, m = X.shape
+    U, S, Vt = randomized_svd_operator(
+        lambda B: xp.asarray(X @ B), lambda Q: xp.asarray(X.T @ Q), X.shape, X.dtype, k, rng,
+        xp=xp, n_oversamples=n_oversamples, n_iter=n_iter,
+    )
+    to_host = (lambda a: a.get()) if xp is not np else np.asarray
+    return to_host(U), to_host(S), to_host(Vt)
+
+
+def randomized_svd_operator(matmul, rmatmul, shape, dtype, k, rng, *, xp=np, n_oversamples=10, n_iter=None):
+    """Top-``k`` singular triplets of a matrix known by its products ``X @ B`` and ``X.T @ Q``.
+
+    Halko, Martinsson and Tropp's range finder with QR-normalised power iterations, as
+    scikit-learn's ``randomized_svd`` (``n_iter`` by its rule: 7 when ``k`` is below a tenth
+    of the smaller dimension, else 4). The products may run anywhere (a GPU, Dask chunks);
+    the ``n x (k + p)`` basis and the small factors are arrays of ``xp``.
+    """
+    n, m = shape
     width = min(k + n_oversamples, n, m)
     if n_iter is None:
         n_iter = 7 if k < 0.1 * min(n, m) else 4
-    Q = X @ xp.asarray(rng.standard_normal((m, width)), dtype=X.dtype)
-    Q, _ = xp.linalg.qr(xp.asarray(Q))
+    Q, _ = xp.linalg.qr(matmul(xp.asarray(rng.standard_normal((m, width)), dtype=dtype)))
     for _ in range(n_iter):
-        Q, _ = xp.linalg.qr(xp.asarray(X.T @ Q))
-        Q, _ = xp.linalg.qr(xp.asarray(X @ Q))
-    B = xp.asarray(X.T @ Q).T  # Q^T X, without transposing a sparse X
+        Z, _ = xp.linalg.qr(rmatmul(Q))
+        Q, _ = xp.linalg.qr(matmul(Z))
+    B = rmatmul(Q).T  # Q^T X, without transposing a sparse X
     Ub, S, Vt = xp.linalg.svd(B.astype(xp.float64), full_matrices=False)
-    U = Q.astype(xp.float64) @ Ub[:, :k]
-    to_host = (lambda a: a.get()) if xp is not np else np.asarray
-    return to_host(U), to_host(S[:k]), to_host(Vt[:k])
+    return Q.astype(xp.float64) @ Ub[:, :k], S[:k], Vt[:k]
 
 
 def _nndsvd(X, k, rng, fill_zeros):
@@ -67,8 +83,14 @@ def _nndsvd(X, k, rng, fill_zeros):
         U, S, Vt = randomized_svd_namespace(X, k, rng)
     else:
         U, S, Vt = randomized_svd(X, k, random_state=rng.integers(2**31 - 1))
-    W = np.zeros((X.shape[0], k))
-    H = np.zeros((k, X.shape[1]))
+    return nndsvd_from_svd(U, S, Vt, _mean(X) if fill_zeros else None)
+
+
+def nndsvd_from_svd(U, S, Vt, fill=None):
+    """NNDSVD factors from the top singular triplets; zeros filled with ``fill`` when given."""
+    k = S.shape[0]
+    W = np.zeros((U.shape[0], k))
+    H = np.zeros((k, Vt.shape[1]))
     W[:, 0] = np.sqrt(S[0]) * np.abs(U[:, 0])
     H[0, :] = np.sqrt(S[0]) * np.abs(Vt[0, :])
     for j in range(1, k):
@@ -85,10 +107,9 @@ def _nndsvd(X, k, rng, fill_zeros):
         lbd = np.sqrt(S[j] * sigma)
         W[:, j] = lbd * u
         H[j, :] = lbd * v
-    if fill_zeros:
-        avg = _mean(X)
-        W[W == 0] = avg
-        H[H == 0] = avg
+    if fill is not None:
+        W[W == 0] = fill
+        H[H == 0] = fill
     return W, H
 
 
