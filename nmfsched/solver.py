@@ -246,7 +246,8 @@ class StochasticSolver:
         """The ``W`` half of a minibatch and the product the ``H`` half needs.
 
         Returns ``(|B|, H H^T, W_B^T W_B, X_B^T W_B)``; ``rows`` is None for one batch of
-        every row. (The Dask solver runs the same on groups of row chunks.)
+        every row. A solver whose rows live elsewhere (chunks on other machines) supplies
+        its own ``W`` half and shares the ``H`` half, the guard and the statistics.
         """
         if rows is None:
             Xb, Wb, HHt, WbtWb = self._full_batch_w_step()
