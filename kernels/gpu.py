@@ -52,13 +52,6 @@ class GPUBackend(NamespaceBackend):
         self._modules = {}
         self._dummy = {}
 
-    def to_device(self, a):
-        if self.is_sparse(a) and not self.sparse.issparse(a):  # a SciPy matrix: copy it over as CSR
-            csr = a.tocsr()
-            csr.sum_duplicates()
-            return self.sparse.csr_matrix(csr)
-        return super().to_device(a)
-
     # -- the fused sweep ------------------------------------------------------------------
     def _kernel(self, k, dtype):
         shared = uses_shared_memory(k, dtype.itemsize)
