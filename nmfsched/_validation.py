@@ -3,6 +3,8 @@
 import numpy as np
 import scipy.sparse as sp
 
+from .theory._namespace import array_namespace, is_device_array
+
 # Rows per chunk when scanning a dense array, so a check never allocates an X-sized mask.
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -72,8 +74,6 @@ def check_device_X(X, who):
     counts and the first bad position come back), so data already on a GPU stays there.
     Integer data becomes float64, as scikit-learn's ``check_array`` does on the host.
     """
-    from .theory._namespace import array_namespace
-
     xp = array_namespace(X)
     if getattr(X, "ndim", 2) != 2:
         raise ValueError(f"Expected a 2-D array, got {X.ndim}-D input of shape {X.shape}; {who} needs (n_samples, n_features).")
@@ -84,7 +84,8 @@ def check_device_X(X, who):
         raise ValueError(f"X must be numeric, got dtype {X.dtype}.")
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(xp.float64)
-    if hasattr(X, "tocsr"):
+    sparse = hasattr(X, "tocsr")
+    if sparse:
         X = X.tocsr()
         values = X.data
     else:
@@ -98,7 +99,7 @@ def check_device_X(X, who):
         count = int(mask.sum())
         if count:
             p = int(xp.argmax(mask))
-            if hasattr(X, "tocsr"):
+            if sparse:
                 row, col = int(xp.searchsorted(X.indptr, p, side="right")) - 1, int(X.indices[p])
             else:
                 row, col = divmod(p, m)
@@ -125,7 +126,7 @@ def check_factor(A, expected_shape, name, who, dtype):
     """Validate a user-supplied factor (``W`` or ``H``): shape, finiteness, sign; return a copy."""
     if A is None:
         raise ValueError(f"init='custom' needs both W and H; {name} is missing.")
-    if hasattr(A, "get") and not sp.issparse(A):  # a CuPy array (or cupyx matrix): check on the host
+    if is_device_array(A):  # a CuPy array or cupyx matrix: checked on the host (it is n x k at most)
         A = A.get()
     if sp.issparse(A):
         A = A.toarray()
