@@ -123,7 +123,7 @@ def _stalled(losses, tol, window):
 
 
 def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_start=None, grow_batch=False,
-               verbose=0, current_loss=None):
+               verbose=0, current_loss=None, on_epoch=None):
     """Run epochs until a :class:`StoppingRules` rule or its ``max_epochs`` says stop.
 
     The scheduler must already be ``reset`` and ``guard.bound`` set (from
@@ -139,7 +139,10 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
        (:meth:`~nmfsched.solver.StochasticSolver.grow_batch`), and sets the bound of the
        next (:func:`_next_bound`);
     3. is recorded, and the scheduler told, from one :class:`EpochRecord`;
-    4. stops the run if a rule says so.
+    4. stops the run if a rule says so;
+    5. is handed to ``on_epoch(record, reason)`` when given (``reason`` None unless the run
+       stops here), after the scheduler's step: a checkpoint written there holds the whole
+       state of the run.
 
     Returns
     -------
@@ -150,7 +153,8 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
     search = scheduler if isinstance(scheduler, MinibatchSearch) else None
     proposed = scheduler.lr
     previous_loss = start_loss if current_loss is None else current_loss  # the iterate's loss
-    for epoch in range(len(history) + 1, len(history) + stopping.max_epochs + 1):
+    last_epoch = len(history) + stopping.max_epochs
+    for epoch in range(len(history) + 1, last_epoch + 1):
         report, loss, rejected, (grad_sq, noise_sq, lipschitz) = _guarded_epoch(
             solver, guard, proposed, search, epoch, start_loss, previous_loss
         )
@@ -183,6 +187,10 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
             _print_epoch(record)
         proposed = scheduler.step(record.observation())
         reason = stopping.reason(record, history.losses())
+        if reason is None and epoch == last_epoch:
+            reason = "max_epochs"
+        if on_epoch is not None:
+            on_epoch(record, reason)
         if reason is not None:
             return reason
     return "max_epochs"

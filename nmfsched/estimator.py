@@ -1,6 +1,7 @@
 """StochasticNMF: a scikit-learn estimator, thin over the epoch loop (:mod:`nmfsched.epochs`) and the solver."""
 
 import copy
+import os
 import time
 import warnings
 from numbers import Integral, Real
@@ -12,8 +13,10 @@ from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._init import INIT_METHODS, initialize_factors, resolve_init
-from ._validation import check_device_X, check_finite_nonnegative
+from ._init import INIT_METHODS, initialize_factors, nndsvd_from_svd, random_factors, resolve_init
+from ._validation import check_device_X, check_factor, check_finite_nonnegative
+from .checkpoint import FitCheckpoint, fingerprint, restore_rng
+from .distributed import is_dask_array
 from .kernels import BackendUnavailableError, backend_names, get_backend, unavailable_reason
 from .theory._namespace import array_namespace, is_device_array
 from .metrics import frobenius_error
@@ -127,6 +130,15 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         lists those that can run here. Input that is already on a GPU (a CuPy array or
         cupyx sparse matrix) runs there and gets CuPy arrays back (``fit_transform``,
         ``transform``, ``inverse_transform``); ``components_`` is always a NumPy array.
+    checkpoint : str or path-like, default=None
+        A ``.npz`` file that ``fit`` replaces (atomically) after every epoch with the whole
+        state of the run: factors, history, scheduler, guard and random generator. When
+        it exists at the start of ``fit``, the run continues from it instead of starting
+        over (a run that had stopped on its own returns its result; a larger
+        ``max_epochs`` runs the rest). It must be of the same data and parameters, except
+        ``max_epochs``, ``max_time``, ``tol``, ``n_iter_no_change``, ``backend`` and
+        ``verbose``; anything else is refused with the difference named. Not used by
+        ``partial_fit``.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and the minibatch order.
     verbose : int, default=0
@@ -200,6 +212,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "safety_factor": [Interval(Real, 0, 1, closed="right")],
         "curvature_tolerance": [Interval(Real, 0, None, closed="neither")],
         "backend": [StrOptions(set(backend_names()))],
+        "checkpoint": [str, os.PathLike, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -225,6 +238,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         safety_factor=0.9,
         curvature_tolerance=1.0,
         backend="auto",
+        checkpoint=None,
         random_state=None,
         verbose=0,
     ):
@@ -246,6 +260,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.safety_factor = safety_factor
         self.curvature_tolerance = curvature_tolerance
         self.backend = backend
+        self.checkpoint = checkpoint
         self.random_state = random_state
         self.verbose = verbose
 
@@ -260,6 +275,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def _check_X(self, X, *, reset):
         if is_device_array(X):
             return self._check_device_X(X, reset=reset)
+        if is_dask_array(X):
+            return self._check_dask_X(X, reset=reset)
         X = validate_data(
             self,
             X,
@@ -290,6 +307,35 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input."
             )
+        return X
+
+    def _check_dask_X(self, X, *, reset):
+        """A Dask array: its shape and dtype checked here; its entries by the fit's first pass
+        (or, in ``transform``, by each block), so it is never read twice or gathered."""
+        who = type(self).__name__
+        if self.backend not in ("auto", "cpu"):
+            raise ValueError(
+                f"X is a Dask array but backend={self.backend!r}; its chunks run on the CPU backend's kernels, "
+                f"so use backend='cpu' (or 'auto')."
+            )
+        if X.ndim != 2:
+            raise ValueError(f"Expected a 2-D array, got {X.ndim}-D input of shape {X.shape}; {who} needs (n_samples, n_features).")
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"X must be numeric, got dtype {X.dtype}.")
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
+        n, m = X.shape
+        if not (n >= 1 and m >= 1):  # NaN (unknown chunk sizes) fails here too
+            raise ValueError(
+                f"Found a Dask array of shape {X.shape}; {who} needs known chunk sizes (call "
+                f"X.compute_chunk_sizes()) and at least one sample and one feature."
+            )
+        if reset:
+            self.n_features_in_ = int(m)
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif m != self.n_features_in_:
+            raise ValueError(f"X has {m} features, but {who} is expecting {self.n_features_in_} features as input.")
         return X
 
     def _get_backend(self, X):
@@ -329,15 +375,22 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         init = resolve_init(self.init, k, *X.shape)
         return initialize_factors(X, k, init, rng, X.dtype, W=W, H=H, who=type(self).__name__)
 
+    def _new_rng(self):
+        return np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
+
     def _start_run(self, X, W, H, backend):
-        """A fresh run: generator, solver at the initial factors, guard and reset scheduler.
+        """A fresh run: generator, solver at the initial factors, guard and reset scheduler."""
+        rng = self._new_rng()
+        W0, H0 = self._init_factors(X, W, H, rng)
+        solver = self._make_solver(X, W0, H0, rng, backend)
+        return (rng, solver, *self._start_schedule(solver))
+
+    def _start_schedule(self, solver):
+        """The guard and the reset scheduler of a fresh run at the solver's initial factors.
 
         A probe pass at the initial factors gives the initial loss and the first bound;
         ``learning_rate="auto"`` starts there, a larger explicit rate is capped (warned).
         """
-        rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-        W0, H0 = self._init_factors(X, W, H, rng)
-        solver = self._make_solver(X, W0, H0, rng, backend)
         guard = StabilityGuard(self.enforce_bound, self.safety_factor, self.curvature_tolerance)
         guard.initial_loss = solver.probe()
         guard.bound = solver.lr_bound()
@@ -358,7 +411,47 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 )
         scheduler = self._make_scheduler()
         scheduler.reset(lr0, total_epochs=self.max_epochs)
-        return rng, solver, guard, scheduler
+        return guard, scheduler
+
+    def _checkpoint(self, shape, dtype, sq_norm_X, n_components):
+        """The fit's :class:`~nmfsched.checkpoint.FitCheckpoint` and its saved state (None, None without one)."""
+        if self.checkpoint is None:
+            return None, None
+        params = self.get_params(deep=False)
+        checkpoint = FitCheckpoint(self.checkpoint, fingerprint(shape, dtype, sq_norm_X, n_components, params))
+        return checkpoint, checkpoint.load()
+
+    def _run(self, solver, rng, t_start, state=None, checkpoint=None):
+        """The epochs of a fit, from the start or from a checkpoint's ``state``.
+
+        Returns ``(guard, scheduler, history, stop_reason)``.
+        """
+        if state is None:
+            guard, scheduler = self._start_schedule(solver)
+            history, current_loss = History(), None
+        else:
+            guard = StabilityGuard(self.enforce_bound, self.safety_factor, self.curvature_tolerance)
+            vars(guard).update(state.guard)
+            scheduler = self._make_scheduler()
+            scheduler.load_state_dict(state.scheduler)
+            history = History(state.history)
+            current_loss = history.losses()[-1] if len(history) else None
+            t_start -= float(state.history["seconds"][-1]) if len(history) else 0.0
+        finished = state is not None and state.stop_reason not in (None, "max_epochs")
+        remaining = 0 if finished else self.max_epochs - len(history)
+        if remaining <= 0:
+            return guard, scheduler, history, state.stop_reason or "max_epochs"
+
+        def save(record, reason):
+            checkpoint.save(solver.W_host(), solver.H, history, scheduler, guard, rng, solver.batch_size, reason)
+
+        stop_reason = run_epochs(
+            solver, scheduler, guard, history, start_loss=guard.initial_loss,
+            stopping=StoppingRules(remaining, self.tol, self.n_iter_no_change, self.max_time),
+            t_start=t_start, grow_batch=self.grow_batch, verbose=self.verbose, current_loss=current_loss,
+            on_epoch=None if checkpoint is None else save,
+        )
+        return guard, scheduler, history, stop_reason
 
     def _record_run(self, rng, solver, scheduler, guard, history):
         self._rng, self.scheduler_, self._guard = rng, scheduler, guard
@@ -368,6 +461,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.stability_certificate_ = guard.certificate(history.losses())
 
     def _make_solver(self, X, W, H, rng, backend, batch_size=None):
+        """A :class:`StochasticSolver` of ``X`` (``X`` may already be on the backend's device)."""
         k = W.shape[1]
         w_sweeps = resolve_w_sweeps(self.w_sweeps, k, X.shape[1])
         nnz = X.nnz if hasattr(X, "tocsr") else X.size  # SciPy or cupyx sparse
@@ -398,8 +492,12 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Non-negative, finite data. CSR/CSC input is never densified.
+        X : {array-like, sparse matrix, dask.array.Array} of shape (n_samples, n_features)
+            Non-negative, finite data. CSR/CSC input is never densified. A Dask array
+            chunked by rows (dense or SciPy CSR chunks; zarr, HDF5, ``.npy`` memmap or
+            in memory) is fitted on dask.distributed without being gathered: its chunks
+            are the minibatches' parts (see :mod:`nmfsched.distributed`), on the ambient
+            ``Client`` or a ``LocalCluster`` started for the fit.
         y : Ignored
         W : array-like of shape (n_samples, n_components), default=None
             Initial ``W`` when ``init="custom"``.
@@ -409,22 +507,84 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Returns
         -------
         W : ndarray of shape (n_samples, n_components)
+            A Dask array with ``X``'s row chunks for Dask input (``cluster_`` then
+            describes the cluster it ran on).
         """
         t_start = time.perf_counter()
         self._validate_params()
         X = self._check_X(X, reset=True)
+        if is_dask_array(X):
+            return self._fit_transform_dask(X, W, H, t_start)
         backend = self._get_backend(X)
         with backend.compute_context():
-            rng, solver, guard, scheduler = self._start_run(X, W, H, backend)
-            history = History()
-            stopping = StoppingRules(self.max_epochs, self.tol, self.n_iter_no_change, self.max_time)
-            self.stop_reason_ = run_epochs(
-                solver, scheduler, guard, history, start_loss=guard.initial_loss, stopping=stopping,
-                t_start=t_start, grow_batch=self.grow_batch, verbose=self.verbose,
-            )
+            Xd = backend.to_device(X)
+            k = self._resolve_n_components(X, W, H)
+            sq_norm = backend.squared_norm(Xd) if self.checkpoint is not None else None
+            checkpoint, state = self._checkpoint(X.shape, X.dtype, sq_norm, k)
+            if state is None:
+                rng = self._new_rng()
+                W0, H0 = self._init_factors(X, W, H, rng)
+                solver = self._make_solver(Xd, W0, H0, rng, backend)
+            else:
+                rng = restore_rng(state.rng)
+                solver = self._make_solver(Xd, state.W, state.H, rng, backend, batch_size=state.batch_size)
+            guard, scheduler, history, self.stop_reason_ = self._run(solver, rng, t_start, state, checkpoint)
             W = self._finish(solver, X)
         self._record_run(rng, solver, scheduler, guard, history)
         return W
+
+    def _fit_transform_dask(self, X, W, H, t_start):
+        """:meth:`fit_transform` of a Dask array on dask.distributed (see :mod:`nmfsched.distributed`)."""
+        import dask.array as da
+
+        from .distributed import (
+            DASK_GROUP_OVERHEAD_FLOPS, DaskData, DaskSolver, dask_client, describe_cluster, scan, stored_bytes,
+            worker_threads,
+        )
+
+        who = type(self).__name__
+        n, m = X.shape
+        with dask_client() as client:
+            data = DaskData(X, client)
+            sq_norm, mean, nnz = scan(data, who)
+            data.persist_if_it_fits(stored_bytes(X.shape, X.dtype, nnz, _has_sparse_chunks(X)))
+            k = self._resolve_n_components(X, W, H)
+            checkpoint, state = self._checkpoint(X.shape, X.dtype, sq_norm, k)
+            if state is None:
+                rng = self._new_rng()
+                W0, H0 = self._dask_init(data, X, W, H, k, mean, rng, who)
+                batch_size = self.batch_size
+            else:
+                rng, W0, H0, batch_size = restore_rng(state.rng), state.W, state.H, state.batch_size
+            w_sweeps = resolve_w_sweeps(self.w_sweeps, k, m)
+            batch_size = resolve_batch_size(batch_size, n, m, k, nnz, w_sweeps, DASK_GROUP_OVERHEAD_FLOPS)
+            solver = DaskSolver(
+                data, W0, H0, sq_norm_X=sq_norm, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng,
+                min_group=worker_threads(client),
+            )
+            guard, scheduler, history, self.stop_reason_ = self._run(solver, rng, t_start, state, checkpoint)
+            W_final, self.reconstruction_err_ = solver.finish(self.transform_max_sweeps, self.transform_tol)
+            self.components_ = solver.H
+            self.n_components_ = k
+            self.cluster_ = {**describe_cluster(client), "persisted": data.persisted, "n_chunks": data.n_chunks}
+        self._record_run(rng, solver, scheduler, guard, history)
+        return da.from_array(W_final, chunks=(data.rows, (k,)))
+
+    def _dask_init(self, data, X, W, H, k, mean, rng, who):
+        """Initial factors of a Dask ``X``: SVD-based by products over its chunks, never gathering it."""
+        from .distributed import randomized_svd_chunks
+
+        if (W is not None or H is not None) and self.init != "custom":
+            raise ValueError(f"W or H was passed but init={self.init!r}; set init='custom' to start from them.")
+        init = resolve_init(self.init, k, *X.shape)
+        dtype = X.dtype
+        if init == "custom":
+            return check_factor(W, (X.shape[0], k), "W", who, dtype), check_factor(H, (k, X.shape[1]), "H", who, dtype)
+        if init == "random":
+            return random_factors(mean, X.shape, k, rng, dtype)
+        U, S, Vt = randomized_svd_chunks(data, k, rng)
+        W0, H0 = nndsvd_from_svd(U, S, Vt, mean if init == "nndsvda" else None)
+        return np.ascontiguousarray(W0, dtype=dtype), np.ascontiguousarray(H0, dtype=dtype)
 
     def fit(self, X, y=None, W=None, H=None):
         """Learn the factorization of ``X``; see :meth:`fit_transform`.
@@ -451,6 +611,11 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         first = not hasattr(self, "components_")
         if first:
             self._validate_params()
+        if is_dask_array(X):
+            raise TypeError(
+                "partial_fit takes in-memory chunks; fit a Dask array with fit or fit_transform, which "
+                "run its chunks as minibatches on dask.distributed (or pass X.blocks[i].compute() here)."
+            )
         X = self._check_X(X, reset=first)
         backend = self._get_backend(X)
         with backend.compute_context():
@@ -494,6 +659,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         check_is_fitted(self)
         X = self._check_X(X, reset=False)
         H = self.components_.astype(X.dtype, copy=False)
+        if is_dask_array(X):
+            from .distributed import transform
+
+            return transform(X, H, self.transform_max_sweeps, self.transform_tol, type(self).__name__)
         backend = self._get_backend(X)
         with backend.compute_context():
             W = solve_w(backend, X, H, max_sweeps=self.transform_max_sweeps, tol=self.transform_tol)
@@ -511,6 +680,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
+        if is_dask_array(X):  # lazy, chunk by chunk
+            if X.ndim != 2 or X.shape[1] != self.components_.shape[0]:
+                raise ValueError(f"X has shape {X.shape} but the model has {self.components_.shape[0]} components.")
+            return X @ self.components_.astype(X.dtype if X.dtype.kind == "f" else np.float64, copy=False)
         device = is_device_array(X)
         if not device:
             X = check_array(X, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
@@ -527,3 +700,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def _n_features_out(self):
         return self.components_.shape[0]
 
+
+
+def _has_sparse_chunks(X):
+    """Whether a Dask array's chunks are SciPy sparse matrices (its ``_meta`` says so)."""
+    return sp.issparse(getattr(X, "_meta", None))

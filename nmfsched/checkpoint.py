@@ -1,0 +1,149 @@
+"""Per-epoch checkpoints of a fit, so a run stopped by a crash or a kill continues where it was.
+
+A checkpoint is one ``.npz`` file (no pickles): the factors, the history, and a JSON record
+of the scheduler's ``state_dict``, the guard, the random generator, the batch size and a
+fingerprint of the data and the parameters. It is replaced atomically after every epoch
+(written beside itself, then renamed), so a kill leaves the previous one intact.
+"""
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .epochs import HISTORY_KEYS
+
+FORMAT_VERSION = 1
+
+#: Parameters that may change between a run and its continuation (they bound how long it
+#: runs, or what it prints); every other parameter must match the checkpoint's.
+_RESUMABLE_PARAMS = ("max_epochs", "max_time", "tol", "n_iter_no_change", "verbose", "checkpoint", "backend")
+
+
+@dataclass
+class RunState:
+    """What a checkpoint holds: enough to continue the run."""
+
+    W: np.ndarray
+    H: np.ndarray
+    history: dict
+    scheduler: dict
+    guard: dict
+    rng: dict
+    batch_size: int
+    stop_reason: str | None
+
+
+def fingerprint(X_shape, dtype, sq_norm_X, n_components, params):
+    """What must match for a checkpoint to continue: the data's shape, dtype and squared
+    norm, the rank, and every parameter not in ``_RESUMABLE_PARAMS``."""
+    kept = {k: v for k, v in sorted(params.items()) if k not in _RESUMABLE_PARAMS}
+    return {
+        "shape": [int(s) for s in X_shape],
+        "dtype": str(np.dtype(dtype)),
+        "sq_norm_X": float(sq_norm_X),
+        "n_components": int(n_components),
+        "params": json.loads(json.dumps(kept, default=repr)),
+    }
+
+
+class FitCheckpoint:
+    """The checkpoint file of one fit.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npz`` file (created after the first epoch).
+    fingerprint : dict
+        From :func:`fingerprint`.
+    """
+
+    def __init__(self, path, fingerprint):
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+
+    def load(self):
+        """The saved :class:`RunState`, or None when there is no checkpoint yet.
+
+        Raises
+        ------
+        ValueError
+            When the file is not a checkpoint, or one written for other data or parameters.
+        """
+        if not self.path.exists():
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as f:
+                meta = json.loads(str(f["meta"]))
+                arrays = {key: f[key] for key in f.files if key != "meta"}
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"checkpoint {self.path} cannot be read ({exc}); delete it to start over.") from exc
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"checkpoint {self.path} has format {meta.get('format')!r}, expected {FORMAT_VERSION}.")
+        self._check_matches(meta["fingerprint"])
+        return RunState(
+            W=arrays["W"],
+            H=arrays["H"],
+            history={key: arrays[f"history_{key}"] for key in HISTORY_KEYS},
+            scheduler=meta["scheduler"],
+            guard=meta["guard"],
+            rng=meta["rng"],
+            batch_size=int(meta["batch_size"]),
+            stop_reason=meta["stop_reason"],
+        )
+
+    def _check_matches(self, saved):
+        mine = self.fingerprint
+        for key in ("shape", "dtype", "n_components"):
+            if saved[key] != mine[key]:
+                raise ValueError(
+                    f"checkpoint {self.path} is of a fit with {key} {saved[key]}, this one has {mine[key]}; "
+                    f"use another checkpoint path, or delete it to start over."
+                )
+        if not math.isclose(saved["sq_norm_X"], mine["sq_norm_X"], rel_tol=1e-6):
+            raise ValueError(
+                f"checkpoint {self.path} is of a fit on other data (||X||^2 {saved['sq_norm_X']:.9g}, "
+                f"this X has {mine['sq_norm_X']:.9g}); use another checkpoint path, or delete it to start over."
+            )
+        changed = sorted(k for k in set(saved["params"]) | set(mine["params"]) if saved["params"].get(k) != mine["params"].get(k))
+        if changed:
+            diffs = ", ".join(f"{k}={saved['params'].get(k)!r} there, {mine['params'].get(k)!r} here" for k in changed)
+            raise ValueError(
+                f"checkpoint {self.path} was written with other parameters ({diffs}); "
+                f"use the same parameters to continue, or delete it to start over."
+            )
+
+    def save(self, W, H, history, scheduler, guard, rng, batch_size, stop_reason):
+        """Replace the checkpoint with this state (atomically)."""
+        meta = {
+            "format": FORMAT_VERSION,
+            "fingerprint": self.fingerprint,
+            "scheduler": scheduler.state_dict(),
+            "guard": {k: v for k, v in vars(guard).items() if isinstance(v, (int, float, bool))},
+            "rng": rng.bit_generator.state,
+            "batch_size": int(batch_size),
+            "stop_reason": stop_reason,
+        }
+        arrays = {f"history_{key}": values for key, values in history.as_arrays().items()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, meta=np.array(json.dumps(meta)), W=W, H=H, **arrays)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+def restore_rng(state):
+    """A ``numpy.random.Generator`` in the saved ``bit_generator.state``."""
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
