@@ -206,16 +206,20 @@ class DaskData:
         self.bytes_received = 0
         self.persisted = False
 
-    def persist_if_it_fits(self, nbytes, fraction=PERSIST_FRACTION):
+    def persist_if_it_fits(self, nbytes, fraction=None):
         """Keep ``X``'s chunks in the workers' memory when ``nbytes`` (its size) is at most
-        ``fraction`` of their memory limit; returns whether it did.
+        ``fraction`` (default :data:`PERSIST_FRACTION`) of the memory their limits leave
+        free; returns whether it did.
 
         Otherwise every pass reads the chunks from ``X``'s source again (zarr, HDF5, a
         memmap): out of core. An in-memory array must be persisted, or each pass would ship
         its chunks inside the graph (a threads-only local cluster keeps them without a copy).
         """
-        limit = sum(w.get("memory_limit", 0) or 0 for w in self.client.scheduler_info().get("workers", {}).values())
-        if limit and nbytes > fraction * limit:
+        fraction = PERSIST_FRACTION if fraction is None else fraction
+        workers = self.client.scheduler_info().get("workers", {}).values()
+        limit = sum(w.get("memory_limit", 0) or 0 for w in workers)
+        used = sum(w.get("metrics", {}).get("memory", 0) or 0 for w in workers)
+        if (limit and nbytes > fraction * (limit - used)) or fraction <= 0:
             return False
         self.X = self.client.persist(self.X)
         self.blocks = list(self.X.to_delayed().ravel())
@@ -498,10 +502,12 @@ def dask_client(address=None):
             yield client
         return
     try:
-        yield get_client()
-        return
+        ambient = get_client()
     except ValueError:  # no client in this context
-        pass
+        ambient = None
+    if ambient is not None:
+        yield ambient
+        return
     with LocalCluster(processes=False, n_workers=1, dashboard_address=None) as cluster, Client(cluster) as client:
         yield client
 
