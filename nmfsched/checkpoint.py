@@ -37,6 +37,7 @@ class RunState:
     rng: dict
     batch_size: int
     stop_reason: str | None
+    refreshed: bool
 
 
 def fingerprint(X_shape, dtype, sq_norm_X, n_components, params):
@@ -95,6 +96,7 @@ class FitCheckpoint:
             rng=meta["rng"],
             batch_size=int(meta["batch_size"]),
             stop_reason=meta["stop_reason"],
+            refreshed=bool(meta["refreshed"]),
         )
 
     def _check_matches(self, saved):
@@ -118,8 +120,9 @@ class FitCheckpoint:
                 f"use the same parameters to continue, or delete it to start over."
             )
 
-    def save(self, W, H, history, scheduler, guard, rng, batch_size, stop_reason):
-        """Replace the checkpoint with this state (atomically)."""
+    def save(self, W, H, history, scheduler, guard, rng, batch_size, stop_reason, refreshed):
+        """Replace the checkpoint with this state (atomically); ``refreshed`` says ``W`` was
+        just swept against ``H`` (see ``StochasticSolver.mark_refreshed``)."""
         meta = {
             "format": FORMAT_VERSION,
             "fingerprint": self.fingerprint,
@@ -128,6 +131,7 @@ class FitCheckpoint:
             "rng": rng.bit_generator.state,
             "batch_size": int(batch_size),
             "stop_reason": stop_reason,
+            "refreshed": bool(refreshed),
         }
         arrays = {f"history_{key}": values for key, values in history.as_arrays().items()}
         self.path.parent.mkdir(parents=True, exist_ok=True)

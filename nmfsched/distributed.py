@@ -459,6 +459,14 @@ class DaskSolver(StochasticSolver):
         self._p_current = True
         return max(self.gram_loss(cross, HHt), 0.0)
 
+    def mark_refreshed(self):
+        """As :meth:`StochasticSolver.mark_refreshed`; the summed ``X^T W`` that the refresh
+        returns is made again by one product pass (no sweeps)."""
+        chunks = range(self.data.n_chunks)
+        self.WtW, self._ct_full = self.data.tree_sum(self.data.run(_product_task, chunks, self.W))
+        self._hht = self.backend.gram(self.Ht)
+        self._p_current = True
+
     def probe(self):
         be = self.backend
         self.statistics.start_pass()

@@ -435,6 +435,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             scheduler = self._make_scheduler()
             scheduler.load_state_dict(state.scheduler)
             history = History(state.history)
+            if state.refreshed:
+                solver.mark_refreshed()
             current_loss = history.losses()[-1] if len(history) else None
             t_start -= float(state.history["seconds"][-1]) if len(history) else 0.0
         finished = state is not None and state.stop_reason not in (None, "max_epochs")
@@ -443,7 +445,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             return guard, scheduler, history, state.stop_reason or "max_epochs"
 
         def save(record, reason):
-            checkpoint.save(solver.W_host(), solver.H, history, scheduler, guard, rng, solver.batch_size, reason)
+            checkpoint.save(
+                solver.W_host(), solver.H, history, scheduler, guard, rng, solver.batch_size, reason, solver.refreshed
+            )
 
         stop_reason = run_epochs(
             solver, scheduler, guard, history, start_loss=guard.initial_loss,

@@ -370,6 +370,19 @@ class StochasticSolver:
         # The Gram identity cancels large terms; never report a negative loss from rounding.
         return max(self.gram_loss(be.inner(self.W, P), HHt), 0.0)
 
+    @property
+    def refreshed(self):
+        """Whether ``W`` was just swept against the current ``H`` by :meth:`refresh_w`."""
+        return self._p_current
+
+    def mark_refreshed(self):
+        """Take the current ``W`` as :meth:`refresh_w`'s result for the current ``H`` (it was
+        saved right after one): set what the refresh leaves for the next one-batch epoch,
+        without sweeping ``W`` again, so a continued run takes the steps the first would."""
+        self.WtW = self.backend.gram(self.W)
+        self._hht = self.backend.gram(self.Ht)
+        self._p_current = True
+
     def gram_loss(self, cross, HHt):
         """``1/2 ||X - W H||^2 = 1/2 (||X||^2 - 2 <W, X H^T> + <W^T W, H H^T>)``.
 

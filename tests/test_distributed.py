@@ -188,3 +188,22 @@ def test_cluster_is_described(client):
     model = StochasticNMF(2, random_state=0, max_epochs=2).fit(chunked(low_rank(60, 10, 2), 20))
     assert model.cluster_["workers"] == 1 and model.cluster_["threads"] == 2
     assert model.cluster_["n_chunks"] == 3
+
+
+@pytest.mark.parametrize("batch_size", [100, 300])
+def test_a_killed_dask_fit_continues_from_its_checkpoint(client, tmp_path, batch_size):
+    from test_checkpoint import CRASH, CrashingGreedy
+
+    X = chunked(low_rank(300, 30, 4, noise=0.05), 50)
+    kw = dict(random_state=0, max_epochs=8, tol=0, batch_size=batch_size)
+    whole = StochasticNMF(4, scheduler=CrashingGreedy(), **kw).fit(X)
+    path = tmp_path / "run.npz"
+    CRASH["at"] = 5
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            StochasticNMF(4, scheduler=CrashingGreedy(), checkpoint=path, **kw).fit(X)
+    finally:
+        CRASH["at"] = None
+    resumed = StochasticNMF(4, scheduler=CrashingGreedy(), checkpoint=path, **kw).fit(X)
+    np.testing.assert_allclose(resumed.history_["loss"], whole.history_["loss"], rtol=1e-10)
+    assert resumed.reconstruction_err_ == pytest.approx(whole.reconstruction_err_, rel=1e-10)
