@@ -205,6 +205,8 @@ class DaskData:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.persisted = False
+        #: Tasks :meth:`run` keeps queued or running: two per worker thread.
+        self.max_in_flight = 2 * worker_threads(client)
 
     def persist_if_it_fits(self, nbytes, fraction=None):
         """Keep ``X``'s chunks in the workers' memory when ``nbytes`` (its size) is at most
@@ -234,20 +236,29 @@ class DaskData:
         """Futures of ``fn(X_c, *per_chunk[i], *shared)`` for the chunks ``chunks`` (one task each).
 
         With ``nout``, ``fn`` returns that many values and the result is one list of
-        futures per value (each task still runs once).
+        futures per value (each task still runs once). At most :attr:`max_in_flight`
+        tasks are queued or running at a time (the call waits for earlier ones to finish
+        before it submits more), so a worker never holds more than a few chunks of an
+        ``X`` read from disk, whatever the scheduler's ordering.
         """
         import dask
+        from distributed import as_completed
 
-        self.bytes_sent += sum(_nbytes(a) for a in shared if isinstance(a, np.ndarray))
-        tasks = []
+        shared_bytes = sum(_nbytes(a) for a in shared if isinstance(a, np.ndarray))  # embedded in each task
+        results, pending = [], as_completed()
         for i, c in enumerate(chunks):
+            if pending.count() >= self.max_in_flight:
+                next(pending)
             args = [a[i] for a in per_chunk]
-            self.bytes_sent += sum(_nbytes(a) for a in args if isinstance(a, np.ndarray))
-            tasks.append(dask.delayed(fn, pure=False, nout=nout)(self.blocks[c], *args, *shared))
+            self.bytes_sent += shared_bytes + sum(_nbytes(a) for a in args if isinstance(a, np.ndarray))
+            task = dask.delayed(fn, pure=False, nout=nout)(self.blocks[c], *args, *shared)
+            parts = self.client.compute(list(task) if nout else [task])  # one graph: the task runs once
+            pending.add(parts[0])
+            results.append(parts)
         if nout is None:
-            return self.client.compute(tasks)
-        futures = self.client.compute([part for t in tasks for part in t])  # one graph: each task runs once
-        return [futures[j::nout] for j in range(nout)]
+            return [parts[0] for parts in results]
+        return [[parts[j] for parts in results] for j in range(nout)]
+
 
     def submit(self, value):
         """A future holding the host array ``value`` (sent once, shared by later tasks)."""

@@ -180,7 +180,8 @@ def test_traffic_per_group_does_not_grow_with_the_rows(client):
         solver.sgd_epoch(0.5)
         sent.append(data.bytes_sent)
         received.append(data.bytes_received)
-    assert sent[0] == sent[1] == 2 * 8 * (m * k + k * k + k)  # H, H H^T and the steps per group
+    # per group H once, and H H^T and the steps in each of its 2 chunks' tasks
+    assert sent[0] == sent[1] == 2 * 8 * (m * k + 2 * (k * k + k))
     assert received[0] == received[1] == 2 * 8 * (2 * k * k + m * k + 1)
 
 
