@@ -41,6 +41,11 @@ def find_bad_entries(X, is_bad):
     return _first_bad_dense(np.asarray(X), is_bad)
 
 
+def is_dask_array(X):
+    """Whether ``X`` is a Dask array (checked without importing Dask)."""
+    return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "chunks") and hasattr(X, "dask")
+
+
 def _plural(n, word):
     if n == 1:
         return f"{n} {word}"

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .io import InputError, check_rank, matrix_format, read_matrix, replace_dir, sha256, temporary_dir_beside
+from .io import InputError, check_rank, matrix_format, open_lazy, read_matrix, replace_dir, sha256, temporary_dir_beside
 from .options import FIT_PARAMS
 
 
@@ -35,26 +35,38 @@ class Task(NamedTuple):
 
 def output_names(paths):
     """One output folder name per input: the file name without its ending, made unique
-    with the parent folder's names where two inputs share a name."""
+    with the ending (``m_zarr``, ``m_npy``) where two inputs of one folder share a name,
+    and with the parent folders' names where two folders hold the same name."""
 
-    def stem(p, depth):
+    def base(p, unique_stem):
         fmt = matrix_format(p) or p.suffix
-        base = p.name[: len(p.name) - len(fmt)] if fmt else p.name
-        parents = [q.name for q in p.resolve().parents][: depth][::-1]
-        return "__".join([*parents, base]) if parents else base
+        if unique_stem or not fmt:
+            return p.name[: len(p.name) - len(fmt)] if fmt else p.name
+        return p.name.replace(".", "_")
 
-    names, depth = [stem(p, 0) for p in paths], 0
+    stems = [base(p, True) for p in paths]
+    folders = {}
+    for p, s in zip(paths, stems):
+        folders.setdefault((p.resolve().parent, s), []).append(p)
+    bases = [base(p, len(folders[(p.resolve().parent, s)]) == 1) for p, s in zip(paths, stems)]
+
+    def stem(i, depth):
+        parents = [q.name for q in paths[i].resolve().parents][:depth][::-1]
+        return "__".join([*parents, bases[i]]) if parents else bases[i]
+
+    names, depth = list(bases), 0
     while len(set(names)) < len(names) and depth < 32:
         depth += 1
         counts = {n: names.count(n) for n in names}
-        names = [stem(p, depth) if counts[n] > 1 else n for p, n in zip(paths, names)]
+        names = [stem(i, depth) if counts[n] > 1 else n for i, n in enumerate(names)]
     return names
 
 
-def job_record(path, rank, params, dtype, fmt):
+def job_record(path, rank, params, dtype, fmt, dataset=None):
     """What identifies a job's result: resuming skips an input only when this matches."""
     return {
         "input_sha256": sha256(path),
+        "dataset": dataset,
         "rank": int(rank),
         "dtype": dtype,
         "format": fmt,
@@ -97,8 +109,12 @@ def _json_ready(value):
 
 
 def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", skip_header=False,
-                   overwrite=False, verbose=0, plot=False, image_shape=None):
+                   overwrite=False, verbose=0, plot=False, image_shape=None, dataset=None, lazy=False):
     """Factorize one file into ``out_dir`` (which must not exist unless ``overwrite``).
+
+    ``dataset`` names the dataset of an HDF5 input. With ``lazy`` the input is opened as a
+    Dask array (zarr, HDF5 and ``.npy`` are read chunk by chunk, never whole) and fitted on
+    the ambient ``distributed.Client``; the report then records the cluster.
 
     With ``plot``, ``history.png`` shows the loss and the learning rate per epoch, and with
     ``image_shape`` (rows, columns of one image) ``components.png`` shows each row of ``H``
@@ -118,7 +134,7 @@ def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", s
 
     path, out_dir = Path(path), Path(out_dir)
     t0 = time.perf_counter()
-    X = read_matrix(path, skip_header=skip_header)
+    X = open_lazy(path, dataset=dataset) if lazy else read_matrix(path, skip_header=skip_header, dataset=dataset)
     check_rank(path, X, rank)
     n, m = X.shape
     if image_shape is not None and image_shape[0] * image_shape[1] != m:
@@ -133,14 +149,19 @@ def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", s
     except (ValueError, FloatingPointError) as e:
         raise InputError(f"{path}: {e}") from None
     H = model.components_
+    if lazy:
+        W = W.compute()  # n x k: small next to X
     t_fit = time.perf_counter() - t1
-    nnz = X.nnz if sp.issparse(X) else int(np.count_nonzero(X))
+    if lazy:  # counting the non-zeros would read X once more
+        density, sparse = None, sp.issparse(getattr(X, "_meta", None))
+    else:
+        density, sparse = (X.nnz if sp.issparse(X) else int(np.count_nonzero(X))) / (n * m), sp.issparse(X)
     report = {
         "input": str(path),
         "shape": [n, m],
-        "density": nnz / (n * m),
-        "sparse": bool(sp.issparse(X)),
-        **job_record(path, rank, params, dtype, fmt),
+        "density": density,
+        "sparse": bool(sparse),
+        **job_record(path, rank, params, dtype, fmt, dataset),
         "versions": _versions(),
         "stop_reason": model.stop_reason_,
         "n_epochs": int(model.n_iter_),
@@ -149,6 +170,8 @@ def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", s
         "history": model.history_,
         "seconds": {"read": t_read, "fit": t_fit},
     }
+    if lazy:
+        report["cluster"] = model.cluster_
     staged = temporary_dir_beside(out_dir)
     try:
         t2 = time.perf_counter()
@@ -212,17 +235,32 @@ def _job(args):
 
 
 def run_batch(tasks, out_root, *, dtype="float64", fmt="npy", skip_header=False, resume=False,
-              overwrite=False, jobs=1, verbose=0, plot=False, image_shape=None, progress=True, log=print):
+              overwrite=False, jobs=1, verbose=0, plot=False, image_shape=None, progress=True, log=print,
+              dataset=None, dask=None):
     """Factorize every :class:`Task` into ``out_root``; returns one summary row per input.
 
     Inputs already done with the same input hash and parameters are skipped with
     ``resume``; existing outputs are replaced only with ``overwrite``; otherwise that input
-    fails with a message. A failing input never stops the others.
+    fails with a message. A failing input never stops the others. ``dataset`` names the
+    dataset of HDF5 inputs. ``dask`` (a scheduler address, or "local" for a cluster on
+    this machine) fits every input as a Dask array on that cluster, one after another.
     """
+    options = dict(dtype=dtype, fmt=fmt, skip_header=skip_header, resume=resume, overwrite=overwrite,
+                   verbose=verbose, plot=plot, image_shape=image_shape, progress=progress, log=log, dataset=dataset)
+    if dask is None:
+        return _run_batch(tasks, out_root, jobs=jobs, lazy=False, **options)
+    from .distributed import dask_client
+
+    with dask_client(None if dask == "local" else dask):  # one cluster for the batch; it runs the files in turn
+        return _run_batch(tasks, out_root, jobs=1, lazy=True, **options)
+
+
+def _run_batch(tasks, out_root, *, dtype, fmt, skip_header, resume, overwrite, jobs, verbose, plot, image_shape,
+               progress, log, dataset, lazy):
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     common = dict(dtype=dtype, fmt=fmt, skip_header=skip_header, overwrite=overwrite, verbose=verbose,
-                  plot=plot, image_shape=image_shape)
+                  plot=plot, image_shape=image_shape, dataset=dataset, lazy=lazy)
     rows, todo = [], []
     for task, name in zip(tasks, output_names([t.path for t in tasks])):
         path, out_dir = task.path, out_root / name
@@ -230,7 +268,7 @@ def run_batch(tasks, out_root, *, dtype="float64", fmt="npy", skip_header=False,
             shutil.rmtree(stale, ignore_errors=True)
         if out_dir.exists() and not overwrite:
             try:
-                record = job_record(path, task.rank, task.params, dtype, fmt)
+                record = job_record(path, task.rank, task.params, dtype, fmt, dataset)
             except OSError as e:
                 rows.append({"input": str(path), "status": "failed", "error": f"{path}: cannot be read ({e})"})
                 continue

@@ -107,8 +107,16 @@ def _cmd_factorize(args):
             raise _UsageError(str(e)) from None
     elif image_shape is not None:
         raise _UsageError("--image-shape needs --plot")
+    if args.dask is not None and args.jobs != 1:
+        raise _UsageError("--dask runs the inputs one after another on the cluster; leave out --jobs")
+    if args.dask is not None:
+        try:
+            import dask.array  # noqa: F401
+            import distributed  # noqa: F401
+        except ImportError:
+            raise _UsageError("--dask needs dask and distributed: pip install 'nmfsched[dask]'") from None
     rows = run_batch(
-        tasks, args.out, dtype=args.dtype, fmt=args.format,
+        tasks, args.out, dtype=args.dtype, fmt=args.format, dataset=args.dataset, dask=args.dask,
         skip_header=args.skip_header, resume=args.resume, overwrite=args.overwrite, jobs=args.jobs,
         verbose=args.verbose, plot=args.plot, image_shape=image_shape, progress=sys.stderr.isatty() and not args.verbose, log=lambda m: print(m, file=sys.stderr),
     )
@@ -232,7 +240,8 @@ def build_parser():
         "into OUT/<name>/ with W and H and report.json, plus OUT/summary.csv. Exit status: 0 when every "
         "input succeeded, 1 when some failed, 2 for a usage error.",
     )
-    fz.add_argument("inputs", nargs="*", metavar="INPUT", help=".npy, .npz, .mtx[.gz], .csv[.gz], .tsv[.gz]")
+    fz.add_argument("inputs", nargs="*", metavar="INPUT",
+                    help=".npy, .npz, .mtx[.gz], .csv[.gz], .tsv[.gz], .zarr (a directory), .h5/.hdf5")
     fz.add_argument("--rank", type=int, help="number of components (a manifest may give its own)")
     fz.add_argument("--manifest", metavar="FILE", help="a .csv or .toml list of inputs with per-file rank and options")
     fz.add_argument("--out", required=True, metavar="DIR", help="output directory")
@@ -240,6 +249,11 @@ def build_parser():
     fz.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     fz.add_argument("--format", choices=["npy", "npz"], default="npy", help="W.npy + H.npy, or factors.npz")
     fz.add_argument("--skip-header", action="store_true", help="the first line of .csv/.tsv inputs is a header")
+    fz.add_argument("--dataset", metavar="NAME", help="the dataset of .h5/.hdf5 inputs (default: their only 2-D one)")
+    fz.add_argument("--dask", nargs="?", const="local", metavar="ADDRESS",
+                    help="fit each input as a Dask array on dask.distributed: zarr, HDF5 and .npy are read chunk "
+                    "by chunk, never whole (out of core); ADDRESS is a scheduler's (default: a cluster on this "
+                    "machine); the report records the cluster")
     fz.add_argument("--jobs", type=int, default=1, help="files factorized in parallel processes")
     fz.add_argument("--resume", action="store_true", help="skip inputs already done with the same input and parameters")
     fz.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -43,11 +43,6 @@ TREE_FAN_IN = 8
 PERSIST_FRACTION = 0.5
 
 
-def is_dask_array(X):
-    """Whether ``X`` is a Dask array (checked without importing Dask)."""
-    return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "chunks") and hasattr(X, "dask")
-
-
 # -- tasks: one chunk each, on a worker, with the CPU backend's kernels --------------------
 _blas_lock = threading.Lock()
 _blas_users = 0

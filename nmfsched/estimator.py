@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._init import INIT_METHODS, initialize_factors, nndsvd_from_svd, random_factors, resolve_init
 from ._validation import check_device_X, check_factor, check_finite_nonnegative
 from .checkpoint import FitCheckpoint, fingerprint, restore_rng
-from .distributed import is_dask_array
+from ._validation import is_dask_array
 from .kernels import BackendUnavailableError, backend_names, get_backend, unavailable_reason
 from .theory._namespace import array_namespace, is_device_array
 from .metrics import frobenius_error

@@ -16,8 +16,11 @@ import scipy.sparse as sp
 
 from ._validation import check_finite_nonnegative
 
-#: File name endings the readers know, longest first (".mtx.gz" before ".gz").
-FORMATS = (".mtx.gz", ".csv.gz", ".tsv.gz", ".npy", ".npz", ".mtx", ".csv", ".tsv")
+#: File name endings the readers know, longest first (".mtx.gz" before ".gz"). A ".zarr"
+#: input is a directory (a zarr array store); ".h5"/".hdf5" files hold named datasets.
+FORMATS = (".mtx.gz", ".csv.gz", ".tsv.gz", ".hdf5", ".zarr", ".npy", ".npz", ".mtx", ".csv", ".tsv", ".h5")
+#: The formats that can be read lazily, chunk by chunk (as a Dask array).
+LAZY_FORMATS = (".zarr", ".h5", ".hdf5", ".npy")
 
 
 class InputError(Exception):
@@ -40,8 +43,8 @@ def find_inputs(items):
     found = []
     for item in items:
         path = Path(item)
-        if path.is_dir():
-            matches = sorted(p for p in path.rglob("*") if p.is_file() and matrix_format(p))
+        if path.is_dir() and matrix_format(path) != ".zarr":
+            matches = sorted(_matrices_under(path))
             if not matches:
                 raise InputError(f"{item}: no matrix files ({', '.join(FORMATS)}) in this directory")
             found.extend(matches)
@@ -61,6 +64,143 @@ def find_inputs(items):
             seen.add(key)
             unique.append(p)
     return unique
+
+
+def _matrices_under(root):
+    """Matrix files under ``root``, and zarr stores (directories named ``*.zarr``, not searched)."""
+    for p in sorted(root.iterdir()):
+        if p.is_dir():
+            if matrix_format(p) == ".zarr":
+                yield p
+            else:
+                yield from _matrices_under(p)
+        elif p.is_file() and matrix_format(p) not in (None, ".zarr"):
+            yield p
+
+
+def _hdf5_dataset(f, path, dataset):
+    """The dataset ``dataset`` of the open h5py file ``f``; None means its only 2-D dataset."""
+    import h5py
+
+    if dataset is not None:
+        if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
+            raise InputError(f"{path}: no dataset {dataset!r} (datasets: {', '.join(_h5_datasets(f)) or 'none'})")
+        return f[dataset]
+    names = [name for name in _h5_datasets(f) if f[name].ndim == 2]
+    if len(names) != 1:
+        raise InputError(
+            f"{path}: holds {len(names)} 2-D datasets ({', '.join(names) or 'none'}); name one with --dataset"
+        )
+    return f[names[0]]
+
+
+def _h5_datasets(f):
+    import h5py
+
+    names = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return names
+
+
+def _optional(module, fmt):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise InputError(f"reading {fmt} needs {module}: pip install 'nmfsched[dask]'") from None
+
+
+def _read_zarr(path):
+    zarr = _optional("zarr", ".zarr")
+    return zarr.open_array(str(path), mode="r")[...]
+
+
+def _read_hdf5(path, dataset):
+    h5py = _optional("h5py", path.suffix)
+    with h5py.File(path, "r") as f:
+        return _hdf5_dataset(f, path, dataset)[...]
+
+
+def open_lazy(path, *, dataset=None, chunk_bytes=128 << 20):
+    """``path`` as a Dask array chunked by rows, read only when its chunks are computed.
+
+    zarr keeps its own row chunks; HDF5 and ``.npy`` (memory-mapped) are cut into chunks of
+    about ``chunk_bytes`` (whole rows). Other formats are read into memory first. The
+    entries are checked by the fit (with the global row of the first bad one).
+
+    Raises
+    ------
+    InputError
+        Unknown format, unreadable file, missing dataset, not 2-D or empty.
+    """
+    try:
+        import dask.array as da
+    except ImportError:
+        raise InputError("--dask needs dask and distributed: pip install 'nmfsched[dask]'") from None
+    path = Path(path)
+    fmt = matrix_format(path)
+    try:
+        if fmt == ".zarr":
+            _optional("zarr", ".zarr")
+            X = da.from_zarr(str(path))
+        elif fmt in (".h5", ".hdf5"):
+            h5py = _optional("h5py", fmt)
+            with h5py.File(path, "r") as f:
+                data = _hdf5_dataset(f, path, dataset)
+                name, shape, dtype = data.name, data.shape, data.dtype
+            X = _from_row_reader(da, _read_hdf5_rows, (str(path), name), shape, dtype, chunk_bytes)
+        elif fmt == ".npy":
+            data = np.load(path, mmap_mode="r", allow_pickle=False)
+            X = _from_row_reader(da, _read_npy_rows, (str(path),), data.shape, data.dtype, chunk_bytes)
+        else:
+            X = read_matrix(path)
+            return da.from_array(X, chunks=(_rows_per_chunk(X.shape, X.dtype, chunk_bytes), -1), asarray=not sp.issparse(X))
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{path}: cannot be read as {fmt} ({type(e).__name__}: {e})") from None
+    _check_shape(path, X)
+    if X.dtype.kind not in "biuf":
+        raise InputError(f"{path}: not numeric (dtype {X.dtype})")
+    return X
+
+
+def _from_row_reader(da, reader, args, shape, dtype, chunk_bytes):
+    """A Dask array whose chunk ``i`` is ``reader(*args, start, stop)``: each task opens the
+    file itself, so the graph holds a path, never data or an open handle."""
+    import dask
+
+    if len(shape) != 2:
+        raise InputError(f"{args[0]}: expected a 2-D matrix, got {len(shape)} dimension(s) of shape {shape}")
+    rows = _rows_per_chunk(shape, dtype, chunk_bytes)
+    blocks = [
+        da.from_delayed(dask.delayed(reader)(*args, start, min(start + rows, shape[0])),
+                        shape=(min(start + rows, shape[0]) - start, shape[1]), dtype=dtype)
+        for start in range(0, shape[0], rows)
+    ]
+    return da.concatenate(blocks, axis=0) if blocks else da.zeros(shape, dtype=dtype)
+
+
+def _read_npy_rows(path, start, stop):
+    return np.array(np.load(path, mmap_mode="r", allow_pickle=False)[start:stop])
+
+
+def _read_hdf5_rows(path, name, start, stop):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return f[name][start:stop]
+
+
+def _rows_per_chunk(shape, dtype, chunk_bytes):
+    row_bytes = max(1, shape[1] if len(shape) > 1 else 1) * np.dtype(dtype).itemsize
+    return int(max(1, min(shape[0], chunk_bytes // row_bytes)))
+
+
+def _check_shape(path, X):
+    if X.ndim != 2:
+        raise InputError(f"{path}: expected a 2-D matrix, got {X.ndim} dimension(s) of shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise InputError(f"{path}: empty matrix (shape {X.shape[0]} x {X.shape[1]})")
 
 
 def _read_npz(path):
@@ -90,7 +230,7 @@ def _read_text(path, delimiter, skip_header):
     return X
 
 
-def read_matrix(path, *, skip_header=False):
+def read_matrix(path, *, skip_header=False, dataset=None):
     """Read one matrix file into a float array or CSR matrix, checked for NMF.
 
     Raises
@@ -98,6 +238,7 @@ def read_matrix(path, *, skip_header=False):
     InputError
         Unknown format, unreadable or corrupt file, not 2-D, empty, non-numeric,
         non-finite or negative values; the message names the file and the problem.
+        ``dataset`` names the dataset of an HDF5 file (None: its only 2-D dataset).
     """
     path = Path(path)
     fmt = matrix_format(path)
@@ -110,6 +251,10 @@ def read_matrix(path, *, skip_header=False):
             X = _read_npz(path)
         elif fmt in (".mtx", ".mtx.gz"):
             X = scipy.io.mmread(path)
+        elif fmt == ".zarr":
+            X = _read_zarr(path)
+        elif fmt in (".h5", ".hdf5"):
+            X = _read_hdf5(path, dataset)
         else:
             X = _read_text(path, "\t" if fmt.startswith(".tsv") else ",", skip_header)
     except InputError:
@@ -122,10 +267,7 @@ def read_matrix(path, *, skip_header=False):
         X = np.asarray(X)
         if X.dtype.kind not in "biuf":
             raise InputError(f"{path}: not numeric (dtype {X.dtype})")
-    if X.ndim != 2:
-        raise InputError(f"{path}: expected a 2-D matrix, got {X.ndim} dimension(s) of shape {X.shape}")
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise InputError(f"{path}: empty matrix (shape {X.shape[0]} x {X.shape[1]})")
+    _check_shape(path, X)
     X = X.astype(np.float64) if X.dtype.kind in "biu" else X
     try:
         check_finite_nonnegative(X, who="nmfsched")
@@ -144,11 +286,17 @@ def check_rank(path, X, rank):
 
 
 def sha256(path, chunk=1 << 20):
-    """Hex SHA-256 of a file's bytes."""
+    """Hex SHA-256 of a file's bytes; of a directory (a zarr store), of every file's
+    relative path and bytes, in sorted order."""
+    path = Path(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(chunk), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
