@@ -72,7 +72,7 @@ def main(argv=None):
 
     m, k = args.columns, args.rank
     n = int(args.gigabytes * 1e9 / (4 * m))
-    rows = max(1, (64 << 20) // (4 * m))
+    rows = min(n, max(1, (64 << 20) // (4 * m)))
     folder = Path(args.dir or tempfile.gettempdir())
     path = folder / f"nmfsched_ooc_{n}x{m}_r{k}.zarr"
     t = time.perf_counter()
@@ -104,7 +104,8 @@ def main(argv=None):
 
     sub = max(k, int(args.subsample * n))
     rng = np.random.default_rng(1)
-    picked = np.sort(rng.choice(n // rows, size=max(1, sub // rows), replace=False))
+    n_chunks = -(-n // rows)
+    picked = np.sort(rng.choice(n_chunks, size=min(n_chunks, max(1, sub // rows)), replace=False))
     store = zarr.open_array(str(path), mode="r")
     X_sub = np.concatenate([store[c * rows : (c + 1) * rows] for c in picked])
     ref = StochasticNMF(k, **params).fit(X_sub)

@@ -126,3 +126,19 @@ def test_gpu_benchmark_without_a_gpu_says_why_and_exits(monkeypatch, capsys):
         unavailable_reason.cache_clear()
     assert exit_info.value.code == 2
     assert "needs CuPy" in capsys.readouterr().err
+
+
+def test_dask_scaling_quick_compares_with_in_memory_and_counts_bytes(capsys):
+    load("dask_scaling").main(["--quick", "--epochs", "3"])
+    out = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| gen")]
+    assert len(out) == 3 and "in memory" in out[0] and "Dask 2 worker(s)" in out[2]
+    errors = {line.split("|")[5].strip() for line in out}
+    assert len(errors) == 1  # one batch: the same algorithm in memory and on Dask
+    assert all(float(line.split("|")[6]) > 0 for line in out[1:])
+
+
+def test_dask_out_of_core_small_runs_and_reports_peak_memory(capsys, tmp_path):
+    load("dask_out_of_core").main(["--gigabytes", "0.01", "--columns", "100", "--rank", "4", "--epochs", "2",
+                                   "--worker-memory", "1GB", "--subsample", "0.5", "--dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "peak worker memory:" in out and "worker restarted: False" in out and "ratio" in out
