@@ -14,9 +14,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._init import INIT_METHODS, initialize_factors, nndsvd_from_svd, random_factors, resolve_init
-from ._validation import check_device_X, check_factor, check_finite_nonnegative
+from ._validation import check_device_X, check_factor, check_finite_nonnegative, is_dask_array
 from .checkpoint import FitCheckpoint, fingerprint, restore_rng
-from ._validation import is_dask_array
 from .kernels import BackendUnavailableError, backend_names, get_backend, unavailable_reason
 from .theory._namespace import array_namespace, is_device_array
 from .metrics import frobenius_error
@@ -407,7 +406,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                     f"initial factors; learning rates are capped at the bound of each epoch. "
                     f"Set enforce_bound=False only to experiment without the guarantee.",
                     StabilityWarning,
-                    stacklevel=3,
+                    stacklevel=4,  # the caller of fit_transform or partial_fit
                 )
         scheduler = self._make_scheduler()
         scheduler.reset(lr0, total_epochs=self.max_epochs)
