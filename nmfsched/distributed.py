@@ -82,8 +82,9 @@ def _one_thread():
 
 
 def _as_kernel_input(X_c, dtype):
+    """A chunk as the CPU kernels take it: C-ordered, or CSR with matching index dtypes."""
     if sp.issparse(X_c):
-        return X_c.tocsr().astype(dtype, copy=False)
+        return CPUBackend().to_device(X_c.tocsr().astype(dtype, copy=False))
     return np.ascontiguousarray(X_c, dtype=dtype)
 
 
