@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -44,11 +45,9 @@ def output_names(paths):
             return p.name[: len(p.name) - len(fmt)] if fmt else p.name
         return p.name.replace(".", "_")
 
-    stems = [base(p, True) for p in paths]
-    folders = {}
-    for p, s in zip(paths, stems):
-        folders.setdefault((p.resolve().parent, s), []).append(p)
-    bases = [base(p, len(folders[(p.resolve().parent, s)]) == 1) for p, s in zip(paths, stems)]
+    stems = [(p.resolve().parent, base(p, True)) for p in paths]
+    in_folder = Counter(stems)
+    bases = [base(p, in_folder[s] == 1) for p, s in zip(paths, stems)]
 
     def stem(i, depth):
         parents = [q.name for q in paths[i].resolve().parents][:depth][::-1]

@@ -365,11 +365,14 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             return copy.deepcopy(self.scheduler)
         return get_scheduler(self.scheduler, **(self.scheduler_params or {}))
 
-    def _init_factors(self, X, W, H, rng):
+    def _check_custom_factors_wanted(self, W, H):
         if (W is not None or H is not None) and self.init != "custom":
             raise ValueError(
                 f"W or H was passed but init={self.init!r}; set init='custom' to start from them."
             )
+
+    def _init_factors(self, X, W, H, rng):
+        self._check_custom_factors_wanted(W, H)
         k = self._resolve_n_components(X, W, H)
         init = resolve_init(self.init, k, *X.shape)
         return initialize_factors(X, k, init, rng, X.dtype, W=W, H=H, who=type(self).__name__)
@@ -577,8 +580,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """Initial factors of a Dask ``X``: SVD-based by products over its chunks, never gathering it."""
         from .distributed import randomized_svd_chunks
 
-        if (W is not None or H is not None) and self.init != "custom":
-            raise ValueError(f"W or H was passed but init={self.init!r}; set init='custom' to start from them.")
+        self._check_custom_factors_wanted(W, H)
         init = resolve_init(self.init, k, *X.shape)
         dtype = X.dtype
         if init == "custom":

@@ -19,8 +19,6 @@ from ._validation import check_finite_nonnegative
 #: File name endings the readers know, longest first (".mtx.gz" before ".gz"). A ".zarr"
 #: input is a directory (a zarr array store); ".h5"/".hdf5" files hold named datasets.
 FORMATS = (".mtx.gz", ".csv.gz", ".tsv.gz", ".hdf5", ".zarr", ".npy", ".npz", ".mtx", ".csv", ".tsv", ".h5")
-#: The formats that can be read lazily, chunk by chunk (as a Dask array).
-LAZY_FORMATS = (".zarr", ".h5", ".hdf5", ".npy")
 
 
 class InputError(Exception):
