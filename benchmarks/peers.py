@@ -1,19 +1,26 @@
-"""nmfsched against scikit-learn's NMF(cd), NMF(mu) and MiniBatchNMF, with a roofline per case.
+"""nmfsched against scikit-learn's NMF(cd), NMF(mu) and MiniBatchNMF, and PyTorch peers.
 
-Every solver runs at its defaults, in this process, on the same matrix and seed. Per case
-the Markdown table gives each solver's wall time and final relative error
-``||X - WH||_F / ||X||_F``, and for nmfsched:
+The PyTorch peers run when installed (``pip install 'nmfsched[bench]'``, CPU torch):
+nmf-torch's HALS in its batch and online modes (``run_nmf`` at its defaults, in the data's
+precision) and torchnmf's multiplicative updates under the Frobenius loss (``beta=2``).
+Neither takes a sparse matrix, so they get the dense array, made before their clock starts.
 
-- ``time to best / best peer``: the time nmfsched needs to reach the best peer's final
-  error, over that peer's time; ``/ fastest``: the same time over the fastest peer's.
-  It is read off a second nmfsched run with ``tol=0``, the same seed (so the same path
-  as the default run until that one stops) and a time limit of the slowest peer's time;
-  the time of an epoch counts from the start of ``fit`` and the error is that of the
-  epoch's ``W`` and ``H``. "not reached" when it never gets there within the limit.
-- ``error at fastest's budget``: that run's error at the last epoch that ended within the
-  fastest peer's time.
+Every solver runs at its defaults, in this process, on the same matrix and seed, with all
+cores. Per case and peer the Markdown table gives the peer's wall time and final relative
+error ``||X - WH||_F / ||X||_F``, nmfsched's (at its defaults) and:
 
-The roofline line of a case sets nmfsched's epochs (those of the ``tol=0`` run after the
+- ``to peer's error / peer's time``: the time nmfsched needs to come within ``--tolerance``
+  (default 0.1%) of that peer's final error, over that peer's time. It is read off a
+  second nmfsched run with ``tol=0``, the same seed (so the same path as the default run
+  until that one stops) and a time limit of the slowest solver's time; the time of an
+  epoch counts from the start of ``fit`` and the error is that of the epoch's ``W`` and
+  ``H``. "not reached" when it never gets there within the limit. With ``--repeats R``
+  every solver runs R times; times are medians and the ratio shows its spread (min-max).
+- ``defaults reach it``: whether the default run (its own ``tol``) stops within the
+  tolerance of that error, or above it.
+
+The summary counts the (case, peer) pairs whose median ratio is at most 0.5. The roofline
+line of a case sets nmfsched's epochs (those of the ``tol=0`` run after the
 first, with the batch size each had) against the machine, measured at the start of the same run: the dense GEMM rate
 (square ``n x n`` products, all cores, in the data's dtype), the same-shape GEMM rate
 (``X @ H^T`` of the case, all cores) and the copy bandwidth (read + write). The epoch's
@@ -23,14 +30,18 @@ Cases: scikit-learn's digits r16; from ../shared/data when present olivetti/242 
 cbcl/255 r49, tdt2 r30, jasper/5000 r4, MovieLens ratings r16; generated dense 5000x1000
 r20, tall 60000x300 r40, wide 400x20000 r10 and sparse topic-model counts 8000x6000 r20.
 
-    python benchmarks/peers.py [--quick] [--seed 0] [--case NAME ...] [--skip-peer NAME ...]
+    python benchmarks/peers.py [--quick] [--seed 0] [--repeats 1] [--case NAME ...] [--skip-peer NAME ...]
 """
 
 import argparse
+import contextlib
 import csv
+import io
+import statistics
 import time
 import warnings
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,11 +56,66 @@ from nmfsched.warmup import warm_up
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-PEERS = {
-    "NMF(cd)": lambda k, seed: NMF(k, solver="cd", random_state=seed),
-    "NMF(mu)": lambda k, seed: NMF(k, solver="mu", random_state=seed),
-    "MiniBatchNMF": lambda k, seed: MiniBatchNMF(k, random_state=seed),
-}
+
+# -- the peers ----------------------------------------------------------------------------
+class Peer(NamedTuple):
+    fit: Callable  #: ``fit(X, k, seed) -> (W, H)``
+    dense_only: bool = False  #: takes no sparse matrix (it gets ``X.toarray()``)
+
+
+def _sklearn(make):
+    def fit(X, k, seed):
+        model = make(k, seed)
+        W = model.fit_transform(X)
+        return W, model.components_
+
+    return fit
+
+
+def _nmf_torch(mode):
+    def fit(X, k, seed):
+        from nmf import run_nmf
+
+        precision = "double" if X.dtype == np.float64 else "float"
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints its loss every 10 iterations
+            W, H, _ = run_nmf(X, k, mode=mode, random_state=seed, fp_precision=precision)
+        return W, H
+
+    return fit
+
+
+def _torchnmf(X, k, seed):
+    import torch
+    from torchnmf.nmf import NMF as TorchNMF
+
+    torch.manual_seed(seed)
+    V = torch.from_numpy(X)
+    model = TorchNMF(V.shape, rank=k).to(V.dtype)  # V ~ H W^T: its H is our W
+    model.fit(V, beta=2)  # the Frobenius loss (its default beta is 1, KL)
+    return model.H.detach().numpy(), model.W.detach().numpy().T
+
+
+def available_peers():
+    """The peers this environment can run: scikit-learn's always, PyTorch's when installed."""
+    peers = {
+        "NMF(cd)": Peer(_sklearn(lambda k, seed: NMF(k, solver="cd", random_state=seed))),
+        "NMF(mu)": Peer(_sklearn(lambda k, seed: NMF(k, solver="mu", random_state=seed))),
+        "MiniBatchNMF": Peer(_sklearn(lambda k, seed: MiniBatchNMF(k, random_state=seed))),
+    }
+    try:
+        import nmf  # noqa: F401  (nmf-torch)
+
+        peers["nmf-torch batch"] = Peer(_nmf_torch("batch"), dense_only=True)
+        peers["nmf-torch online"] = Peer(_nmf_torch("online"), dense_only=True)
+    except ImportError:
+        pass
+    try:
+        import torchnmf  # noqa: F401
+
+        peers["torchnmf"] = Peer(_torchnmf, dense_only=True)
+    except ImportError:
+        pass
+    return peers
 
 
 # -- the suite ----------------------------------------------------------------------------
@@ -181,14 +247,14 @@ def run_work(X, k, history, w_sweeps):
 
 
 # -- runs ---------------------------------------------------------------------------------
-def run_peer(make, X, k, seed):
-    model = make(k, seed)
+def run_peer(peer, X, k, seed):
+    """``(seconds, relative error)`` of one fit by ``peer``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning at a peer's own max_iter
         start = time.perf_counter()
-        W = model.fit_transform(X)
+        W, H = peer.fit(X, k, seed)
         seconds = time.perf_counter() - start
-    return seconds, relative_error(X, W, model.components_)
+    return seconds, relative_error(X, np.asarray(W, dtype=X.dtype), np.asarray(H, dtype=X.dtype))
 
 
 def run_nmfsched(X, k, seed, **params):
@@ -206,87 +272,116 @@ def time_to(history, target, tolerance):
     return float(history["seconds"][reached[0]]) if reached.size else float("inf")
 
 
-def error_at(history, budget):
-    """Relative error of the last epoch that ended within ``budget`` seconds (NaN if none)."""
-    within = np.flatnonzero(history["seconds"] <= budget)
-    return float(history["rel_error"][within[-1]]) if within.size else float("nan")
+def spread(ratios):
+    """``median [min-max]`` of time ratios, "not reached" where the median is infinite."""
+    median = statistics.median(ratios)
+    if not np.isfinite(median):
+        return "not reached"
+    if len(ratios) == 1:
+        return f"{median:.2f}"
+    low, high = min(ratios), max(ratios)
+    return f"{median:.2f} [{low:.2f}-{'not reached' if not np.isfinite(high) else f'{high:.2f}'}]"
 
 
-def _error(value):
-    return f"{value:.5f}" if np.isfinite(value) else "no epoch yet"
+class PeerResult(NamedTuple):
+    peer: str
+    seconds: float  #: median over repeats
+    error: float  #: median over repeats
+    ratios: list  #: per repeat: nmfsched's time to the peer's error / the peer's time
+    defaults_reach: bool  #: the default run stops within the tolerance of the peer's error
 
 
-def _ratio(value, reference):
-    return "not reached" if not np.isfinite(value) else f"{value / reference:.2f}"
-
-
-def run_case(name, X, k, seed, peers, machine, tolerance):
-    results = {peer: run_peer(PEERS[peer], X, k, seed) for peer in peers}
-    seconds, error, model = run_nmfsched(X, k, seed)
-    best_peer = min(results, key=lambda p: results[p][1])
-    fastest_peer = min(results, key=lambda p: results[p][0])
-    slowest = max(t for t, _ in results.values())
+def run_case(X, k, seed, peers, tolerance, repeats=1):
+    """Every peer and nmfsched, ``repeats`` times each; returns ``(peer results, nmfsched's
+    (median seconds, median error, batch size), the first tol=0 run's history)``."""
+    dense = X.toarray() if sp.issparse(X) and any(p.dense_only for p in peers.values()) else X
+    peer_runs = {
+        name: [run_peer(peer, dense if peer.dense_only else X, k, seed) for _ in range(repeats)]
+        for name, peer in peers.items()
+    }
+    del dense
+    default_runs = [run_nmfsched(X, k, seed) for _ in range(repeats)]
+    slowest = max(t for runs in [*peer_runs.values(), default_runs] for t, *_ in runs)
     # the same seed without the tol test, to find when each target is reached
-    _, _, long_run = run_nmfsched(X, k, seed, tol=0, max_epochs=100_000, max_time=max(slowest, seconds))
-    history = long_run.history_
-    to_best = time_to(history, results[best_peer][1], tolerance)
-    at_budget = error_at(history, results[fastest_peer][0])
+    histories = [
+        run_nmfsched(X, k, seed, tol=0, max_epochs=100_000, max_time=slowest)[2].history_ for _ in range(repeats)
+    ]
+    default_error = statistics.median(e for _, e, _ in default_runs)
+    results = []
+    for name, runs in peer_runs.items():
+        error = statistics.median(e for _, e in runs)
+        ratios = [time_to(h, error, tolerance) / t for h, (t, _) in zip(histories, runs)]
+        reach = default_error <= error * (1 + tolerance)
+        results.append(PeerResult(name, statistics.median(t for t, _ in runs), error, ratios, reach))
+    ours = (statistics.median(t for t, *_ in default_runs), default_error, default_runs[0][2].batch_size_)
+    return results, ours, histories[0]
 
-    lines = []
-    for peer, (t, err) in results.items():
-        lines.append(f"| {name} | {k} | {peer} | {t:.2f} | {err:.5f} | | | |")
-    lines.append(
-        f"| {name} | {k} | **nmfsched** | {seconds:.2f} | {error:.5f} | "
-        f"{_ratio(to_best, results[best_peer][0])} ({best_peer}) | "
-        f"{_ratio(to_best, results[fastest_peer][0])} ({fastest_peer}) | {_error(at_budget)} |"
-    )
+
+def roofline(name, X, k, history, batch_size, machine):
+    """One line setting the tol=0 run's epochs against the machine's rates."""
     gemm, bandwidth = machine[X.dtype]
     flops, nbytes, epochs_seconds = run_work(X, k, history, resolve_w_sweeps("auto", k, X.shape[1]))
     n_epochs = len(history["epoch"]) - 1
     gflops, gbytes = flops / epochs_seconds / 1e9, nbytes / epochs_seconds / 1e9
     shape_rate = shape_gemm_rate(X, k)
     one_batch = float(np.mean(history["batch_size"] >= X.shape[0]))
-    roofline = (
+    return (
         f"{name}: {n_epochs} epochs of {epochs_seconds / max(1, n_epochs) * 1e3:.1f} ms "
-        f"({one_batch:.0%} one-batch; default run: batch {model.batch_size_}), {gflops:.1f} GFLOP/s = "
+        f"({one_batch:.0%} one-batch; default run: batch {batch_size}), {gflops:.1f} GFLOP/s = "
         f"{gflops / gemm:.0%} of GEMM ({gemm:.0f}) and {gflops / shape_rate:.0%} of same-shape X @ H^T "
         f"({shape_rate:.1f}); {gbytes:.1f} GB/s = {gbytes / bandwidth:.0%} of copy bandwidth ({bandwidth:.0f})"
     )
-    return lines, roofline
+
+
+def table_rows(name, k, results, ours):
+    seconds, error, _ = ours
+    return [
+        f"| {name} | {k} | {r.peer} | {r.seconds:.2f} | {r.error:.5f} | {seconds:.2f} | {error:.5f} "
+        f"| {spread(r.ratios)} | {'yes' if r.defaults_reach else 'no'} |"
+        for r in results
+    ]
 
 
 def main(argv=None):
+    peers_here = available_peers()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="three small cases (a smoke test)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every solver per case (default 1)")
     parser.add_argument("--case", action="append", default=[], help="run only cases whose name starts so")
     parser.add_argument(
-        "--tolerance", type=float, default=1e-4,
-        help="a target error counts as reached within this relative margin (default 1e-4: ties at 4 digits)",
+        "--tolerance", type=float, default=1e-3,
+        help="a peer's error counts as reached within this relative margin (default 1e-3: 0.1%%)",
     )
-    parser.add_argument("--skip-peer", action="append", default=[], choices=sorted(PEERS))
+    parser.add_argument("--skip-peer", action="append", default=[], choices=sorted(peers_here))
     args = parser.parse_args(argv)
-    peers = [p for p in PEERS if p not in args.skip_peer]
+    peers = {name: peer for name, peer in peers_here.items() if name not in args.skip_peer}
     if not peers:
         parser.error("at least one peer must run")
 
     warm_up()  # the first fit in a process pays for loading kernels and starting threads
     with threadpool_limits(None):
         machine = {np.dtype(dt): machine_rates(dt) for dt in (np.float64, np.float32)}
-    print("| data | rank | solver | time (s) | rel. error | time to best / best peer | / fastest peer "
-          "| error at fastest's budget |")
-    print("|---|---|---|---|---|---|---|---|")
-    rooflines = []
+    print("| data | rank | peer | peer s | peer error | nmfsched s | nmfsched error "
+          "| to peer's error / peer's time | defaults reach it |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rooflines, all_results = [], []
     for name, load, k in cases(args.quick, args.seed):
         if args.case and not any(name.startswith(c) for c in args.case):
             continue
         X = load()
-        lines, roofline = run_case(name, X, k, args.seed, peers, machine, args.tolerance)
-        print("\n".join(lines), flush=True)
-        rooflines.append(roofline)
+        results, ours, history = run_case(X, k, args.seed, peers, args.tolerance, args.repeats)
+        print("\n".join(table_rows(name, k, results, ours)), flush=True)
+        rooflines.append(roofline(name, X, k, history, ours[2], machine))
+        all_results.extend(results)
     print()
     for line in rooflines:
         print(f"- {line}")
+    within = sum(statistics.median(r.ratios) <= 0.5 for r in all_results)
+    reach = sum(r.defaults_reach for r in all_results)
+    print(f"\nto each peer's error in <= 0.5x its time: {within} of {len(all_results)} (case, peer) pairs; "
+          f"defaults stop at or below the peer's error: {reach} of {len(all_results)}")
+    return all_results
 
 
 if __name__ == "__main__":

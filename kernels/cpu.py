@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from ._numba_config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
+from .protocol import GRADIENT_REFRESH_SWEEPS
 
 _FLOATS = (nb.float32, nb.float64)
 _INDICES = (nb.int32, nb.int64)
@@ -53,13 +54,14 @@ def _projected_cd_rows(
     n_clipped = 0
     for r in range(r0, r1):
         for sweep in range(max_sweeps):
-            for l in range(k):
-                g[l] = -P[r, l]
-            for j in range(k):
-                y = Y[r, j]
-                if y != 0.0:
-                    for l in range(k):
-                        g[l] += y * G[j, l]
+            if sweep % GRADIENT_REFRESH_SWEEPS == 0:
+                for l in range(k):
+                    g[l] = -P[r, l]
+                for j in range(k):
+                    y = Y[r, j]
+                    if y != 0.0:
+                        for l in range(k):
+                            g[l] += y * G[j, l]
             if accumulate and sweep == 0:  # the gradient at the start of the step
                 for l in range(k):
                     grad_acc[r, l] += g[l]
@@ -141,8 +143,9 @@ def projected_cd(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, 
     ``sq_acc`` (float64, length ``k``): the statistics of the learning-rate bound, at no
     extra pass over the data.
 
-    ``G`` must be symmetric (a Gram matrix). The row's gradient is computed once per
-    sweep and then kept current with one axpy per moved component (the fast-HALS form).
+    ``G`` must be symmetric (a Gram matrix). The row's gradient is computed at the first
+    sweep and then kept current with one axpy per moved component (the fast-HALS form),
+    formed afresh every :data:`~nmfsched.kernels.protocol.GRADIENT_REFRESH_SWEEPS` sweeps.
     Rows are independent, so they run in parallel and a row's result never depends on
     the other rows. A row stops after ``max_sweeps`` sweeps, or earlier once a sweep
     moves it by at most ``tol`` times its l1 norm (``tol=0``: only when a sweep changes
@@ -197,22 +200,37 @@ def _sum_blocks(partial, out):  # pragma: no cover - compiled
             out[i, j] = total
 
 
+@nb.njit([nb.void(f[:, :, ::1], f[:, ::1]) for f in _FLOATS], **PARALLEL_JIT_OPTIONS)
+def _sum_transposed_blocks(partial, out):  # pragma: no cover - compiled
+    """``out = partial.sum(axis=0).T``, split over the rows of ``out``."""
+    n_blocks, k, m = partial.shape
+    for i in nb.prange(m):
+        for j in range(k):
+            total = partial[0, j, i]
+            for block in range(1, n_blocks):
+                total += partial[block, j, i]
+            out[i, j] = total
+
+
 @nb.njit(
     [nb.void(f[:, ::1], f[:, ::1], f[:, ::1], f[:, :, ::1]) for f in _FLOATS], **PARALLEL_JIT_OPTIONS
 )
 def dense_t_matmul(A, B, out, partial):  # pragma: no cover - compiled
-    """``out = A.T @ B``: block ``c`` of rows gives ``partial[c]``, then the blocks are summed.
+    """``out = A.T @ B``: block ``c`` of rows gives ``partial[c] = B_c.T @ A_c``, then the
+    blocks are summed and transposed into ``out``.
 
-    ``partial`` has shape ``(n_blocks, A.shape[1], B.shape[1])`` and is scratch.
+    ``partial`` has shape ``(n_blocks, B.shape[1], A.shape[1])`` and is scratch. The
+    ``k x m`` orientation is OpenBLAS's faster one for a skinny ``B`` (measured: 5.4 against
+    7.0 ms for ``5000 x 1000`` by ``k = 20`` on two threads).
     """
     n_blocks = partial.shape[0]
     for block in nb.prange(n_blocks):
         r0, r1 = _block_rows(A.shape[0], n_blocks, block)
         if r1 > r0:
-            np.dot(A[r0:r1].T, B[r0:r1], partial[block])
+            np.dot(B[r0:r1].T, A[r0:r1], partial[block])
         else:
             partial[block, :, :] = 0.0
-    _sum_blocks(partial, out)
+    _sum_transposed_blocks(partial, out)
 
 
 @nb.njit([nb.void(f[:, ::1], nb.int64[::1], f[:, ::1]) for f in _FLOATS], **PARALLEL_JIT_OPTIONS)
@@ -400,7 +418,7 @@ class CPUBackend:
             return out
         n_blocks = self._product_blocks(Xb, Wb, out)
         if n_blocks > 1:
-            dense_t_matmul(Xb, Wb, out, self._scratch((n_blocks,) + out.shape, out.dtype))
+            dense_t_matmul(Xb, Wb, out, self._scratch((n_blocks, out.shape[1], out.shape[0]), out.dtype))
         else:
             np.matmul(Xb.T, Wb, out=out)
         return out

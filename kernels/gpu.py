@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .namespace import NamespaceBackend
+from .protocol import GRADIENT_REFRESH_SWEEPS
 
 #: The sweep kernel's CUDA source (also compiled as plain C++ by the tests, see tests/test_backends.py).
 KERNEL_SOURCE = Path(__file__).with_name("projected_cd.cu")
@@ -60,7 +61,10 @@ class GPUBackend(NamespaceBackend):
             cupy = self.xp
             self._modules[key] = cupy.RawModule(
                 code=KERNEL_SOURCE.read_text(),
-                options=("-std=c++14", f"-DNMF_K={k}", f"-DNMF_SHARED={int(shared)}"),
+                options=(
+                    "-std=c++14", f"-DNMF_K={k}", f"-DNMF_SHARED={int(shared)}",
+                    f"-DNMF_REFRESH={GRADIENT_REFRESH_SWEEPS}",
+                ),
                 name_expressions=("projected_cd_rows<float>", "projected_cd_rows<double>"),
             )
         name = "projected_cd_rows<float>" if dtype == np.float32 else "projected_cd_rows<double>"

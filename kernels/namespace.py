@@ -14,15 +14,18 @@ import numpy as np
 import scipy.sparse
 
 from ..theory._namespace import is_device_array
+from .protocol import GRADIENT_REFRESH_SWEEPS
 
 
 def projected_cd_rows(xp, Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, statistics=None):
     """Projected coordinate sweeps on every row of ``Y`` at once, one component at a time.
 
     The same algorithm as the CPU kernel :func:`nmfsched.kernels.cpu.projected_cd` (see it
-    for the update and the statistics), vectorised over rows: a sweep computes every row's
-    gradient ``Y @ G - P``, then walks the components in order, updating column ``j`` of
-    every still-active row and keeping the gradients current with a rank-one update. A row
+    for the update and the statistics), vectorised over rows: the first sweep computes every
+    row's gradient ``Y @ G - P`` (and every
+    :data:`~nmfsched.kernels.protocol.GRADIENT_REFRESH_SWEEPS`-th sweep afresh), then each
+    walks the components in order, updating column ``j`` of every still-active row and
+    keeping the gradients current with a rank-one update. A row
     drops out once a sweep moved it by at most ``tol`` times its l1 norm. Branch-free in
     the data (a zero step leaves its component as it is), so on a GPU it synchronises only
     to stop early when every row has converged.
@@ -49,8 +52,9 @@ def projected_cd_rows(xp, Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, s
     n_clipped = xp.zeros((), dtype=xp.int64)
     active = xp.ones(n_rows, dtype=bool)
     for sweep in range(max_sweeps):
-        g = Y @ G
-        g -= P
+        if sweep % GRADIENT_REFRESH_SWEEPS == 0:
+            g = Y @ G
+            g -= P
         if statistics is not None and sweep == 0:
             grad_acc, sq_weight, sq_acc = statistics
             grad_acc += g

@@ -6,7 +6,9 @@
 // order (Gauss-Seidel), keeping the row's gradient in registers and current with one axpy
 // per moved component. G and the per-component vectors sit in shared memory when they fit.
 //
-// Compile-time constants: NMF_K (components), NMF_SHARED (1: stage G in shared memory).
+// Compile-time constants: NMF_K (components), NMF_SHARED (1: stage G in shared memory),
+// NMF_REFRESH (the row's gradient is formed afresh every this many sweeps; between, the
+// axpys keep it current: nmfsched.kernels.protocol.GRADIENT_REFRESH_SWEEPS).
 // The statistics the learning-rate bound needs are reduced on the device: each row adds its
 // starting gradient to grad_acc (its own row: no race) and sq_weight * g^2 to sq_acc
 // (atomically, in double); clipped steps are counted into n_clipped.
@@ -46,11 +48,13 @@ __global__ void projected_cd_rows(
     T g[NMF_K];
     unsigned long long clipped = 0;
     for (int sweep = 0; sweep < max_sweeps; ++sweep) {
-        for (int l = 0; l < K; ++l) g[l] = -p[l];
-        for (int j = 0; j < K; ++j) {
-            const T yj = y[j];
-            if (yj != T(0)) {
-                for (int l = 0; l < K; ++l) g[l] += yj * sG[j * K + l];
+        if (sweep % NMF_REFRESH == 0) {  // else the rank-one updates below kept g current
+            for (int l = 0; l < K; ++l) g[l] = -p[l];
+            for (int j = 0; j < K; ++j) {
+                const T yj = y[j];
+                if (yj != T(0)) {
+                    for (int l = 0; l < K; ++l) g[l] += yj * sG[j * K + l];
+                }
             }
         }
         if (accumulate && sweep == 0) {  // the gradient at the start of the step

@@ -23,6 +23,12 @@ them once per epoch. Methods returning arrays return device arrays.
 
 from typing import Any, ContextManager, Protocol, runtime_checkable
 
+#: Every backend's coordinate sweep forms a row's gradient ``Y[r] @ G - P[r]`` at its first
+#: sweep and then keeps it current with one rank-one update per moved component (fast HALS),
+#: which halves a sweep's work. It forms it afresh every this many sweeps, so a long solve
+#: (``transform``: up to hundreds of sweeps) carries no more than this many sweeps' rounding.
+GRADIENT_REFRESH_SWEEPS = 16
+
 
 @runtime_checkable
 class Backend(Protocol):

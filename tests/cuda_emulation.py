@@ -16,6 +16,7 @@ import subprocess
 import numpy as np
 
 from nmfsched.kernels.gpu import KERNEL_SOURCE, uses_shared_memory
+from nmfsched.kernels.protocol import GRADIENT_REFRESH_SWEEPS
 
 PREAMBLE = r"""
 #include <cmath>
@@ -70,6 +71,7 @@ def build(k, shared, directory):
     source.write_text(PREAMBLE + KERNEL_SOURCE.read_text() + DRIVER)
     subprocess.run(
         [compiler(), "-std=c++14", "-O1", "-shared", "-fPIC", f"-DNMF_K={k}", f"-DNMF_SHARED={int(shared)}",
+         f"-DNMF_REFRESH={GRADIENT_REFRESH_SWEEPS}",
          str(source), "-o", str(library)],
         check=True,
         capture_output=True,

@@ -20,7 +20,7 @@ from nmfsched import StochasticNMF
 from nmfsched.kernels import get_backend, unavailable_reason
 from nmfsched.kernels.gpu import KERNEL_SOURCE
 from nmfsched.kernels.namespace import NamespaceBackend, projected_cd_rows
-from nmfsched.kernels.protocol import Backend
+from nmfsched.kernels.protocol import GRADIENT_REFRESH_SWEEPS, Backend
 from nmfsched.schedulers import ConstantScheduler
 from nmfsched.solver import StochasticSolver
 
@@ -282,7 +282,8 @@ def test_raw_kernel_compiles_as_cuda(tmp_path, k, shared):
         + "".join(f"template __global__ void projected_cd_rows<{t}>({args.format(T=t)});\n" for t in ("float", "double"))
     )
     result = subprocess.run(
-        ["nvcc", "-std=c++14", "--ptx", "-arch=sm_80", f"-DNMF_K={k}", f"-DNMF_SHARED={shared}", str(unit), "-o", str(tmp_path / "unit.ptx")],
+        ["nvcc", "-std=c++14", "--ptx", "-arch=sm_80", f"-DNMF_K={k}", f"-DNMF_SHARED={shared}",
+         f"-DNMF_REFRESH={GRADIENT_REFRESH_SWEEPS}", str(unit), "-o", str(tmp_path / "unit.ptx")],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr

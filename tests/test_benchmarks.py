@@ -46,23 +46,46 @@ def test_scheduler_comparison_counts_wins_ties_and_speed():
     np.testing.assert_allclose(ratio, np.mean([10 / 7, 10 / 10.02]))
 
 
-def test_peers_quick_prints_every_solver_and_a_roofline(capsys):
-    load("peers").main(["--quick", "--case", "digits", "--skip-peer", "MiniBatchNMF"])
+def test_peers_quick_prints_each_peer_against_nmfsched_and_a_roofline(capsys):
+    peers = load("peers")
+    skip = [name for name in peers.available_peers() if name not in ("NMF(cd)", "NMF(mu)")]
+    results = peers.main(["--quick", "--case", "digits", *[a for name in skip for a in ("--skip-peer", name)]])
     out = capsys.readouterr().out.splitlines()
-    rows = [line for line in out if line.startswith("| digits |")]
-    assert [r.split("|")[3].strip() for r in rows] == ["NMF(cd)", "NMF(mu)", "**nmfsched**"]
+    assert out[0].startswith("| data | rank | peer | peer s | peer error | nmfsched s | nmfsched error |")
+    rows = [line.split("|") for line in out if line.startswith("| digits |")]
+    assert [r[3].strip() for r in rows] == ["NMF(cd)", "NMF(mu)"]
+    assert all(r[9].strip() in ("yes", "no") for r in rows)
+    assert [r.peer for r in results] == ["NMF(cd)", "NMF(mu)"]
     assert any(line.startswith("- digits:") and "of GEMM" in line for line in out)
+    assert out[-1].startswith("to each peer's error in <= 0.5x its time: ") and "of 2 (case, peer) pairs" in out[-1]
 
 
-def test_peers_time_to_target_and_error_at_budget():
+def test_peers_ratio_and_reach_against_peers_of_known_error():
+    peers = load("peers")
+    np = __import__("numpy")
+    rng = np.random.default_rng(0)
+    W, H = rng.random((60, 3)), rng.random((3, 20))
+    X = W @ H
+    exact = peers.Peer(lambda X, k, seed: (W, H))  # error 0: nmfsched never gets there
+    useless = peers.Peer(lambda X, k, seed: (np.zeros_like(W), H), dense_only=True)  # error 1
+    results = peers.run_case(X, 3, 0, {"exact": exact, "useless": useless}, tolerance=1e-3, repeats=2)[0]
+    by_name = {r.peer: r for r in results}
+    assert by_name["exact"].error == 0 and not by_name["exact"].defaults_reach
+    assert by_name["exact"].ratios == [float("inf")] * 2
+    assert abs(by_name["useless"].error - 1) < 1e-12 and by_name["useless"].defaults_reach
+    assert all(0 < ratio < float("inf") for ratio in by_name["useless"].ratios)
+    assert peers.spread([float("inf"), float("inf")]) == "not reached"
+    assert peers.spread([0.5, 0.25, 1.0]) == "0.50 [0.25-1.00]"
+    assert peers.spread([0.5]) == "0.50"
+
+
+def test_peers_time_to_target():
     peers = load("peers")
     np = __import__("numpy")
     history = {"seconds": np.array([1.0, 2.0, 3.0]), "rel_error": np.array([0.5, 0.3, 0.2])}
     assert peers.time_to(history, 0.3, 0.0) == 2.0
     assert peers.time_to(history, 0.2999, 1e-3) == 2.0  # within the tolerance
     assert peers.time_to(history, 0.1, 1e-4) == float("inf")
-    assert peers.error_at(history, 2.5) == 0.3
-    assert np.isnan(peers.error_at(history, 0.5))
 
 
 def test_settings_quick_compares_each_setting_with_the_first(capsys):

@@ -128,7 +128,7 @@ def test_dense_block_products_match_numpy(rng, dtype, n_blocks):
     np.testing.assert_allclose(out, A @ B, rtol=rtol)
 
     out_t = np.full((23, 5), np.nan, dtype=dtype)
-    cpu.dense_t_matmul(A, C, out_t, np.full((n_blocks, 23, 5), np.nan, dtype=dtype))
+    cpu.dense_t_matmul(A, C, out_t, np.full((n_blocks, 5, 23), np.nan, dtype=dtype))
     np.testing.assert_allclose(out_t, A.T @ C, rtol=rtol)
 
 
