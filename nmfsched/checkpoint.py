@@ -1,8 +1,8 @@
 """Per-epoch checkpoints of a fit, so a run stopped by a crash or a kill continues where it was.
 
 A checkpoint is one ``.npz`` file (no pickles): the factors, the history, and a JSON record
-of the scheduler's ``state_dict``, the guard, the random generator, the batch size and a
-fingerprint of the data and the parameters. It is replaced atomically after every epoch
+of the scheduler's ``state_dict``, the guard, the random generator, the batch size, the
+extrapolation's state and a fingerprint of the data and the parameters. It is replaced atomically after every epoch
 (written beside itself, then renamed), so a kill leaves the previous one intact.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from .epochs import HISTORY_KEYS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the extrapolation's state
 
 #: Parameters that may change between a run and its continuation (they bound how long it
 #: runs, or what it prints); every other parameter must match the checkpoint's.
@@ -38,6 +38,7 @@ class RunState:
     batch_size: int
     stop_reason: str | None
     refreshed: bool
+    extrapolation: tuple | None = None  #: ``(scalars, last H^T or None)``, or None
 
 
 def fingerprint(X_shape, dtype, sq_norm_X, n_components, params):
@@ -97,6 +98,9 @@ class FitCheckpoint:
             batch_size=int(meta["batch_size"]),
             stop_reason=meta["stop_reason"],
             refreshed=bool(meta["refreshed"]),
+            extrapolation=None if meta["extrapolation"] is None else (
+                meta["extrapolation"], arrays.get("extrapolation_h_prev")
+            ),
         )
 
     def _check_matches(self, saved):
@@ -120,9 +124,10 @@ class FitCheckpoint:
                 f"use the same parameters to continue, or delete it to start over."
             )
 
-    def save(self, W, H, history, scheduler, guard, rng, batch_size, stop_reason, refreshed):
+    def save(self, W, H, history, scheduler, guard, rng, batch_size, stop_reason, refreshed, extrapolation=None):
         """Replace the checkpoint with this state (atomically); ``refreshed`` says ``W`` was
-        just swept against ``H`` (see ``StochasticSolver.mark_refreshed``)."""
+        just swept against ``H`` (see ``StochasticSolver.mark_refreshed``); ``extrapolation``
+        is ``(scalars, last H^T on the host or None)`` or None."""
         meta = {
             "format": FORMAT_VERSION,
             "fingerprint": self.fingerprint,
@@ -132,8 +137,11 @@ class FitCheckpoint:
             "batch_size": int(batch_size),
             "stop_reason": stop_reason,
             "refreshed": bool(refreshed),
+            "extrapolation": None if extrapolation is None else extrapolation[0],
         }
         arrays = {f"history_{key}": values for key, values in history.as_arrays().items()}
+        if extrapolation is not None and extrapolation[1] is not None:
+            arrays["extrapolation_h_prev"] = extrapolation[1]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:

@@ -123,7 +123,7 @@ def _stalled(losses, tol, window):
 
 
 def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_start=None, grow_batch=False,
-               verbose=0, current_loss=None, on_epoch=None):
+               verbose=0, current_loss=None, on_epoch=None, extrapolation=None):
     """Run epochs until a :class:`StoppingRules` rule or its ``max_epochs`` says stop.
 
     The scheduler must already be ``reset`` and ``guard.bound`` set (from
@@ -144,6 +144,11 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
        stops here), after the scheduler's step: a checkpoint written there holds the whole
        state of the run.
 
+    With an ``extrapolation`` (:class:`~nmfsched.extrapolation.Extrapolation`), a one-batch
+    epoch moves ``H`` on along its last displacement between its ``H`` step and its ``W``
+    refresh, and falls back to the plain epoch where that ended higher (not with a
+    per-minibatch search).
+
     Returns
     -------
     stop_reason : str
@@ -156,7 +161,8 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
     last_epoch = len(history) + stopping.max_epochs
     for epoch in range(len(history) + 1, last_epoch + 1):
         report, loss, rejected, (grad_sq, noise_sq, lipschitz) = _guarded_epoch(
-            solver, guard, proposed, search, epoch, start_loss, previous_loss
+            solver, guard, proposed, search, epoch, start_loss, previous_loss,
+            None if search is not None else extrapolation,
         )
         seconds = time.perf_counter() - t_start
         previous_loss = loss
@@ -210,7 +216,7 @@ def _next_bound(solver, grad_sq, noise_sq, lipschitz, grow_batch):
     return lr_upper_bound(grad_sq, next_noise_sq, lipschitz)
 
 
-def _guarded_epoch(solver, guard, proposed, search, epoch, start_loss, previous_loss):
+def _guarded_epoch(solver, guard, proposed, search, epoch, start_loss, previous_loss, extrapolation=None):
     """One epoch at the guard's rate; undone when the guard rejects it.
 
     Returns ``(report, loss, rejected, gradient statistics)``: the statistics are those of
@@ -221,7 +227,11 @@ def _guarded_epoch(solver, guard, proposed, search, epoch, start_loss, previous_
     # Overflow is detected below and reported as one clear error, not as warnings.
     with np.errstate(over="ignore", invalid="ignore"):
         report = solver.sgd_epoch(rate, guard.clip_tolerance, search=search)
+        if extrapolation is not None:
+            extrapolation.extrapolate(solver)
         loss = solver.refresh_w(solver.refresh_sweeps)
+        if extrapolation is not None:
+            loss = extrapolation.settle(solver, loss)
         statistics = solver.gradient_statistics()
     if not math.isfinite(loss) or not solver.backend.all_finite(solver.Ht):
         raise FloatingPointError(
@@ -236,6 +246,8 @@ def _guarded_epoch(solver, guard, proposed, search, epoch, start_loss, previous_
         guard.reject()
     else:
         guard.accept()
+    if extrapolation is not None:
+        extrapolation.observe(loss, rejected)
     return report, loss, rejected, statistics
 
 

@@ -23,6 +23,7 @@ from .schedulers import SchedulerProtocol
 from .schedulers import get as get_scheduler
 from .stability import StabilityGuard, StabilityWarning
 from .epochs import History, StoppingRules, run_epochs
+from .extrapolation import Extrapolation
 from .solver import StochasticSolver, resolve_batch_size, resolve_w_sweeps, solve_w
 
 
@@ -89,6 +90,11 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         larger than the gradient itself (the norm test, ``nmfsched.theory.batch_size_for_noise``).
         Near a solution the noise dominates and a fixed batch stalls at its noise floor;
         growing it ends in deterministic (one-batch) epochs that converge like HALS.
+    extrapolate : bool, default=True
+        In one-batch epochs, move ``H`` on along its last displacement before ``W`` is
+        refreshed, with restarts (Ang and Gillis, 2019; see :mod:`nmfsched.extrapolation`).
+        The epoch ends at the extrapolated, feasible iterate, whose exact loss the guard
+        checks. ``partial_fit`` (one epoch per call) does not extrapolate.
     max_epochs : int, default=200
         Maximum passes over the data.
     tol : float, default=1e-3
@@ -199,6 +205,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "grow_batch": ["boolean"],
+        "extrapolate": ["boolean"],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -225,6 +232,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         learning_rate="auto",
         batch_size="auto",
         grow_batch=True,
+        extrapolate=True,
         max_epochs=200,
         tol=1e-3,
         n_iter_no_change=10,
@@ -247,6 +255,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.grow_batch = grow_batch
+        self.extrapolate = extrapolate
         self.max_epochs = max_epochs
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
@@ -428,10 +437,13 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
         Returns ``(guard, scheduler, history, stop_reason)``.
         """
+        extrapolation = Extrapolation() if self.extrapolate else None
         if state is None:
             guard, scheduler = self._start_schedule(solver)
             history, current_loss = History(), None
         else:
+            if extrapolation is not None and state.extrapolation is not None:
+                extrapolation.load_state_dict(*state.extrapolation, solver.backend)
             guard = StabilityGuard(self.enforce_bound, self.safety_factor, self.curvature_tolerance)
             vars(guard).update(state.guard)
             scheduler = self._make_scheduler()
@@ -448,14 +460,15 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
         def save(record, reason):
             checkpoint.save(
-                solver.W_host(), solver.H, history, scheduler, guard, rng, solver.batch_size, reason, solver.refreshed
+                solver.W_host(), solver.H, history, scheduler, guard, rng, solver.batch_size, reason, solver.refreshed,
+                extrapolation=None if extrapolation is None else _extrapolation_on_host(extrapolation, solver.backend),
             )
 
         stop_reason = run_epochs(
             solver, scheduler, guard, history, start_loss=guard.initial_loss,
             stopping=StoppingRules(remaining, self.tol, self.n_iter_no_change, self.max_time),
             t_start=t_start, grow_batch=self.grow_batch, verbose=self.verbose, current_loss=current_loss,
-            on_epoch=None if checkpoint is None else save,
+            on_epoch=None if checkpoint is None else save, extrapolation=extrapolation,
         )
         return guard, scheduler, history, stop_reason
 
@@ -710,3 +723,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 def _has_sparse_chunks(X):
     """Whether a Dask array's chunks are SciPy sparse matrices (its ``_meta`` says so)."""
     return sp.issparse(getattr(X, "_meta", None))
+
+
+def _extrapolation_on_host(extrapolation, backend):
+    """The extrapolation's checkpoint state, its last ``H`` (transposed) as a host array."""
+    scalars, h_prev = extrapolation.state_dict()
+    return scalars, None if h_prev is None else backend.to_host(h_prev)

@@ -165,3 +165,9 @@ def test_dask_out_of_core_small_runs_and_reports_peak_memory(capsys, tmp_path):
                                    "--worker-memory", "1GB", "--subsample", "0.5", "--dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "peak worker memory:" in out and "worker restarted: False" in out and "ratio" in out
+
+
+def test_cold_start_probe_times_a_fresh_process(tmp_path):
+    result = load("cold_start").probe("json", "X.sum()", str(tmp_path))
+    assert set(result) == {"import", "first_fit", "second_fit"}
+    assert all(seconds >= 0 for seconds in result.values())
