@@ -1,4 +1,4 @@
-"""Initial factors: NNDSVD, NNDSVDa, random, or the user's own."""
+"""Initial factors: NNDSVD, NNDSVDa, NNDSVDar, random, or the user's own."""
 
 import numpy as np
 from sklearn.utils.extmath import randomized_svd
@@ -6,7 +6,9 @@ from sklearn.utils.extmath import randomized_svd
 from ._validation import check_factor
 from .theory._namespace import array_namespace, is_device_array
 
-INIT_METHODS = ("nndsvd", "nndsvda", "random", "custom")
+INIT_METHODS = ("nndsvd", "nndsvda", "nndsvdar", "random", "custom")
+#: The SVD-based ones (they need ``n_components <= min(n_samples, n_features)``).
+SVD_INITS = ("nndsvd", "nndsvda", "nndsvdar")
 
 
 def resolve_init(init, n_components, n_samples, n_features):
@@ -14,7 +16,7 @@ def resolve_init(init, n_components, n_samples, n_features):
     ``n_components > min(n_samples, n_features)`` (the SVD then has too few triplets)."""
     if init is None:
         return "nndsvda" if n_components <= min(n_samples, n_features) else "random"
-    if init in ("nndsvd", "nndsvda") and n_components > min(n_samples, n_features):
+    if init in SVD_INITS and n_components > min(n_samples, n_features):
         raise ValueError(
             f"init={init!r} needs n_components <= min(n_samples, n_features) = "
             f"{min(n_samples, n_features)}, got n_components={n_components}; use init='random'."
@@ -75,19 +77,24 @@ def randomized_svd_operator(matmul, rmatmul, shape, dtype, k, rng, *, xp=np, n_o
     return Q.astype(xp.float64) @ Ub[:, :k], S[:k], Vt[:k]
 
 
-def _nndsvd(X, k, rng, fill_zeros):
-    """Non-negative double SVD (Boutsidis & Gallopoulos, 2008), optionally with zeros
-    filled by the mean of X (the "a" variant, which lets every entry move). A device
-    ``X`` is factorized on its device (:func:`randomized_svd_namespace`)."""
+def _nndsvd(X, k, rng, init):
+    """Non-negative double SVD (Boutsidis & Gallopoulos, 2008) for ``init`` one of
+    :data:`SVD_INITS` (see :func:`nndsvd_from_svd`). A device ``X`` is factorized on its
+    device (:func:`randomized_svd_namespace`)."""
     if is_device_array(X):
         U, S, Vt = randomized_svd_namespace(X, k, rng)
     else:
         U, S, Vt = randomized_svd(X, k, random_state=rng.integers(2**31 - 1))
-    return nndsvd_from_svd(U, S, Vt, _mean(X) if fill_zeros else None)
+    return nndsvd_from_svd(U, S, Vt, init, _mean(X), rng)
 
 
-def nndsvd_from_svd(U, S, Vt, fill=None):
-    """NNDSVD factors from the top singular triplets; zeros filled with ``fill`` when given."""
+def nndsvd_from_svd(U, S, Vt, init="nndsvd", mean=None, rng=None):
+    """NNDSVD factors from the top singular triplets.
+
+    ``init="nndsvd"`` leaves the zeros; "nndsvda" fills them with ``mean`` (the mean entry
+    of ``X``), so every entry can move; "nndsvdar" with ``|mean * N(0, 1)| / 100`` drawn
+    from ``rng`` (small random values, as scikit-learn's).
+    """
     k = S.shape[0]
     W = np.zeros((U.shape[0], k))
     H = np.zeros((k, Vt.shape[1]))
@@ -107,9 +114,13 @@ def nndsvd_from_svd(U, S, Vt, fill=None):
         lbd = np.sqrt(S[j] * sigma)
         W[:, j] = lbd * u
         H[j, :] = lbd * v
-    if fill is not None:
-        W[W == 0] = fill
-        H[H == 0] = fill
+    if init == "nndsvda":
+        W[W == 0] = mean
+        H[H == 0] = mean
+    elif init == "nndsvdar":
+        for A in (W, H):
+            zeros = A == 0
+            A[zeros] = np.abs(mean * rng.standard_normal(int(zeros.sum())) / 100)
     return W, H
 
 
@@ -120,7 +131,7 @@ def initialize_factors(X, n_components, init, rng, dtype, W=None, H=None, who="N
     ----------
     X : ndarray or sparse matrix, non-negative
     n_components : int
-    init : {"nndsvd", "nndsvda", "random", "custom"}
+    init : {"nndsvd", "nndsvda", "nndsvdar", "random", "custom"}
         Already resolved with :func:`resolve_init`.
     rng : numpy.random.Generator
     dtype : numpy dtype
@@ -134,5 +145,5 @@ def initialize_factors(X, n_components, init, rng, dtype, W=None, H=None, who="N
         return W, H
     if init == "random":
         return _random_init(X, n_components, rng, dtype)
-    W, H = _nndsvd(X, n_components, rng, fill_zeros=(init == "nndsvda"))
+    W, H = _nndsvd(X, n_components, rng, init)
     return np.ascontiguousarray(W, dtype=dtype), np.ascontiguousarray(H, dtype=dtype)

@@ -93,10 +93,12 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     extrapolate : bool, default=True
         In one-batch epochs, move ``H`` on along its last displacement before ``W`` is
         refreshed, with restarts (Ang and Gillis, 2019; see :mod:`nmfsched.extrapolation`).
-        The epoch ends at the extrapolated, feasible iterate, whose exact loss the guard
-        checks. ``partial_fit`` (one epoch per call) does not extrapolate.
-    max_epochs : int, default=200
-        Maximum passes over the data.
+        An epoch that ends above the previous loss is replaced by the plain one, so one-batch
+        epochs stay monotone. ``partial_fit`` (one epoch per call) does not extrapolate.
+    max_epochs : int, default=1000
+        Maximum passes over the data: a safety net, the ``tol`` test decides. (At 200,
+        fits of dense 5000 x 1000 and 400 x 20000 matrices stopped while the error still
+        fell by more than 1% per 10 epochs; let run, they ended 32% and 12% lower.)
     tol : float, default=1e-3
         Stop when the best loss of the last ``n_iter_no_change`` epochs is less than
         ``tol`` (relative) below the best loss before them. 0 disables this test.
@@ -106,9 +108,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Window of the ``tol`` test, in epochs.
     max_time : float, default=None
         Stop after the epoch during which this many seconds have passed.
-    init : {"nndsvda", "nndsvd", "random", "custom"} or None, default=None
+    init : {"nndsvda", "nndsvd", "nndsvdar", "random", "custom"} or None, default=None
         Initialisation. None means "nndsvda", or "random" when ``n_components`` exceeds
-        ``min(n_samples, n_features)``. "custom" uses the ``W`` and ``H`` passed to fit.
+        ``min(n_samples, n_features)``. "nndsvdar" fills NNDSVD's zeros with small random
+        values instead of the mean. "custom" uses the ``W`` and ``H`` passed to fit.
     w_sweeps : int or "auto", default="auto"
         Projected coordinate sweeps on each minibatch's rows of ``W`` per visit. "auto"
         takes 2 when a sweep is cheap next to the minibatch products
@@ -233,7 +236,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         batch_size="auto",
         grow_batch=True,
         extrapolate=True,
-        max_epochs=200,
+        max_epochs=1000,
         tol=1e-3,
         n_iter_no_change=10,
         max_time=None,
@@ -601,7 +604,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if init == "random":
             return random_factors(mean, X.shape, k, rng, dtype)
         U, S, Vt = randomized_svd_chunks(data, k, rng)
-        W0, H0 = nndsvd_from_svd(U, S, Vt, mean if init == "nndsvda" else None)
+        W0, H0 = nndsvd_from_svd(U, S, Vt, init, mean, rng)
         return np.ascontiguousarray(W0, dtype=dtype), np.ascontiguousarray(H0, dtype=dtype)
 
     def fit(self, X, y=None, W=None, H=None):

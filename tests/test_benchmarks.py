@@ -64,11 +64,11 @@ def test_peers_ratio_and_reach_against_peers_of_known_error():
     peers = load("peers")
     np = __import__("numpy")
     rng = np.random.default_rng(0)
-    W, H = rng.random((60, 3)), rng.random((3, 20))
+    W, H = rng.random((60, 6)), rng.random((6, 20))
     X = W @ H
-    exact = peers.Peer(lambda X, k, seed: (W, H))  # error 0: nmfsched never gets there
+    exact = peers.Peer(lambda X, k, seed: (W, H))  # error 0 at rank 6: out of reach at rank 3
     useless = peers.Peer(lambda X, k, seed: (np.zeros_like(W), H), dense_only=True)  # error 1
-    results = peers.run_case(X, 3, 0, {"exact": exact, "useless": useless}, tolerance=1e-3, repeats=2)[0]
+    results = peers.run_case(X, 3, 0, {"exact": exact, "useless": useless}, tolerance=1e-3, repeats=2)[0]  # rank 3
     by_name = {r.peer: r for r in results}
     assert by_name["exact"].error == 0 and not by_name["exact"].defaults_reach
     assert by_name["exact"].ratios == [float("inf")] * 2

@@ -83,11 +83,28 @@ def test_random_state_makes_runs_reproducible():
     assert not np.allclose(a.components_, c.components_)
 
 
-@pytest.mark.parametrize("init", ["nndsvd", "nndsvda", "random"])
+@pytest.mark.parametrize("init", ["nndsvd", "nndsvda", "nndsvdar", "random"])
 def test_every_init_method_fits(init):
     X = low_rank(80, 20, 3, noise=0.1)
     model = StochasticNMF(3, init=init, random_state=0, max_epochs=30).fit(X)
     assert model.history_["rel_error"][-1] < 0.2
+
+
+def test_nndsvd_variants_differ_only_where_nndsvd_has_zeros():
+    from nmfsched._init import initialize_factors
+
+    X = low_rank(60, 30, 4, noise=0.1)
+    plain, filled, small = (
+        initialize_factors(X, 4, init, np.random.default_rng(0), np.float64) for init in ("nndsvd", "nndsvda", "nndsvdar")
+    )
+    mean = X.mean()
+    for a, b, c in zip(plain, filled, small):
+        zeros = a == 0
+        assert zeros.any()
+        np.testing.assert_array_equal(b[~zeros], a[~zeros])
+        np.testing.assert_array_equal(c[~zeros], a[~zeros])
+        np.testing.assert_allclose(b[zeros], mean)
+        assert np.all(c[zeros] > 0) and np.all(c[zeros] < mean / 10)  # |mean N(0,1)| / 100
 
 
 def test_custom_init_is_used_and_not_modified():
