@@ -10,6 +10,8 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test,notebooks]"
+	# compile the Numba kernels into their cache now (about 30 s on 2 cores), not in the first fit
+	$(BIN)/python -c "import nmfsched.kernels.cpu"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -56,18 +56,32 @@ def randomized_svd_namespace(X, k, rng, n_oversamples=10, n_iter=None):
     return to_host(U), to_host(S), to_host(Vt)
 
 
+def init_power_iterations(k, n_samples, n_features):
+    """Power iterations of the SVD behind the NNDSVD starts: 2 when ``k`` is below a tenth
+    of the smaller dimension, else 4.
+
+    scikit-learn's ``randomized_svd`` takes 7 in the first case. NNDSVD needs only a rough
+    leading subspace: measured over 3 seeds, 2 gave the same final errors at defaults on
+    jasper r4, dense 5000x1000 r20, wide 400x20000 r10 and topic counts r20 (MovieLens
+    r16: within 0.05%), and cut the time to scikit-learn NMF(cd)'s error by up to 45%
+    (topic counts 0.50 -> 0.28 s, dense 0.70 -> 0.58 s). Below 4 in the other case
+    changed the basin on cbcl r49 (0.20046 against 0.19873), so that case keeps 4.
+    """
+    return 2 if k < 0.1 * min(n_samples, n_features) else 4
+
+
 def randomized_svd_operator(matmul, rmatmul, shape, dtype, k, rng, *, xp=np, n_oversamples=10, n_iter=None):
     """Top-``k`` singular triplets of a matrix known by its products ``X @ B`` and ``X.T @ Q``.
 
     Halko, Martinsson and Tropp's range finder with QR-normalised power iterations, as
-    scikit-learn's ``randomized_svd`` (``n_iter`` by its rule: 7 when ``k`` is below a tenth
-    of the smaller dimension, else 4). The products may run anywhere (a GPU, Dask chunks);
-    the ``n x (k + p)`` basis and the small factors are arrays of ``xp``.
+    scikit-learn's ``randomized_svd`` (``n_iter`` None: :func:`init_power_iterations`). The
+    products may run anywhere (a GPU, Dask chunks); the ``n x (k + p)`` basis and the small
+    factors are arrays of ``xp``.
     """
     n, m = shape
     width = min(k + n_oversamples, n, m)
     if n_iter is None:
-        n_iter = 7 if k < 0.1 * min(n, m) else 4
+        n_iter = init_power_iterations(k, n, m)
     Q, _ = xp.linalg.qr(matmul(xp.asarray(rng.standard_normal((m, width)), dtype=dtype)))
     for _ in range(n_iter):
         Z, _ = xp.linalg.qr(rmatmul(Q))
@@ -84,7 +98,12 @@ def _nndsvd(X, k, rng, init):
     if is_device_array(X):
         U, S, Vt = randomized_svd_namespace(X, k, rng)
     else:
-        U, S, Vt = randomized_svd(X, k, random_state=rng.integers(2**31 - 1))
+        # an explicit normaliser: at 2 iterations scikit-learn's "auto" would take none, and
+        # powers of a float32 X with entries near 1e7 overflow
+        U, S, Vt = randomized_svd(
+            X, k, n_iter=init_power_iterations(k, *X.shape), power_iteration_normalizer="LU",
+            random_state=rng.integers(2**31 - 1),
+        )
     return nndsvd_from_svd(U, S, Vt, init, _mean(X), rng)
 
 

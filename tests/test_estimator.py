@@ -226,3 +226,18 @@ def test_partial_fit_carries_the_batch_size_over():
     model_batch_before = model.batch_size_  # the next chunk starts from it (capped at its rows)
     model.partial_fit(X[:700])
     assert model.history_["batch_size"][-1] == min(700, model_batch_before)
+
+
+def test_the_init_svd_takes_few_power_iterations_at_no_cost_in_start_quality():
+    from sklearn.utils.extmath import randomized_svd
+
+    from nmfsched._init import init_power_iterations, nndsvd_from_svd
+    from nmfsched.metrics import relative_error
+
+    X = low_rank(600, 300, 8, noise=0.2)
+    assert init_power_iterations(8, *X.shape) == 2 and init_power_iterations(40, *X.shape) == 4
+    errors = [
+        relative_error(X, *nndsvd_from_svd(*randomized_svd(X, 8, n_iter=n_iter, random_state=0), "nndsvda", X.mean()))
+        for n_iter in (2, 7)
+    ]
+    assert errors[0] <= 1.01 * errors[1]
