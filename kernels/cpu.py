@@ -188,27 +188,16 @@ def dense_matmul(A, B, out, n_blocks):  # pragma: no cover - compiled
             np.dot(A[r0:r1], B, out[r0:r1])
 
 
-@nb.njit([nb.void(f[:, :, ::1], f[:, ::1]) for f in _FLOATS], **PARALLEL_JIT_OPTIONS)
+@nb.njit([nb.void(f[:, :, :], f[:, ::1]) for f in _FLOATS], **PARALLEL_JIT_OPTIONS)
 def _sum_blocks(partial, out):  # pragma: no cover - compiled
-    """``out = partial.sum(axis=0)``, split over the rows of ``out``."""
+    """``out = partial.sum(axis=0)``, split over the rows of ``out`` (``partial`` may be a
+    strided view, such as a transposed scratch)."""
     n_blocks, m, k = partial.shape
     for i in nb.prange(m):
         for j in range(k):
             total = partial[0, i, j]
             for block in range(1, n_blocks):
                 total += partial[block, i, j]
-            out[i, j] = total
-
-
-@nb.njit([nb.void(f[:, :, ::1], f[:, ::1]) for f in _FLOATS], **PARALLEL_JIT_OPTIONS)
-def _sum_transposed_blocks(partial, out):  # pragma: no cover - compiled
-    """``out = partial.sum(axis=0).T``, split over the rows of ``out``."""
-    n_blocks, k, m = partial.shape
-    for i in nb.prange(m):
-        for j in range(k):
-            total = partial[0, j, i]
-            for block in range(1, n_blocks):
-                total += partial[block, j, i]
             out[i, j] = total
 
 
@@ -230,7 +219,7 @@ def dense_t_matmul(A, B, out, partial):  # pragma: no cover - compiled
             np.dot(B[r0:r1].T, A[r0:r1], partial[block])
         else:
             partial[block, :, :] = 0.0
-    _sum_transposed_blocks(partial, out)
+    _sum_blocks(partial.transpose((0, 2, 1)), out)
 
 
 @nb.njit([nb.void(f[:, ::1], nb.int64[::1], f[:, ::1]) for f in _FLOATS], **PARALLEL_JIT_OPTIONS)
