@@ -23,7 +23,7 @@ forgets the displacement.
 
 import math
 
-import numpy as np
+from .theory._namespace import array_namespace
 
 
 class Extrapolation:
@@ -65,7 +65,7 @@ class Extrapolation:
             Ht -= self._h_prev  # in place, in four passes: H_hat = max(0, H + beta (H - H_prev))
             Ht *= self.beta
             Ht += stepped
-            np.maximum(Ht, 0, out=Ht)  # keeps NaN: a diverged H stays visible
+            array_namespace(Ht).maximum(Ht, 0, out=Ht)  # keeps NaN: a diverged H stays visible
             self._extrapolated = True
         self._h_prev = stepped
 
@@ -100,4 +100,4 @@ class Extrapolation:
     def load_state_dict(self, scalars, h_prev, backend):
         self.beta, self.beta_max = float(scalars["beta"]), float(scalars["beta_max"])
         self.prev_loss = float(scalars["prev_loss"])
-        self._h_prev = None if h_prev is None else backend.asarray(np.asarray(h_prev))
+        self._h_prev = None if h_prev is None else backend.asarray(h_prev)
