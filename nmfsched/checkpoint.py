@@ -2,8 +2,9 @@
 
 A checkpoint is one ``.npz`` file (no pickles): the factors, the history, and a JSON record
 of the scheduler's ``state_dict``, the guard, the random generator, the batch size, the
-extrapolation's state and a fingerprint of the data and the parameters. It is replaced atomically after every epoch
-(written beside itself, then renamed), so a kill leaves the previous one intact.
+extrapolation's state and a fingerprint of the data and the parameters. It is replaced
+atomically after every epoch (written beside itself, then renamed), so a kill leaves the
+previous one intact.
 """
 
 import contextlib

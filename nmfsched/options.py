@@ -111,6 +111,8 @@ FIT_OPTIONS = (
     FitOption("batch_size", "batch_size", "--batch-size", parse_auto_or_positive_int,
               "rows per minibatch at the start, or 'auto' (from the shape)"),
     FitOption("grow_batch", "grow_batch", "--grow-batch", parse_bool, "grow the batch where gradient noise dominates"),
+    FitOption("extrapolate", "extrapolate", "--extrapolate", parse_bool,
+              "extrapolate H in one-batch epochs, with restarts"),
     FitOption("max_epochs", "max_epochs", "--max-epochs", parse_int, "maximum passes over the data"),
     FitOption("tol", "tol", "--tol", parse_float, "stop when the loss improves by less (relative); 0: never"),
     FitOption("init", "init", "--init", str, "initialisation (default: nndsvda, or random where the rank is too large)",

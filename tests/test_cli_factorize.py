@@ -243,3 +243,18 @@ def test_bad_manifest_is_a_usage_error_naming_the_entry(tmp_path, text, message)
     (tmp_path / "m.csv").write_text(text)
     r = nmfsched("factorize", "--manifest", tmp_path / "m.csv", "--out", tmp_path / "out")
     assert r.returncode == 2 and message in r.stderr and "m.csv" in r.stderr, r.stderr
+
+
+def test_no_extrapolate_reaches_the_estimator_and_the_report(tmp_path):
+    np.save(tmp_path / "x.npy", low_rank(40, 20))
+    runs = {}
+    for flag in ("--extrapolate", "--no-extrapolate"):
+        out = tmp_path / flag.strip("-")
+        r = nmfsched("factorize", tmp_path / "x.npy", "--rank", 3, "--out", out, "--max-epochs", 30, "--tol", 0,
+                     "--seed", 0, flag)
+        assert r.returncode == 0, r.stderr
+        runs[flag] = json.loads((out / "x" / "report.json").read_text())
+    assert runs["--extrapolate"]["params"]["extrapolate"] is True
+    assert runs["--no-extrapolate"]["params"]["extrapolate"] is False
+    # one batch of 40 rows: the extrapolated run takes other steps
+    assert runs["--extrapolate"]["history"]["loss"] != runs["--no-extrapolate"]["history"]["loss"]
