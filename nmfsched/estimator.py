@@ -464,7 +464,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         def save(record, reason):
             checkpoint.save(
                 solver.W_host(), solver.H, history, scheduler, guard, rng, solver.batch_size, reason, solver.refreshed,
-                extrapolation=None if extrapolation is None else _extrapolation_on_host(extrapolation, solver.backend),
+                extrapolation=None if extrapolation is None else extrapolation.state_dict(solver.backend),
             )
 
         stop_reason = run_epochs(
@@ -726,9 +726,3 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 def _has_sparse_chunks(X):
     """Whether a Dask array's chunks are SciPy sparse matrices (its ``_meta`` says so)."""
     return sp.issparse(getattr(X, "_meta", None))
-
-
-def _extrapolation_on_host(extrapolation, backend):
-    """The extrapolation's checkpoint state, its last ``H`` (transposed) as a host array."""
-    scalars, h_prev = extrapolation.state_dict()
-    return scalars, None if h_prev is None else backend.to_host(h_prev)

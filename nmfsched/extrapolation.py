@@ -15,9 +15,9 @@ after every epoch that lowered the loss, up to a ceiling. When the extrapolated 
 above the previous loss, :meth:`Extrapolation.settle` restarts (the paper's rule): the
 epoch falls back to the plain step (``W`` and the stepped ``H`` are restored and ``W`` is
 refreshed again, one more pass over ``X``), ``beta`` is divided by ``shrink`` and its
-ceiling lowered to the ``beta`` that failed. So an epoch never ends above where the plain
-epoch would (Proposition 3 of theory/README.md keeps holding: one-batch epochs at rates
-below 2 never raise the loss). A rejected epoch (undone by the guard) or a minibatch epoch
+ceiling lowered to the ``beta`` that failed. So a one-batch epoch never ends above the
+previous epoch's loss: an extrapolated one is kept only below it, and the plain one at a
+rate below 2 never rises (Proposition 3 of theory/README.md keeps holding). A rejected epoch (undone by the guard) or a minibatch epoch
 forgets the displacement.
 """
 
@@ -92,10 +92,11 @@ class Extrapolation:
             self.beta_max = min(1.0, self.growth * self.beta_max)
         self.prev_loss = loss
 
-    def state_dict(self):
-        """``(scalars, H_prev or None)``: what a checkpoint keeps for an exact continuation."""
+    def state_dict(self, backend):
+        """``(scalars, H_prev on the host or None)``: what a checkpoint keeps for an exact
+        continuation (``backend`` holds ``H_prev``)."""
         scalars = {"beta": self.beta, "beta_max": self.beta_max, "prev_loss": self.prev_loss}
-        return scalars, self._h_prev
+        return scalars, None if self._h_prev is None else backend.to_host(self._h_prev)
 
     def load_state_dict(self, scalars, h_prev, backend):
         self.beta, self.beta_max = float(scalars["beta"]), float(scalars["beta_max"])

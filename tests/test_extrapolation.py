@@ -99,13 +99,14 @@ def test_state_dict_round_trip_continues_identically():
     a.extrapolate(solver)
     a.observe(3.0, rejected=False)
     b = Extrapolation()
-    scalars, h_prev = a.state_dict()
-    b.load_state_dict(scalars, h_prev, SimpleNamespace(asarray=np.asarray))
+    host = SimpleNamespace(asarray=np.asarray, to_host=np.asarray)
+    scalars, h_prev = a.state_dict(host)
+    b.load_state_dict(scalars, h_prev, host)
     s1, s2 = one_batch_solver([[2.0, 0.1]]), one_batch_solver([[2.0, 0.1]])
     a.extrapolate(s1)
     b.extrapolate(s2)
     np.testing.assert_array_equal(s1.Ht, s2.Ht)
-    assert a.state_dict()[0] == b.state_dict()[0]
+    assert a.state_dict(host)[0] == b.state_dict(host)[0]
 
 
 def test_one_batch_fits_differ_with_it_and_end_lower_on_digits():
