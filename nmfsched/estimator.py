@@ -108,10 +108,11 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Window of the ``tol`` test, in epochs.
     max_time : float, default=None
         Stop after the epoch during which this many seconds have passed.
-    init : {"nndsvda", "nndsvd", "nndsvdar", "random", "custom"} or None, default=None
-        Initialisation. None means "nndsvda", or "random" when ``n_components`` exceeds
-        ``min(n_samples, n_features)``. "nndsvdar" fills NNDSVD's zeros with small random
-        values instead of the mean. "custom" uses the ``W`` and ``H`` passed to fit.
+    init : {"nndsvdar", "nndsvda", "nndsvd", "random", "custom"} or None, default=None
+        Initialisation. None means "nndsvdar" (NNDSVD with its zeros filled with small
+        random values, as nmf-torch's default), or "random" when ``n_components`` exceeds
+        ``min(n_samples, n_features)``. "nndsvda" fills the zeros with the mean of ``X``
+        (scikit-learn NMF's default). "custom" uses the ``W`` and ``H`` passed to fit.
     w_sweeps : int or "auto", default="auto"
         Projected coordinate sweeps on each minibatch's rows of ``W`` per visit. "auto"
         takes 2 when a sweep is cheap next to the minibatch products

@@ -115,7 +115,7 @@ FIT_OPTIONS = (
               "extrapolate H in one-batch epochs, with restarts"),
     FitOption("max_epochs", "max_epochs", "--max-epochs", parse_int, "maximum passes over the data"),
     FitOption("tol", "tol", "--tol", parse_float, "stop when the loss improves by less (relative); 0: never"),
-    FitOption("init", "init", "--init", str, "initialisation (default: nndsvda, or random where the rank is too large)",
+    FitOption("init", "init", "--init", str, "initialisation (default: nndsvdar, or random where the rank is too large)",
               _inits),
     FitOption("backend", "backend", "--backend", str, "where the arithmetic runs", _backends),
     FitOption("random_state", "seed", "--seed", parse_int,

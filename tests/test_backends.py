@@ -172,7 +172,9 @@ def test_whole_fit_matches_the_cpu_backend(other_backend, dtype, sparse):
         model = StochasticNMF(4, backend=backend.name, **params)
         W = model.fit_transform(X)
     assert type(W) is np.ndarray and W.dtype == dtype  # host input gets host output
-    rtol = 1e-3 if dtype == np.float32 else 1e-7
+    # float64: the CSR products add in another order (Numba rows against SciPy), and three
+    # H sweeps per one-batch epoch carry that rounding a little further (1.4e-7 measured)
+    rtol = 1e-3 if dtype == np.float32 else 1e-6
     np.testing.assert_allclose(model.history_["loss"], ref.history_["loss"], rtol=rtol)
     np.testing.assert_array_equal(model.history_["batch_size"], ref.history_["batch_size"])
     np.testing.assert_allclose(model.components_, ref.components_, rtol=10 * rtol, atol=10 * rtol * ref.components_.max())

@@ -54,7 +54,7 @@ def test_dask_fits_chunk_by_chunk_and_records_the_cluster(inputs, tmp_path):
                  "--max-epochs", 5, "--seed", 0, "--batch-size", 400, "--dask")
     assert r.returncode == 0, r.stderr
     ref = nmfsched("factorize", d / "m.npy", "--rank", 4, "--out", tmp_path / "ref", "--max-epochs", 5,
-                   "--seed", 0, "--batch-size", 400, "--init", "nndsvda")
+                   "--seed", 0, "--batch-size", 400)
     assert ref.returncode == 0, ref.stderr
     zarr_report = report(out, "m_zarr")
     assert zarr_report["cluster"]["workers"] == 1 and zarr_report["cluster"]["n_chunks"] == 4

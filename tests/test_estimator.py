@@ -7,6 +7,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from nmfsched import StochasticNMF, factorize
 from nmfsched.schedulers import StepScheduler
+from nmfsched.solver import _even_batch_size_at_most
 
 from conftest import low_rank
 
@@ -223,9 +224,9 @@ def test_partial_fit_carries_the_batch_size_over():
         model.partial_fit(chunk)
     first = model.history_["batch_size"]
     assert first[0] == 50 and model.batch_size_ >= first[-1]
-    model_batch_before = model.batch_size_  # the next chunk starts from it (capped at its rows)
+    model_batch_before = model.batch_size_  # the next chunk starts from it (capped at its rows, evened)
     model.partial_fit(X[:700])
-    assert model.history_["batch_size"][-1] == min(700, model_batch_before)
+    assert model.history_["batch_size"][-1] == _even_batch_size_at_most(700, model_batch_before)
 
 
 def test_the_init_svd_takes_few_power_iterations_at_no_cost_in_start_quality():
