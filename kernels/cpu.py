@@ -8,7 +8,7 @@ and are tested one by one against plain NumPy oracles (``tests/test_kernels_cpu.
 import numba as nb
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ._numba_config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from .protocol import GRADIENT_REFRESH_SWEEPS
@@ -292,6 +292,23 @@ def csr_rows_t_matmul(indptr, indices, data, rows, Wb, out, partial):  # pragma:
     _sum_blocks(partial, out)
 
 
+_blas_controller = None
+
+
+def single_threaded_blas():
+    """A context manager in which BLAS runs on one thread (see :meth:`CPUBackend.compute_context`).
+
+    Finding the loaded BLAS libraries takes milliseconds (3-4 ms measured, about 5% of a fit
+    of digits to scikit-learn's error), so it is done once per process, at the first call,
+    when NumPy and SciPy have loaded theirs; a BLAS loaded later (say by PyTorch) is left as
+    it is.
+    """
+    global _blas_controller
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
+
+
 def _n_threads():
     """The threads Numba's parallel kernels run on (``numba.set_num_threads`` changes it)."""
     return nb.get_num_threads()
@@ -352,7 +369,7 @@ class CPUBackend:
         spin up its own threads next to Numba's costs 2-7x on a 2-core machine (measured
         on digits and olivetti), so BLAS runs on one thread and the kernels use the cores.
         """
-        return threadpool_limits(limits=1, user_api="blas")
+        return single_threaded_blas()
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype=dtype)

@@ -231,3 +231,18 @@ def test_scatter_blocks_survive_int32_index_overflow(monkeypatch):
     batch = cpu._CSRRows(sp.csr_matrix((1, 1)), np.arange(2, dtype=np.int64))
     batch.indptr = indptr
     assert cpu.CPUBackend._scatter_blocks(batch, np.empty((1000, 8))) == 2
+
+
+def test_compute_context_runs_blas_on_one_thread_and_gives_the_threads_back():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    with threadpool_limits(limits=2, user_api="blas"):  # more than one, even on a 1-core runner
+        before = blas_threads()
+        assert before and all(n == 2 for n in before)
+        for _ in range(2):  # the second fit reuses the process's controller
+            with cpu.CPUBackend().compute_context():
+                assert all(n == 1 for n in blas_threads())
+            assert blas_threads() == before
