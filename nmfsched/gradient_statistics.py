@@ -39,6 +39,7 @@ class GradientStatistics:
         self._previous_mean = backend.empty(shape, dtype)
         self._weighted_sq = backend.zeros(shape[1], np.float64)
         self.passes = 0
+        self._minibatches = 0  # accumulators handed out this pass
 
     def start_pass(self):
         """Zero the sums for a new pass, keeping the last pass's mean gradient."""
@@ -47,10 +48,12 @@ class GradientStatistics:
         self.passes += 1
         self.mean_gradient[...] = 0
         self._weighted_sq[...] = 0.0
+        self._minibatches = 0
 
     def accumulator(self, n_rows):
         """The ``statistics`` argument of the backend's ``projected_cd`` for a minibatch of
         ``n_rows`` rows: ``(mean_gradient, n / n_rows, weighted squares)``."""
+        self._minibatches += 1
         return self.mean_gradient, self.n_samples / n_rows, self._weighted_sq
 
     def per_component(self, Ht):
@@ -58,7 +61,9 @@ class GradientStatistics:
 
         ``grad_sq`` is the squared norm of the projected epoch-mean gradient (the gradient
         mapping: entries at 0 whose gradient pushes them below 0 do not count);
-        ``noise_sq`` the minibatch variance around the mean. Both are host (NumPy) vectors,
+        ``noise_sq`` the minibatch variance around the mean: exactly 0 after a pass of one
+        minibatch (its two sums would differ only by rounding, which would move the
+        deterministic bound of 2 by an ulp either way). Both are host (NumPy) vectors,
         brought over from the backend in one copy of ``3 k`` numbers.
         """
         be = self.backend
@@ -70,6 +75,8 @@ class GradientStatistics:
             ]
         )
         grad_sq, weighted_sq, mean_sq = be.to_host(sums)
+        if self._minibatches == 1:
+            return grad_sq, np.zeros_like(grad_sq)
         return grad_sq, minibatch_gradient_noise(weighted_sq, mean_sq)
 
     def cosine(self):

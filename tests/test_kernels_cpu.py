@@ -215,12 +215,32 @@ def test_kernel_accumulates_the_start_gradient(rng):
         np.testing.assert_allclose(sq_acc, 2 + 0.5 * (expected**2).sum(axis=0), rtol=1e-12)
 
 
-def test_backend_column_norms_match_numpy(rng):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["compiled", "strided"])
+def test_backend_column_norms_match_numpy(rng, dtype, layout):
+    """The compiled one-pass norms (C-ordered operands) and the NumPy fallback (a strided
+    view) both equal the float64 oracle."""
     be = cpu.CPUBackend()
-    G, Y = rng.normal(size=(30, 4)), rng.random((30, 4)) * (rng.random((30, 4)) > 0.5)
-    np.testing.assert_allclose(be.column_sq_norms(G), (G**2).sum(axis=0))
+    G = rng.normal(size=(300, 7)).astype(dtype)
+    Y = (rng.random((300, 7)) * (rng.random((300, 7)) > 0.5)).astype(dtype)
+    if layout == "strided":
+        G, Y = np.asfortranarray(G), np.asfortranarray(Y)
+    G64 = G.astype(np.float64)
+    got = be.column_sq_norms(G)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, (G64**2).sum(axis=0), rtol=1e-12)
     free = (Y > 0) | (G < 0)
-    np.testing.assert_allclose(be.projected_column_sq_norms(G, Y), (np.where(free, G, 0) ** 2).sum(axis=0))
+    np.testing.assert_allclose(be.projected_column_sq_norms(G, Y), (np.where(free, G64, 0) ** 2).sum(axis=0), rtol=1e-12)
+
+
+def test_projected_column_norms_count_nan_where_a_step_could_move():
+    be = cpu.CPUBackend()
+    G = np.array([[np.nan, 1.0], [2.0, -1.0]])
+    Y = np.array([[1.0, 0.0], [0.0, 0.0]])  # (0, 0) is free (Y > 0): its NaN counts
+    got = be.projected_column_sq_norms(G, Y)
+    assert np.isnan(got[0]) and got[1] == 1.0  # (0, 1) is held at 0 (G > 0, Y = 0); (1, 1) moves
+    Y[0, 0] = 0.0  # now NaN's entry is held: NaN < 0 is false, so it is not counted
+    assert be.projected_column_sq_norms(G, Y)[0] == 0.0
 
 
 def test_scatter_blocks_survive_int32_index_overflow(monkeypatch):

@@ -323,3 +323,40 @@ def test_one_record_feeds_both_the_history_row_and_the_scheduler():
     np.testing.assert_array_equal([o.lr_bound for o in sched.seen[:-1]], h["lr_bound"][1:])
     assert sched.seen[-1].lr_bound == guard.bound
     assert all(np.isfinite(o.grad_cos) for o in sched.seen)  # the probe was the first pass to compare with
+
+
+@pytest.mark.parametrize("n_batches", [1, 3])
+def test_one_minibatch_has_no_noise_and_the_deterministic_bound(n_batches):
+    """A pass of one minibatch gives noise exactly 0 and the bound exactly 2 (not 2 less an
+    ulp from the rounding of two equal sums); several minibatches give positive noise."""
+    rng = np.random.default_rng(0)
+    X = low_rank(90, 12, 3, noise=0.2)
+    W, H = rng.random((90, 3)), rng.random((3, 12))
+    solver = make_solver(X, W, H, batch_size=90 // n_batches, w_sweeps=1, seed=0)
+    for _ in range(2):
+        solver.probe() if n_batches == 1 else solver.sgd_epoch(0.5)
+        grad_sq, noise_sq, _ = solver.gradient_statistics()
+        assert (grad_sq > 0).all()
+        if n_batches == 1:
+            assert (noise_sq == 0).all() and solver.lr_bound() == 2.0
+        else:
+            assert (noise_sq > 0).all() and solver.lr_bound() < 2.0
+
+
+def test_one_minibatch_noise_is_zero_whatever_the_rounding_of_its_sums():
+    """The weighted and mean squared norms of a one-minibatch pass are the same sum in two
+    orders; an ulp between them must not read as noise (it lowered the bound below 2)."""
+    from nmfsched.gradient_statistics import GradientStatistics
+
+    G = np.random.default_rng(0).normal(size=(12, 3))
+    Ht = np.ones((12, 3))  # every entry free: grad_sq is the full column norm
+    for n_batches, expected_noise in ((1, 0.0), (2, 1e-12)):
+        stats = GradientStatistics(get_backend("cpu"), 10, G.shape, np.float64)
+        stats.start_pass()
+        for _ in range(n_batches):
+            mean_gradient, weight, weighted_sq = stats.accumulator(10 // n_batches)
+        mean_gradient[...] = G
+        weighted_sq[...] = (G**2).sum(axis=0) * (1 + 1e-12)  # one rounding apart, and more
+        grad_sq, noise_sq = stats.per_component(Ht)
+        np.testing.assert_allclose(grad_sq, (G**2).sum(axis=0), rtol=1e-13)
+        np.testing.assert_allclose(noise_sq, expected_noise * (G**2).sum(axis=0), rtol=1e-3)
