@@ -470,12 +470,7 @@ class CPUBackend:
         ``B`` over: one per Numba thread, or 1 (a plain BLAS call) for a small product or
         for arrays the compiled kernels do not take (mixed dtypes, not C-contiguous)."""
         flops = 2.0 * A.shape[0] * A.shape[1] * B.shape[1]
-        arrays = (A, B, out)
-        if (
-            flops < PARALLEL_MIN_PRODUCT_FLOPS
-            or len({a.dtype for a in arrays}) > 1
-            or not all(a.flags.c_contiguous for a in arrays)
-        ):
+        if flops < PARALLEL_MIN_PRODUCT_FLOPS or not _compiled_operands(A, B, out):
             return 1
         return max(1, min(_n_threads(), A.shape[0]))
 

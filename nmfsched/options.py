@@ -12,6 +12,8 @@ import inspect
 import json
 from typing import Callable, NamedTuple
 
+from ._init import DEFAULT_INIT, INIT_METHODS
+
 
 class FitOption(NamedTuple):
     """One estimator parameter as the command line and manifests see it."""
@@ -96,8 +98,6 @@ def _backends():
 
 
 def _inits():
-    from ._init import INIT_METHODS
-
     return [m for m in INIT_METHODS if m != "custom"]  # "custom" needs factors, not a file
 
 
@@ -115,7 +115,7 @@ FIT_OPTIONS = (
               "extrapolate H in one-batch epochs, with restarts"),
     FitOption("max_epochs", "max_epochs", "--max-epochs", parse_int, "maximum passes over the data"),
     FitOption("tol", "tol", "--tol", parse_float, "stop when the loss improves by less (relative); 0: never"),
-    FitOption("init", "init", "--init", str, "initialisation (default: nndsvdar, or random where the rank is too large)",
+    FitOption("init", "init", "--init", str, f"initialisation (default: {DEFAULT_INIT}, or random where the rank is too large)",
               _inits),
     FitOption("backend", "backend", "--backend", str, "where the arithmetic runs", _backends),
     FitOption("random_state", "seed", "--seed", parse_int,
