@@ -24,7 +24,10 @@ line of a case sets nmfsched's epochs (those of the ``tol=0`` run after the
 first, with the batch size each had) against the machine, measured at the start of the same run: the dense GEMM rate
 (square ``n x n`` products, all cores, in the data's dtype), the same-shape GEMM rate
 (``X @ H^T`` of the case, all cores) and the copy bandwidth (read + write). The epoch's
-flops and bytes come from :func:`epoch_work`, a model of the solver's passes.
+flops and bytes come from :func:`epoch_work`, a model of the solver's passes. The line ends
+with the ceiling the products set: the share of GEMM a one-batch epoch would reach if it
+took only the time of its two products with ``X`` (``X @ H^T`` and ``X^T @ W``, timed as the
+solver's CPU backend runs them), with its sweeps and everything else free.
 
 Cases: scikit-learn's digits r16; from ../shared/data when present olivetti/242 r40,
 cbcl/255 r49, tdt2 r30, jasper/5000 r4, MovieLens ratings r16; generated dense 5000x1000
@@ -50,6 +53,7 @@ from sklearn.decomposition import NMF, MiniBatchNMF
 from threadpoolctl import threadpool_limits
 
 from nmfsched import StochasticNMF
+from nmfsched.kernels.cpu import CPUBackend
 from nmfsched.metrics import relative_error
 from nmfsched.solver import ONE_BATCH_H_SWEEPS, ONE_BATCH_W_SWEEPS, resolve_w_sweeps
 from nmfsched.warmup import warm_up
@@ -200,6 +204,22 @@ def shape_gemm_rate(X, k):
     return work / _best_time(lambda: X @ Ht, repeats=3) / 1e9
 
 
+def solver_product_seconds(X, k):
+    """Best seconds of an epoch's two products with all of ``X`` at rank ``k``,
+    ``X @ H^T`` and ``X^T @ W``, run as the solver runs them (the CPU backend's calls)."""
+    backend = CPUBackend()
+    rows = backend.all_rows(backend.to_device(X))
+    rng = np.random.default_rng(0)
+    Ht = rng.random((X.shape[1], k)).astype(X.dtype)
+    W = rng.random((X.shape[0], k)).astype(X.dtype)
+    P, C = np.empty_like(W), np.empty_like(Ht)
+    with backend.compute_context():
+        return (
+            _best_time(lambda: backend.xb_ht(rows, Ht, P), repeats=3),
+            _best_time(lambda: backend.xbt_wb(rows, W, C), repeats=3),
+        )
+
+
 def epoch_work(X, k, batch_size, w_sweeps):
     """Modelled ``(flops, bytes)`` of one nmfsched epoch on ``X`` at rank ``k``.
 
@@ -318,18 +338,23 @@ def run_case(X, k, seed, peers, tolerance, repeats=1):
 
 
 def roofline(name, X, k, history, batch_size, machine):
-    """One line setting the tol=0 run's epochs against the machine's rates."""
+    """One line setting the tol=0 run's epochs against the machine's rates, and the ceiling
+    the products put on a one-batch epoch: its modelled flops over the time of its two
+    products with ``X`` alone, run as the solver runs them."""
     gemm, bandwidth = machine[X.dtype]
-    flops, nbytes, epochs_seconds = run_work(X, k, history, resolve_w_sweeps("auto", k, X.shape[1]))
+    w_sweeps = resolve_w_sweeps("auto", k, X.shape[1])
+    flops, nbytes, epochs_seconds = run_work(X, k, history, w_sweeps)
     n_epochs = len(history["epoch"]) - 1
     gflops, gbytes = flops / epochs_seconds / 1e9, nbytes / epochs_seconds / 1e9
     shape_rate = shape_gemm_rate(X, k)
+    ceiling = epoch_work(X, k, X.shape[0], w_sweeps)[0] / sum(solver_product_seconds(X, k)) / 1e9
     one_batch = float(np.mean(history["batch_size"] >= X.shape[0]))
     return (
         f"{name}: {n_epochs} epochs of {epochs_seconds / max(1, n_epochs) * 1e3:.1f} ms "
         f"({one_batch:.0%} one-batch; default run: batch {batch_size}), {gflops:.1f} GFLOP/s = "
         f"{gflops / gemm:.0%} of GEMM ({gemm:.0f}) and {gflops / shape_rate:.0%} of same-shape X @ H^T "
-        f"({shape_rate:.1f}); {gbytes:.1f} GB/s = {gbytes / bandwidth:.0%} of copy bandwidth ({bandwidth:.0f})"
+        f"({shape_rate:.1f}); {gbytes:.1f} GB/s = {gbytes / bandwidth:.0%} of copy bandwidth ({bandwidth:.0f}); "
+        f"a one-batch epoch of nothing but its two products would reach {ceiling / gemm:.0%} of GEMM"
     )
 
 

@@ -1,6 +1,7 @@
 """The benchmark scripts run (a smoke test; timings are never asserted)."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -56,7 +57,9 @@ def test_peers_quick_prints_each_peer_against_nmfsched_and_a_roofline(capsys):
     assert [r[3].strip() for r in rows] == ["NMF(cd)", "NMF(mu)"]
     assert all(r[9].strip() in ("yes", "no") for r in rows)
     assert [r.peer for r in results] == ["NMF(cd)", "NMF(mu)"]
-    assert any(line.startswith("- digits:") and "of GEMM" in line for line in out)
+    roofline = [line for line in out if line.startswith("- digits:")]
+    assert len(roofline) == 1 and "of GEMM" in roofline[0]
+    assert re.search(r"nothing but its two products would reach \d+% of GEMM$", roofline[0])
     assert out[-1].startswith("to each peer's error in <= 0.5x its time: ") and "of 2 (case, peer) pairs" in out[-1]
 
 
