@@ -169,11 +169,9 @@ def projected_cd_parallel(
     return n_clipped
 
 
-@nb.njit(_cd_signatures(nb.int64, lambda f: (nb.float64[::1],)), **JIT_OPTIONS)
-def projected_cd_serial(
-    Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc
-):  # pragma: no cover
-    """:func:`projected_cd` on one thread."""
+def projected_cd_serial(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc):
+    """:func:`projected_cd` on one thread (a plain call of the compiled row kernel: one
+    compiled copy of it fewer to build at install)."""
     return _projected_cd_rows(
         Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc,
         0, Y.shape[0],
