@@ -6,7 +6,8 @@ precision) and torchnmf's multiplicative updates under the Frobenius loss (``bet
 Neither takes a sparse matrix, so they get the dense array, made before their clock starts.
 
 Every solver runs at its defaults, in this process, on the same matrix and seed, with all
-cores. Per case and peer the Markdown table gives the peer's wall time and final relative
+cores; every timed call starts after a pause of :data:`QUIET_SECONDS`, so that no thread pool
+left spinning by the call before it (a peer's, the error's BLAS) takes a core. Per case and peer the Markdown table gives the peer's wall time and final relative
 error ``||X - WH||_F / ||X||_F``, nmfsched's (at its defaults) and:
 
 - ``to peer's error / peer's time``: the time nmfsched needs to come within ``--tolerance``
@@ -213,10 +214,11 @@ def solver_product_seconds(X, k):
     Ht = rng.random((X.shape[1], k)).astype(X.dtype)
     W = rng.random((X.shape[0], k)).astype(X.dtype)
     P, C = np.empty_like(W), np.empty_like(Ht)
+    _quiet()
     with backend.compute_context():
         return (
-            _best_time(lambda: backend.xb_ht(rows, Ht, P), repeats=3),
-            _best_time(lambda: backend.xbt_wb(rows, W, C), repeats=3),
+            _best_time(lambda: backend.xb_ht(rows, Ht, P), repeats=10),
+            _best_time(lambda: backend.xbt_wb(rows, W, C), repeats=10),
         )
 
 
@@ -267,10 +269,22 @@ def run_work(X, k, history, w_sweeps):
 
 
 # -- runs ---------------------------------------------------------------------------------
+#: Pause before every timed call. The worker threads of a BLAS or OpenMP pool keep spinning
+#: for a while after their last call (OpenBLAS's after the error's ``X - W H``, torch's after
+#: a peer) and take a core from whatever runs next: a digits fit right after a 1500 x 1500
+#: GEMM took 0.11-0.14 s against 0.06 s after a pause of 0.3 s or 1 s (measured).
+QUIET_SECONDS = 0.3
+
+
+def _quiet():
+    time.sleep(QUIET_SECONDS)
+
+
 def run_peer(peer, X, k, seed):
-    """``(seconds, relative error)`` of one fit by ``peer``."""
+    """``(seconds, relative error)`` of one fit by ``peer``, started after :func:`_quiet`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning at a peer's own max_iter
+        _quiet()
         start = time.perf_counter()
         W, H = peer.fit(X, k, seed)
         seconds = time.perf_counter() - start
@@ -278,7 +292,9 @@ def run_peer(peer, X, k, seed):
 
 
 def run_nmfsched(X, k, seed, **params):
+    """``(seconds, relative error, fitted model)``, started after :func:`_quiet`."""
     model = StochasticNMF(k, random_state=seed, **params)
+    _quiet()
     start = time.perf_counter()
     W = model.fit_transform(X)
     seconds = time.perf_counter() - start
