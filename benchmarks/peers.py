@@ -25,7 +25,8 @@ line of a case sets nmfsched's epochs (those of the ``tol=0`` run after the
 first, with the batch size each had) against the machine, measured at the start of the same run: the dense GEMM rate
 (square ``n x n`` products, all cores, in the data's dtype), the same-shape GEMM rate
 (``X @ H^T`` of the case, all cores) and the copy bandwidth (read + write). The epoch's
-flops and bytes come from :func:`epoch_work`, a model of the solver's passes. The line ends
+flops and bytes come from :func:`epoch_work`, a model of the solver's passes. It also gives
+the one-batch epochs alone (the steady state, after the minibatch epochs), and ends
 with the ceiling the products set: the share of GEMM a one-batch epoch would reach if it
 took only the time of its two products with ``X`` (``X @ H^T`` and ``X^T @ W``, timed as the
 solver's CPU backend runs them), with its sweeps and everything else free.
@@ -268,6 +269,16 @@ def run_work(X, k, history, w_sweeps):
     return flops, nbytes, seconds
 
 
+def one_batch_work(X, k, history, w_sweeps):
+    """Modelled ``(flops, seconds, count)`` of the one-batch epochs after the first: the
+    steady state, apart from the minibatch epochs before it."""
+    seconds = np.diff(np.asarray(history["seconds"], dtype=float))
+    one_batch = np.asarray(history["batch_size"][1:]) >= X.shape[0]
+    count = int(one_batch.sum())
+    flops = count * epoch_work(X, k, X.shape[0], w_sweeps)[0]
+    return flops, float(seconds[one_batch].sum()), count
+
+
 # -- runs ---------------------------------------------------------------------------------
 #: Pause before every timed call. The worker threads of a BLAS or OpenMP pool keep spinning
 #: for a while after their last call (OpenBLAS's after the error's ``X - W H``, torch's after
@@ -365,12 +376,17 @@ def roofline(name, X, k, history, batch_size, machine):
     shape_rate = shape_gemm_rate(X, k)
     ceiling = epoch_work(X, k, X.shape[0], w_sweeps)[0] / sum(solver_product_seconds(X, k)) / 1e9
     one_batch = float(np.mean(history["batch_size"] >= X.shape[0]))
+    ob_flops, ob_seconds, ob_count = one_batch_work(X, k, history, w_sweeps)
+    steady = (
+        f"its one-batch epochs {ob_seconds / ob_count * 1e3:.1f} ms, {ob_flops / ob_seconds / 1e9:.1f} GFLOP/s = "
+        f"{ob_flops / ob_seconds / 1e9 / gemm:.0%} of GEMM; " if ob_count and ob_seconds > 0 else ""
+    )
     return (
         f"{name}: {n_epochs} epochs of {epochs_seconds / max(1, n_epochs) * 1e3:.1f} ms "
         f"({one_batch:.0%} one-batch; default run: batch {batch_size}), {gflops:.1f} GFLOP/s = "
         f"{gflops / gemm:.0%} of GEMM ({gemm:.0f}) and {gflops / shape_rate:.0%} of same-shape X @ H^T "
         f"({shape_rate:.1f}); {gbytes:.1f} GB/s = {gbytes / bandwidth:.0%} of copy bandwidth ({bandwidth:.0f}); "
-        f"a one-batch epoch of nothing but its two products would reach {ceiling / gemm:.0%} of GEMM"
+        f"{steady}a one-batch epoch of nothing but its two products would reach {ceiling / gemm:.0%} of GEMM"
     )
 
 

@@ -174,3 +174,13 @@ def test_cold_start_probe_times_a_fresh_process(tmp_path):
     result = load("cold_start").probe("json", "X.sum()", str(tmp_path))
     assert set(result) == {"import", "first_fit", "second_fit"}
     assert all(seconds >= 0 for seconds in result.values())
+
+
+def test_peers_one_batch_work_counts_only_the_one_batch_epochs_after_the_first():
+    peers = load("peers")
+    np = __import__("numpy")
+    X = np.ones((10, 4))
+    history = {"batch_size": np.array([10, 5, 10, 10, 10]), "seconds": np.array([0.0, 1.0, 1.5, 1.75, 2.0])}
+    flops, seconds, count = peers.one_batch_work(X, 2, history, 1)
+    assert (count, seconds) == (3, 1.0)  # the first epoch and the minibatch one left out
+    assert flops == 3 * peers.epoch_work(X, 2, 10, 1)[0]
