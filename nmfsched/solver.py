@@ -65,6 +65,14 @@ ONE_BATCH_H_SWEEPS = 3
 
 #: The smallest batch "auto" picks (below it the per-batch overheads dominate on any shape).
 MIN_AUTO_BATCH = 256
+#: With ``grow_batch``, the batch at least multiplies by this after every epoch, whatever
+#: the norm test asks: a geometric floor, as in hybrid deterministic-stochastic methods
+#: (Friedlander & Schmidt, 2012), so the deterministic epochs come after a few stochastic
+#: ones. Measured against the norm test alone (tol=0, seeds 0 and 1): time to nmf-torch
+#: batch's error on tall 60000 x 300 r40 33.5 -> 17.8 s, dense 5000 x 1000 r20 2.75-2.95 ->
+#: 1.99-2.21 s, jasper r4 0.15-0.18 -> 0.11-0.12 s; cbcl r49 and digits r16 unchanged
+#: (within 0.01 s, cbcl's norm test already reached one batch after 2 epochs).
+MIN_BATCH_GROWTH = 2
 #: Per-batch cost of the Python loop and kernel dispatch on the CPU (~50-100 us), in flops at
 #: ~10-20 GFLOP/s; a backend may declare its own (``batch_overhead_flops``).
 BATCH_OVERHEAD_FLOPS = 1e6
@@ -175,17 +183,18 @@ class StochasticSolver:
         return max(self.w_sweeps, ONE_BATCH_W_SWEEPS) if self.full_batch else self.w_sweeps
 
     def grow_batch(self, grad_sq, noise_sq, lipschitz):
-        """Raise the batch size to where the noise is predicted not to exceed the gradient.
+        """Raise the batch size to where the noise is predicted not to exceed the gradient,
+        and at least :data:`MIN_BATCH_GROWTH` times over.
 
-        Uses :func:`nmfsched.theory.batch_size_for_noise` on the last pass's statistics and
-        only ever grows (by at least 10%, to keep reallocations rare). Returns the noise
-        predicted at the batch size now in force, for the next epoch's bound.
+        Uses :func:`nmfsched.theory.batch_size_for_noise` on the last pass's statistics.
+        Returns the noise predicted at the batch size now in force, for the next epoch's
+        bound.
         """
         n, b = self.n_samples, self.batch_size
-        wanted = batch_size_for_noise(grad_sq, noise_sq, lipschitz, b, n)
-        wanted = _even_batch_size(n, max(1, n // wanted))  # at least that many rows
-        if wanted < min(n, math.ceil(1.1 * b)):
-            return noise_sq
+        if b >= n:
+            return noise_at_batch_size(noise_sq, b, b, n)  # none
+        wanted = max(batch_size_for_noise(grad_sq, noise_sq, lipschitz, b, n), MIN_BATCH_GROWTH * b)
+        wanted = _even_batch_size(n, max(1, n // min(n, wanted)))  # at least that many rows
         self.batch_size = wanted
         self._allocate_batch_buffers()
         return noise_at_batch_size(noise_sq, b, wanted, n)

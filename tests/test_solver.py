@@ -255,6 +255,7 @@ def test_one_batch_epochs_reuse_the_refresh_product(monkeypatch):
 
 
 def test_grow_batch_only_grows_to_even_batches_and_predicts_the_noise():
+    from nmfsched.solver import MIN_BATCH_GROWTH
     from nmfsched.theory import noise_at_batch_size
 
     X = low_rank(1000, 30, 4, noise=0.5)
@@ -269,9 +270,11 @@ def test_grow_batch_only_grows_to_even_batches_and_predicts_the_noise():
     np.testing.assert_allclose(noise, noise_at_batch_size(9 * np.ones(4), b0, b, 1000))
     assert np.sum(noise) <= 4 * (1 + 1e-9)  # predicted not to exceed the gradient
     assert all(rows.shape[0] in (b, b - 1) or rows.shape[0] >= b - -(-1000 // b) for rows in solver.minibatches())
-    # a quiet epoch never shrinks it, and returns the noise unchanged
+    # a quiet epoch still grows it geometrically (MIN_BATCH_GROWTH), and predicts its noise
     quiet = solver.grow_batch(np.ones(4), 1e-6 * np.ones(4), L)
-    assert solver.batch_size == b and np.allclose(quiet, 1e-6)
+    b2 = solver.batch_size
+    assert b2 >= MIN_BATCH_GROWTH * b and even_split(1000, b2)
+    np.testing.assert_allclose(quiet, noise_at_batch_size(1e-6 * np.ones(4), b, b2, 1000))
     # all noise: every row, and from then on the epochs are one batch
     solver.grow_batch(np.zeros(4), np.ones(4), L)
     assert solver.batch_size == 1000 and solver.full_batch
