@@ -87,9 +87,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         sparse data such as text that is every row.
     grow_batch : bool, default=True
         After each epoch, grow the batch to where the gradient noise is predicted to be no
-        larger than the gradient itself (the norm test, ``nmfsched.theory.batch_size_for_noise``).
-        Near a solution the noise dominates and a fixed batch stalls at its noise floor;
-        growing it ends in deterministic (one-batch) epochs that converge like HALS.
+        larger than the gradient itself (the norm test, ``nmfsched.theory.batch_size_for_noise``),
+        and at least twofold (``nmfsched.solver.MIN_BATCH_GROWTH``). Near a solution the
+        noise dominates and a fixed batch stalls at its noise floor; growing it ends in
+        deterministic (one-batch) epochs that converge like HALS.
     extrapolate : bool, default=True
         In one-batch epochs, move ``H`` on along its last displacement before ``W`` is
         refreshed, with restarts (Ang and Gillis, 2019; see :mod:`nmfsched.extrapolation`).

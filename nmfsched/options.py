@@ -110,7 +110,7 @@ FIT_OPTIONS = (
     FitOption("learning_rate", "lr", "--lr", parse_auto_or_positive_float, "initial learning rate, or 'auto'"),
     FitOption("batch_size", "batch_size", "--batch-size", parse_auto_or_positive_int,
               "rows per minibatch at the start, or 'auto' (from the shape)"),
-    FitOption("grow_batch", "grow_batch", "--grow-batch", parse_bool, "grow the batch where gradient noise dominates"),
+    FitOption("grow_batch", "grow_batch", "--grow-batch", parse_bool, "grow the batch after every epoch (at least twofold, more where gradient noise dominates)"),
     FitOption("extrapolate", "extrapolate", "--extrapolate", parse_bool,
               "extrapolate H in one-batch epochs, with restarts"),
     FitOption("max_epochs", "max_epochs", "--max-epochs", parse_int, "maximum passes over the data"),
