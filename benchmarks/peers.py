@@ -7,8 +7,9 @@ Neither takes a sparse matrix, so they get the dense array, made before their cl
 
 Every solver runs at its defaults, in this process, on the same matrix and seed, with all
 cores; every timed call starts after a pause of :data:`QUIET_SECONDS`, so that no thread pool
-left spinning by the call before it (a peer's, the error's BLAS) takes a core. Per case and peer the Markdown table gives the peer's wall time and final relative
-error ``||X - WH||_F / ||X||_F``, nmfsched's (at its defaults) and:
+left spinning by the call before it (a peer's, the error's BLAS) takes a core. Per case and
+peer the Markdown table gives the peer's wall time and final relative error
+``||X - WH||_F / ||X||_F``, nmfsched's (at its defaults) and:
 
 - ``to peer's error / peer's time``: the time nmfsched needs to come within ``--tolerance``
   (default 0.1%) of that peer's final error, over that peer's time. It is read off a

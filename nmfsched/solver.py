@@ -70,8 +70,8 @@ MIN_AUTO_BATCH = 256
 #: (Friedlander & Schmidt, 2012), so the deterministic epochs come after a few stochastic
 #: ones. Measured against the norm test alone (tol=0, seeds 0 and 1): time to nmf-torch
 #: batch's error on tall 60000 x 300 r40 33.5 -> 17.8 s, dense 5000 x 1000 r20 2.75-2.95 ->
-#: 1.99-2.21 s, jasper r4 0.15-0.18 -> 0.11-0.12 s; cbcl r49 and digits r16 unchanged
-#: (within 0.01 s, cbcl's norm test already reached one batch after 2 epochs).
+#: 1.99-2.21 s, jasper r4 0.15-0.18 -> 0.11-0.12 s, digits r16 0.05-0.11 -> 0.05-0.06 s;
+#: cbcl r49 unchanged (its norm test already reached one batch after 2 epochs).
 MIN_BATCH_GROWTH = 2
 #: Per-batch cost of the Python loop and kernel dispatch on the CPU (~50-100 us), in flops at
 #: ~10-20 GFLOP/s; a backend may declare its own (``batch_overhead_flops``).
