@@ -1,0 +1,98 @@
+"""The SVD starts: the Gram route against scikit-learn's randomized SVD, NNDSVD against
+its per-component definition."""
+
+import numpy as np
+import pytest
+from sklearn.utils.extmath import randomized_svd
+
+from nmfsched import _init
+from nmfsched._init import gram_is_cheaper, initialize_factors, nndsvd_from_svd, randomized_svd_via_gram
+
+from conftest import low_rank
+
+
+def rank_k_part(U, S, Vt):
+    return (U * S) @ Vt
+
+
+@pytest.mark.parametrize("shape", [(500, 40), (40, 500)], ids=["tall", "wide"])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-9), (np.float32, 2e-4)])
+@pytest.mark.parametrize("n_iter", [0, 2, 4])
+def test_svd_via_gram_matches_scikit_learns_randomized_svd(shape, dtype, rtol, n_iter):
+    X = low_rank(*shape, 12, seed=3, noise=0.3, dtype=dtype)
+    k = 8
+    U, S, Vt = randomized_svd_via_gram(X, k, n_iter, random_state=5)
+    U_ref, S_ref, Vt_ref = randomized_svd(X, k, n_iter=n_iter, power_iteration_normalizer="LU", random_state=5)
+    assert U.shape == U_ref.shape and S.shape == S_ref.shape and Vt.shape == Vt_ref.shape
+    np.testing.assert_allclose(S, S_ref, rtol=rtol)
+    reference = rank_k_part(U_ref, S_ref, Vt_ref)
+    np.testing.assert_allclose(rank_k_part(U, S, Vt), reference, atol=rtol * np.abs(reference).max())
+    np.testing.assert_allclose(U.T @ U, np.eye(k), atol=10 * rtol)
+
+
+def test_svd_via_gram_of_float32_data_resolves_small_singular_values():
+    """The Gram is accumulated in float64: a float32 Gram would lose a singular value
+    1e-4 of the largest (its square is below float32's rounding of the largest)."""
+    rng = np.random.default_rng(0)
+    Q1, _ = np.linalg.qr(rng.standard_normal((3000, 3)))
+    Q2, _ = np.linalg.qr(rng.standard_normal((20, 3)))
+    X = ((Q1 * [1e4, 3.0, 1.0]) @ Q2.T).astype(np.float32)
+    _, S, _ = randomized_svd_via_gram(X, 3, 2, random_state=0, block_rows=512)
+    np.testing.assert_allclose(S, np.linalg.svd(X.astype(np.float64), compute_uv=False)[:3], rtol=1e-3)
+
+
+@pytest.mark.parametrize("X", [low_rank(200, 30, 3), np.zeros((200, 30))], ids=["rank 3", "zeros"])
+def test_svd_via_gram_pads_the_triplets_rank_deficient_input_lacks(X):
+    U, S, Vt = randomized_svd_via_gram(X, 6, 4, random_state=0)
+    assert U.shape == (200, 6) and S.shape == (6,) and Vt.shape == (6, 30)
+    assert np.isfinite(U).all() and np.isfinite(S).all() and np.isfinite(Vt).all()
+    rank = int((S > 0).sum())
+    assert rank == (3 if X.any() else 0)
+    np.testing.assert_array_equal(S[rank:], 0)
+    np.testing.assert_allclose(rank_k_part(U, S, Vt), X, atol=1e-9 * max(1.0, np.abs(X).max()))
+    W, H = nndsvd_from_svd(U, S, Vt, "nndsvda", mean=0.5)
+    assert np.isfinite(W).all() and np.isfinite(H).all()
+    np.testing.assert_array_equal(W[:, rank + 1:], 0.5)  # zero triplets give zero columns, filled
+
+
+def per_component_nndsvd(U, S, Vt):
+    """Boutsidis & Gallopoulos's NNDSVD, one triplet at a time (the oracle)."""
+    W, H = np.zeros((U.shape[0], S.size)), np.zeros((S.size, Vt.shape[1]))
+    W[:, 0], H[0] = np.sqrt(S[0]) * np.abs(U[:, 0]), np.sqrt(S[0]) * np.abs(Vt[0])
+    for j in range(1, S.size):
+        x, y = U[:, j], Vt[j]
+        xp, xn, yp, yn = np.maximum(x, 0), np.maximum(-x, 0), np.maximum(y, 0), np.maximum(-y, 0)
+        if np.linalg.norm(xp) * np.linalg.norm(yp) >= np.linalg.norm(xn) * np.linalg.norm(yn):
+            u, v = xp, yp
+        else:
+            u, v = xn, yn
+        nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+        lbd = np.sqrt(S[j] * nu * nv)
+        W[:, j] = lbd * u / nu if nu else 0.0
+        H[j] = lbd * v / nv if nv else 0.0
+    return W, H
+
+
+def test_nndsvd_matches_its_per_component_definition():
+    X = low_rank(120, 50, 6, seed=1, noise=0.2)
+    U, S, Vt = np.linalg.svd(X, full_matrices=False)
+    U, S, Vt = U[:, :7], S[:7], Vt[:7]
+    U[:, 6] = np.abs(U[:, 6])  # a triplet whose negative part is empty on one side
+    W, H = nndsvd_from_svd(U, S, Vt, "nndsvd")
+    W_ref, H_ref = per_component_nndsvd(U, S, Vt)
+    np.testing.assert_allclose(W, W_ref, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(H, H_ref, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(W == 0, W_ref == 0)
+
+
+def test_gram_route_is_taken_only_where_cheaper(monkeypatch):
+    assert gram_is_cheaper((60000, 300), 40, 4) and gram_is_cheaper((300, 60000), 40, 4)
+    assert not gram_is_cheaper((5000, 1000), 20, 2)
+    calls = []
+    monkeypatch.setattr(_init, "randomized_svd", lambda *a, **kw: calls.append("sklearn") or randomized_svd(*a, **kw))
+    monkeypatch.setattr(
+        _init, "randomized_svd_via_gram", lambda *a, **kw: calls.append("gram") or randomized_svd_via_gram(*a, **kw)
+    )
+    initialize_factors(low_rank(2000, 30, 4), 4, "nndsvda", np.random.default_rng(0), np.float64)
+    initialize_factors(low_rank(1000, 1000, 10), 10, "nndsvda", np.random.default_rng(0), np.float64)
+    assert calls == ["gram", "sklearn"]
