@@ -24,7 +24,7 @@ from .schedulers import get as get_scheduler
 from .stability import StabilityGuard, StabilityWarning
 from .epochs import History, StoppingRules, run_epochs
 from .extrapolation import Extrapolation
-from .solver import StochasticSolver, resolve_batch_size, resolve_w_sweeps, solve_w
+from .solver import MAX_FIRST_EPOCH_BATCHES, StochasticSolver, resolve_batch_size, resolve_w_sweeps, solve_w
 
 
 def check_params(n_components="auto", **params):
@@ -84,7 +84,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         remainder batch, whose step would be weighted ``n / |B|``). "auto" picks it from the
         shape: at least 256, and large enough that the per-batch ``H`` step (which touches
         all of ``H``) costs at most a quarter of the batch's products with ``X``; on wide
-        sparse data such as text that is every row.
+        sparse data such as text that is every row. With ``grow_batch``, "auto" also
+        splits the first epoch into at most 8 minibatches (``nmfsched.solver.MAX_FIRST_EPOCH_BATCHES``).
     grow_batch : bool, default=True
         After each epoch, grow the batch to where the gradient noise is predicted to be no
         larger than the gradient itself (the norm test, ``nmfsched.theory.batch_size_for_noise``),
@@ -484,13 +485,20 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.n_iter_ = len(history)
         self.stability_certificate_ = guard.certificate(history.losses())
 
+    def _first_epoch_batches(self):
+        """The most minibatches "auto" gives the first epoch: a growing batch's stochastic
+        phase stays short (see :data:`~nmfsched.solver.MAX_FIRST_EPOCH_BATCHES`)."""
+        return MAX_FIRST_EPOCH_BATCHES if self.grow_batch else None
+
     def _make_solver(self, X, W, H, rng, backend, batch_size=None):
         """A :class:`StochasticSolver` of ``X`` (``X`` may already be on the backend's device)."""
         k = W.shape[1]
         w_sweeps = resolve_w_sweeps(self.w_sweeps, k, X.shape[1])
         nnz = X.nnz if hasattr(X, "tocsr") else X.size  # SciPy or cupyx sparse
         batch_size = self.batch_size if batch_size is None else batch_size
-        batch_size = resolve_batch_size(batch_size, *X.shape, k, nnz, w_sweeps, backend.batch_overhead_flops)
+        batch_size = resolve_batch_size(
+            batch_size, *X.shape, k, nnz, w_sweeps, backend.batch_overhead_flops, self._first_epoch_batches()
+        )
         return StochasticSolver(X, W, H, backend=backend, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng)
 
     def _finish(self, solver, X):
@@ -581,7 +589,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             else:
                 rng, W0, H0, batch_size = restore_rng(state.rng), state.W, state.H, state.batch_size
             w_sweeps = resolve_w_sweeps(self.w_sweeps, k, m)
-            batch_size = resolve_batch_size(batch_size, n, m, k, nnz, w_sweeps, DASK_GROUP_OVERHEAD_FLOPS)
+            batch_size = resolve_batch_size(
+                batch_size, n, m, k, nnz, w_sweeps, DASK_GROUP_OVERHEAD_FLOPS, self._first_epoch_batches()
+            )
             solver = DaskSolver(
                 data, W0, H0, sq_norm_X=sq_norm, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng,
                 min_group=worker_threads(client),

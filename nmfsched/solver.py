@@ -73,13 +73,24 @@ MIN_AUTO_BATCH = 256
 #: 1.99-2.21 s, jasper r4 0.15-0.18 -> 0.11-0.12 s, digits r16 0.05-0.11 -> 0.05-0.06 s;
 #: cbcl r49 unchanged (its norm test already reached one batch after 2 epochs).
 MIN_BATCH_GROWTH = 2
+#: With ``grow_batch``, "auto" splits the first epoch into at most this many minibatches, so
+#: (with the twofold floor) at most three stochastic epochs come before the one-batch ones.
+#: Hundreds of small steps in the first epoch left tall 60000 x 300 r40 with a slower
+#: deterministic tail: time to nmf-torch online's error 0.00896 (tol=0, seeds 0-2) from
+#: 256 rows (235 batches) over 14 s, 1024 rows 12.8 s, 3750 rows 8.4-10.4 s, 7500 rows
+#: (8 batches) 7.6-8.0 s. The other matrices it touches were neutral over seeds 0-2: jasper
+#: r4 (9 -> 8 batches), dense 5000 x 1000 r20 (20 -> 8: to nmf-torch batch's error
+#: 2.22-2.60 -> 2.44-2.51 s, default error 0.00579-0.00671 -> 0.00582-0.00610), cbcl r49
+#: (9 -> 8: to scikit-learn NMF(cd)'s error 0.31-0.38 -> 0.33-0.50 s, default error
+#: 0.19878-0.19909 -> 0.19866-0.19919).
+MAX_FIRST_EPOCH_BATCHES = 8
 #: Per-batch cost of the Python loop and kernel dispatch on the CPU (~50-100 us), in flops at
 #: ~10-20 GFLOP/s; a backend may declare its own (``batch_overhead_flops``).
 BATCH_OVERHEAD_FLOPS = 1e6
 
 
 def resolve_batch_size(batch_size, n_samples, n_features, n_components, nnz, w_sweeps,
-                       overhead_flops=BATCH_OVERHEAD_FLOPS):
+                       overhead_flops=BATCH_OVERHEAD_FLOPS, max_batches=None):
     """The starting batch size; "auto" picks it from the shape.
 
     Every minibatch pays for an ``H`` step and ``H H^T`` on all of ``H`` (about
@@ -90,16 +101,21 @@ def resolve_batch_size(batch_size, n_samples, n_features, n_components, nnz, w_s
     on dense images, every row at once on wide sparse counts such as text (where the
     ``m k^2`` of an ``H`` step outweighs a whole pass over ``X``). ``overhead_flops`` is
     the fixed overhead in flops at the backend's rate (a GPU's kernel launches cost far
-    more work than a CPU's calls, so its batches start larger). An explicit size is an
-    upper limit. Either is then evened out so the rows split into batches whose sizes
-    differ by at most one row (as the solver splits them).
+    more work than a CPU's calls, so its batches start larger). ``max_batches`` (the fit
+    passes :data:`MAX_FIRST_EPOCH_BATCHES` when the batch grows) raises "auto" to at least
+    ``n_samples / max_batches`` rows. An explicit size is an upper limit. Either is then
+    evened out so the rows split into batches whose sizes differ by at most one row (as the
+    solver splits them).
     """
     if batch_size != "auto":
         return _even_batch_size_at_most(n_samples, batch_size)
     k = n_components
     fixed = 6.0 * n_features * k * k + overhead_flops
     per_row = 4.0 * (nnz / max(1, n_samples)) * k + 4.0 * (w_sweeps + 1) * k * k
-    return _even_batch_size_at_most(n_samples, max(MIN_AUTO_BATCH, math.ceil(4.0 * fixed / per_row)))
+    size = max(MIN_AUTO_BATCH, math.ceil(4.0 * fixed / per_row))
+    if max_batches is not None:
+        size = max(size, math.ceil(n_samples / max_batches))
+    return _even_batch_size_at_most(n_samples, size)
 
 
 def resolve_w_sweeps(w_sweeps, n_components, n_features):

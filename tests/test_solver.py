@@ -228,6 +228,25 @@ def test_auto_batch_size_follows_the_cost_of_an_h_step():
     # an explicit size is kept as given (capped at the rows)
     assert resolve_batch_size(100, 10000, 50, 4, 500_000, 2) == 100
     assert resolve_batch_size(100, 30, 50, 4, 1500, 2) == 30
+    assert resolve_batch_size(100, 10000, 50, 4, 500_000, 2, max_batches=8) == 100
+
+
+def test_a_growing_batch_starts_with_few_minibatches():
+    from nmfsched import StochasticNMF
+    from nmfsched.solver import MAX_FIRST_EPOCH_BATCHES, MIN_AUTO_BATCH, resolve_batch_size
+
+    tall = (60000, 300, 40, 60000 * 300, 2)
+    assert resolve_batch_size("auto", *tall) == MIN_AUTO_BATCH  # the cost alone: 235 batches
+    assert resolve_batch_size("auto", *tall, max_batches=8) == 7500
+    # where the cost asks for more rows, the cost decides
+    assert resolve_batch_size("auto", 1797, 64, 16, 1797 * 64, 1, max_batches=8) == resolve_batch_size(
+        "auto", 1797, 64, 16, 1797 * 64, 1
+    )
+    X = np.random.default_rng(0).random((4000, 300))
+    growing = StochasticNMF(20, max_epochs=1, random_state=0).fit(X)
+    assert growing.history_["batch_size"][0] == 4000 // MAX_FIRST_EPOCH_BATCHES
+    fixed = StochasticNMF(20, max_epochs=1, random_state=0, grow_batch=False).fit(X)
+    assert fixed.history_["batch_size"][0] == resolve_batch_size("auto", 4000, 300, 20, 4000 * 300, 2) < 500
 
 
 def test_one_batch_epochs_reuse_the_refresh_product(monkeypatch):
