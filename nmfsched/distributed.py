@@ -390,11 +390,12 @@ class DaskSolver(StochasticSolver):
         self._set_w(np.asarray(W, dtype=self.dtype))
 
     # -- W on the workers -------------------------------------------------------------
-    def _set_w(self, W):
-        """Seed the chunks of ``W`` from the host (cuts their lineage) and set ``W^T W``."""
+    def _set_w(self, W, WtW=None):
+        """Seed the chunks of ``W`` from the host (cuts their lineage) and set ``W^T W``
+        (``WtW`` where the caller has it already)."""
         self._W_host = W
         self.W = self.data.seed(W)
-        self.WtW = self.backend.gram(W)
+        self.WtW = self.backend.gram(W) if WtW is None else WtW
 
     def W_host(self):
         """``W`` on the driver (gathered once per change)."""
@@ -483,8 +484,9 @@ class DaskSolver(StochasticSolver):
         the summed ``X^T W`` for the next one-batch ``H`` step.
         """
         (_, WtW, cross, Ct), HHt = self._sweep_chunks(range(self.data.n_chunks), max_sweeps, tol)
-        self._set_w(self.W_host())
-        self.WtW = WtW  # the workers' sum (bitwise as the in-memory fit's order of rows allows)
+        # the workers' sum (bitwise as the in-memory fit's order of rows allows), not a
+        # second n x k^2 product on the driver
+        self._set_w(self.W_host(), WtW)
         self._hht = HHt
         self._ct_full = Ct
         self._p_current = True
