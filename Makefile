@@ -11,7 +11,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test,notebooks]"
 	# compile the Numba kernels into their cache now (about 30 s on 2 cores), not in the first fit
-	$(BIN)/python -c "import nmfsched.kernels.cpu"
+	$(BIN)/python -c "from nmfsched.kernels.cpu import compile_kernels; compile_kernels()"
 	touch $(STAMP)
 
 demo: $(STAMP)

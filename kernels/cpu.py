@@ -5,6 +5,9 @@ The solver only talks to :class:`CPUBackend`; the kernels below are its private 
 and are tested one by one against plain NumPy oracles (``tests/test_kernels_cpu.py``).
 """
 
+import functools
+import threading
+
 import numba as nb
 import numpy as np
 import scipy.sparse as sp
@@ -17,8 +20,71 @@ _FLOATS = (nb.float32, nb.float64)
 _INDICES = (nb.int32, nb.int64)
 
 
-def _signatures(template):
-    return [template(f, i) for f in _FLOATS for i in _INDICES]
+class _PerDtypeKernel:
+    """A Numba kernel with explicit signatures, compiled (or loaded from Numba's cache) for
+    a float dtype when it first meets one.
+
+    ``nb.njit(signatures)`` builds every signature when the module is imported, so every
+    process paid for the float32 copies too (about 45% of the 32 s the first fit after install
+    spent compiling). Here each float dtype has its own dispatcher, made on first use with that
+    dtype's signatures only. ``dtype_arg`` is the argument whose dtype picks it.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, py_func, signatures, options, dtype_arg):
+        self.py_func = py_func
+        self._signatures = signatures  # Numba float type -> that dtype's signatures
+        self._options = options
+        self._dtype_arg = dtype_arg
+        self._dispatchers = {}
+        functools.update_wrapper(self, py_func)
+
+    def compiled(self, dtype):
+        """The dispatcher for ``dtype`` (float32 or float64)."""
+        dtype = np.dtype(dtype)
+        dispatcher = self._dispatchers.get(dtype)
+        if dispatcher is None:
+            if dtype not in (np.float32, np.float64):
+                raise TypeError(f"{self.__name__} takes float32 or float64 arrays, got {dtype}")
+            with self._lock:
+                dispatcher = self._dispatchers.get(dtype)
+                if dispatcher is None:
+                    signatures = self._signatures(nb.from_dtype(dtype))
+                    dispatcher = nb.njit(signatures, **self._options)(self.py_func)
+                    self._dispatchers[dtype] = dispatcher
+        return dispatcher
+
+    def __call__(self, *args):
+        dispatcher = self._dispatchers.get(args[self._dtype_arg].dtype)
+        return (dispatcher or self.compiled(args[self._dtype_arg].dtype))(*args)
+
+
+_KERNELS = []
+
+
+def _per_dtype(signatures, options, dtype_arg=0):
+    """Decorator: a :class:`_PerDtypeKernel` with ``signatures(f)`` for float type ``f``."""
+
+    def wrap(py_func):
+        kernel = _PerDtypeKernel(py_func, signatures, options, dtype_arg)
+        _KERNELS.append(kernel)
+        return kernel
+
+    return wrap
+
+
+def compile_kernels(dtypes=(np.float32, np.float64)):
+    """Compile the kernels for ``dtypes`` into Numba's cache now rather than in the first
+    fit that needs them (``make`` runs it while it sets up the environment)."""
+    for dtype in dtypes:
+        for kernel in _KERNELS:
+            kernel.compiled(dtype)
+
+
+def _index_signatures(template):
+    """``template(f, i)`` for every index type ``i``, as a function of the float type ``f``."""
+    return lambda f: [template(f, i) for i in _INDICES]
 
 
 # --------------------------------------------------------------------------------------
@@ -30,14 +96,13 @@ _ROWS_PER_TASK = 64
 PARALLEL_MIN_FLOPS = 1 << 18
 
 
-def _cd_signatures(ret_type, extra):
-    # Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, *extra
+def _cd_signature(f):
+    # Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc
     return [
-        ret_type(
+        nb.int64(
             f[:, ::1], f[:, ::1], f[:, ::1], f[::1], nb.int64, f, f[::1], f[::1],
-            f[:, ::1], nb.float64, *extra(f),
+            f[:, ::1], nb.float64, nb.float64[::1],
         )
-        for f in _FLOATS
     ]
 
 
@@ -50,9 +115,7 @@ def _cd_signatures(ret_type, extra):
 _LANES = 64
 
 
-@nb.njit(
-    _cd_signatures(nb.int64, lambda f: (nb.float64[::1], nb.int64, nb.int64)), **JIT_OPTIONS
-)
+@nb.njit(**JIT_OPTIONS)  # typed by its callers: projected_cd_parallel, projected_cd_serial
 def _projected_cd_rows(
     Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc, r0, r1
 ):  # pragma: no cover
@@ -148,7 +211,7 @@ def _projected_cd_rows(
     return n_clipped
 
 
-@nb.njit(_cd_signatures(nb.int64, lambda f: (nb.float64[::1],)), **PARALLEL_JIT_OPTIONS)
+@_per_dtype(_cd_signature, PARALLEL_JIT_OPTIONS)
 def projected_cd_parallel(
     Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc
 ):  # pragma: no cover
@@ -171,10 +234,16 @@ def projected_cd_parallel(
 
 def projected_cd_serial(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc):
     """:func:`projected_cd` on one thread (a plain call of the compiled row kernel: one
-    compiled copy of it fewer to build at install)."""
+    compiled copy of it fewer to build at install).
+
+    The row kernel takes its types from its callers, so the scalars are given
+    :func:`projected_cd_parallel`'s (``tol`` in ``Y``'s dtype), and both share one copy.
+    """
+    if not _compiled_operands(Y, G, P, grad_acc) or Y.dtype != steps.dtype:
+        raise TypeError("projected_cd_serial takes C-contiguous 2-D arrays of one float dtype")
     return _projected_cd_rows(
-        Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc,
-        0, Y.shape[0],
+        Y, G, P, steps, int(max_sweeps), Y.dtype.type(tol), clip_rel, clip_abs, grad_acc,
+        float(sq_weight), sq_acc, 0, Y.shape[0],
     )
 
 
@@ -228,7 +297,7 @@ def _block_rows(n_rows, n_blocks, block):  # pragma: no cover - compiled
     return r0, min(n_rows, r0 + size)
 
 
-@nb.njit([nb.void(f[:, ::1], f[:, ::1], f[:, ::1], nb.int64) for f in _FLOATS], **PARALLEL_JIT_OPTIONS)
+@_per_dtype(lambda f: [nb.void(f[:, ::1], f[:, ::1], f[:, ::1], nb.int64)], PARALLEL_JIT_OPTIONS)
 def dense_matmul(A, B, out, n_blocks):  # pragma: no cover - compiled
     """``out = A @ B``, each of ``n_blocks`` blocks of rows of ``A`` on its own thread."""
     for block in nb.prange(n_blocks):
@@ -237,7 +306,7 @@ def dense_matmul(A, B, out, n_blocks):  # pragma: no cover - compiled
             np.dot(A[r0:r1], B, out[r0:r1])
 
 
-@nb.njit([nb.void(f[:, :, :], f[:, ::1]) for f in _FLOATS], **PARALLEL_JIT_OPTIONS)
+@nb.njit(**PARALLEL_JIT_OPTIONS)  # typed by its callers
 def _sum_blocks(partial, out):  # pragma: no cover - compiled
     """``out = partial.sum(axis=0)``, split over the rows of ``out`` (``partial`` may be a
     strided view, such as a transposed scratch)."""
@@ -250,9 +319,7 @@ def _sum_blocks(partial, out):  # pragma: no cover - compiled
             out[i, j] = total
 
 
-@nb.njit(
-    [nb.void(f[:, ::1], f[:, ::1], f[:, ::1], f[:, :, ::1]) for f in _FLOATS], **PARALLEL_JIT_OPTIONS
-)
+@_per_dtype(lambda f: [nb.void(f[:, ::1], f[:, ::1], f[:, ::1], f[:, :, ::1])], PARALLEL_JIT_OPTIONS)
 def dense_t_matmul(A, B, out, partial):  # pragma: no cover - compiled
     """``out = A.T @ B``: block ``c`` of rows gives ``partial[c] = B_c.T @ A_c``, then the
     blocks are summed and transposed into ``out``.
@@ -271,7 +338,7 @@ def dense_t_matmul(A, B, out, partial):  # pragma: no cover - compiled
     _sum_blocks(partial.transpose((0, 2, 1)), out)
 
 
-@nb.njit([nb.void(f[:, ::1], nb.int64[::1], f[:, ::1]) for f in _FLOATS], **PARALLEL_JIT_OPTIONS)
+@_per_dtype(lambda f: [nb.void(f[:, ::1], nb.int64[::1], f[:, ::1])], PARALLEL_JIT_OPTIONS)
 def gather_rows(X, rows, out):  # pragma: no cover - compiled
     """``out[i] = X[rows[i]]`` (``np.take(..., out=...)`` is 5x slower on wide rows)."""
     for i in nb.prange(rows.shape[0]):
@@ -281,7 +348,7 @@ def gather_rows(X, rows, out):  # pragma: no cover - compiled
 # --------------------------------------------------------------------------------------
 # Column norms of the gradient statistics (one pass, no temporaries)
 # --------------------------------------------------------------------------------------
-@nb.njit([nb.void(f[:, ::1], nb.float64[::1]) for f in _FLOATS], **JIT_OPTIONS)
+@_per_dtype(lambda f: [nb.void(f[:, ::1], nb.float64[::1])], JIT_OPTIONS)
 def column_sq_norms_into(A, out):  # pragma: no cover - compiled
     """``out = sum(A**2, axis=0)``, accumulated in float64."""
     out[:] = 0.0
@@ -291,7 +358,7 @@ def column_sq_norms_into(A, out):  # pragma: no cover - compiled
             out[j] += a * a
 
 
-@nb.njit([nb.void(f[:, ::1], f[:, ::1], nb.float64[::1]) for f in _FLOATS], **JIT_OPTIONS)
+@_per_dtype(lambda f: [nb.void(f[:, ::1], f[:, ::1], nb.float64[::1])], JIT_OPTIONS)
 def projected_column_sq_norms_into(G, Y, out):  # pragma: no cover - compiled
     """``out[j] = sum of G[i, j]**2 over the entries with Y[i, j] > 0 or G[i, j] < 0``
     (float64; a NaN in a counted entry makes its column NaN)."""
@@ -306,9 +373,10 @@ def projected_column_sq_norms_into(G, Y, out):  # pragma: no cover - compiled
 # --------------------------------------------------------------------------------------
 # CSR products restricted to a subset of rows (no gather, no densification)
 # --------------------------------------------------------------------------------------
-@nb.njit(
-    _signatures(lambda f, i: nb.void(i[::1], i[::1], f[::1], nb.int64[::1], f[:, ::1], f[:, ::1])),
-    **PARALLEL_JIT_OPTIONS,
+@_per_dtype(
+    _index_signatures(lambda f, i: nb.void(i[::1], i[::1], f[::1], nb.int64[::1], f[:, ::1], f[:, ::1])),
+    PARALLEL_JIT_OPTIONS,
+    dtype_arg=2,
 )
 def csr_rows_matmul(indptr, indices, data, rows, B, out):  # pragma: no cover - compiled
     """``out[i] = X[rows[i]] @ B`` for CSR ``X`` (``B`` is ``n_features x k``)."""
@@ -324,12 +392,7 @@ def csr_rows_matmul(indptr, indices, data, rows, B, out):  # pragma: no cover - 
                 out[i, j] += v * B[c, j]
 
 
-@nb.njit(
-    _signatures(
-        lambda f, i: nb.void(i[::1], i[::1], f[::1], nb.int64[::1], f[:, ::1], nb.int64, nb.int64, f[:, ::1])
-    ),
-    **JIT_OPTIONS,
-)
+@nb.njit(**JIT_OPTIONS)  # typed by its caller, csr_rows_t_matmul
 def _csr_t_block(indptr, indices, data, rows, Wb, r0, r1, out):  # pragma: no cover - compiled
     """``out = X[rows[r0:r1]].T @ Wb[r0:r1]`` (overwritten)."""
     k = Wb.shape[1]
@@ -343,11 +406,12 @@ def _csr_t_block(indptr, indices, data, rows, Wb, r0, r1, out):  # pragma: no co
                 out[c, j] += v * Wb[i, j]
 
 
-@nb.njit(
-    _signatures(
+@_per_dtype(
+    _index_signatures(
         lambda f, i: nb.void(i[::1], i[::1], f[::1], nb.int64[::1], f[:, ::1], f[:, ::1], f[:, :, ::1])
     ),
-    **PARALLEL_JIT_OPTIONS,
+    PARALLEL_JIT_OPTIONS,
+    dtype_arg=2,
 )
 def csr_rows_t_matmul(indptr, indices, data, rows, Wb, out, partial):  # pragma: no cover - compiled
     """``out = X[rows].T @ Wb`` for CSR ``X`` (``out`` is ``n_features x k``, overwritten).

@@ -292,3 +292,38 @@ def test_compute_context_runs_blas_on_one_thread_and_gives_the_threads_back():
             with cpu.CPUBackend().compute_context():
                 assert all(n == 1 for n in blas_threads())
             assert blas_threads() == before
+
+
+def test_kernels_are_built_per_dtype_on_first_use():
+    """A float dtype's copy is built when that dtype first comes, with that dtype's explicit
+    signatures only; other dtypes are refused with a clear error."""
+    import numba as nb
+
+    def add_one(a):  # pragma: no cover - compiled
+        for i in range(a.shape[0]):
+            a[i] += 1.0
+
+    kernel = cpu._PerDtypeKernel(add_one, lambda f: [nb.void(f[::1])], dict(cache=False), dtype_arg=0)
+    a = np.zeros(3)
+    kernel(a)
+    np.testing.assert_array_equal(a, 1.0)
+    assert list(kernel._dispatchers) == [np.dtype(np.float64)]
+    assert len(kernel.compiled(np.float64).signatures) == 1
+    b = np.zeros(2, dtype=np.float32)
+    kernel(b)
+    assert set(kernel._dispatchers) == {np.dtype(np.float32), np.dtype(np.float64)}
+    assert kernel.compiled(np.float32).signatures[0][0].dtype == nb.float32
+    with pytest.raises(TypeError, match="add_one takes float32 or float64 arrays, got int64"):
+        kernel(np.zeros(2, dtype=np.int64))
+
+
+def test_compile_kernels_builds_every_kernel_for_the_dtypes_asked():
+    cpu.compile_kernels((np.float64,))
+    assert cpu._KERNELS and all(np.dtype(np.float64) in k._dispatchers for k in cpu._KERNELS)
+
+
+def test_serial_coordinate_kernel_refuses_operands_it_was_not_built_for(rng):
+    Y, G, P, steps = random_cd_problem(rng, 4, 3, np.float64)
+    rel, absolute = np.zeros(3), np.full(3, np.inf)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        cpu.projected_cd_serial(np.asfortranarray(Y), G, P, steps, 1, 0.0, rel, absolute, *NO_STATS(np.float64, 3))
