@@ -96,3 +96,13 @@ def test_gram_route_is_taken_only_where_cheaper(monkeypatch):
     initialize_factors(low_rank(2000, 30, 4), 4, "nndsvda", np.random.default_rng(0), np.float64)
     initialize_factors(low_rank(1000, 1000, 10), 10, "nndsvda", np.random.default_rng(0), np.float64)
     assert calls == ["gram", "sklearn"]
+
+
+@pytest.mark.parametrize("k", [15, 20])
+def test_svd_via_gram_when_the_sketch_is_wider_than_the_short_side(k):
+    X = low_rank(300, 20, 20, seed=2, noise=0.3)  # k + 10 oversamples > 20 columns
+    U, S, Vt = randomized_svd_via_gram(X, k, 4, random_state=0)
+    U_ref, S_ref, Vt_ref = randomized_svd(X, k, n_iter=4, power_iteration_normalizer="LU", random_state=0)
+    np.testing.assert_allclose(S, S_ref, rtol=1e-9)
+    reference = rank_k_part(U_ref, S_ref, Vt_ref)
+    np.testing.assert_allclose(rank_k_part(U, S, Vt), reference, atol=1e-9 * np.abs(reference).max())
