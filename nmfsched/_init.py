@@ -154,8 +154,9 @@ def randomized_svd_via_gram(X, k, n_iter, random_state, n_oversamples=10, block_
     ``G`` and for ``U``. The triplets equal scikit-learn's in exact arithmetic (measured:
     to 1e-12 relative on the benchmark matrices). Directions whose singular value is
     below the float64 Gram's rounding (``sqrt(short * eps)`` of the largest, 2.6e-7 at
-    300 columns) are dropped; their triplets come back as zeros. Returns ``(U, S, Vt)`` in float64 (``U`` in ``X``'s
-    float dtype's precision). A float32 ``X`` is cast ``block_rows`` rows at a time.
+    300 columns) are dropped; their triplets come back as zeros. Returns ``(U, S, Vt)``
+    in float64 (``U`` in ``X``'s float dtype's precision). A float32 ``X`` is cast
+    ``block_rows`` rows at a time for the Gram.
     """
     transpose = X.shape[0] < X.shape[1]
     A = X.T if transpose else X
@@ -206,8 +207,9 @@ def _pad_triplets(U, S, Vt, k):
 def nndsvd_from_svd(U, S, Vt, init="nndsvd", mean=None, rng=None):
     """NNDSVD factors from the top singular triplets.
 
-    Each triplet after the first keeps the sign of its vectors with the larger product of
-    norms of their positive parts (as Boutsidis & Gallopoulos), all triplets at once.
+    Each triplet after the first keeps the positive or the negative parts of its vectors,
+    whichever have the larger product of norms (as Boutsidis & Gallopoulos), all triplets
+    at once.
     Entries within rounding of 0 (:data:`ZERO_ENTRY_RTOL` of their vector's largest) count
     as 0.
     ``init="nndsvd"`` leaves the zeros; "nndsvda" fills them with ``mean`` (the mean entry
