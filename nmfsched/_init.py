@@ -164,7 +164,7 @@ def randomized_svd_via_gram(X, k, n_iter, random_state, n_oversamples=10, block_
     width = k + n_oversamples
     # the same draw, and the same rounding of it for float32 data, as scikit-learn's
     omega = check_random_state(random_state).normal(size=(short, width))
-    omega = omega.astype(X.dtype if X.dtype == np.float32 else np.float64).astype(np.float64)
+    omega = omega.astype(X.dtype).astype(np.float64)
     G = _gram_float64(A, block_rows)
     Z = omega
     for _ in range(n_iter):
