@@ -2,10 +2,13 @@
 
 The pin guards refactors of the loop: they must not change a single number. A deliberate
 change of the algorithm regenerates the file (``python tests/golden_histories.py``) and
-says why in its commit.
+says why in its commit. Bit identity holds only on the build and processor that made the pin
+(BLAS and Numba pick their kernels by CPU), so the file records that environment beside the
+histories.
 """
 
 import json
+import platform
 import warnings
 from pathlib import Path
 
@@ -95,8 +98,26 @@ def fit_history(name):
     return {k: np.asarray(v).tolist() for k, v in model.history_.items() if k != "seconds"}
 
 
+def environment():
+    """What decides the rounding of a fit: library versions, the BLAS build and the CPU it chose."""
+    import llvmlite.binding
+    import numba
+    import scipy
+    import sklearn
+    from threadpoolctl import threadpool_info
+
+    blas = sorted(f"{i['internal_api']} {i['version']} {i.get('architecture')}" for i in threadpool_info()
+                  if i["user_api"] == "blas")
+    return {
+        "machine": platform.machine(), "numba_cpu": llvmlite.binding.get_host_cpu_name(),
+        "numpy": np.__version__, "scipy": scipy.__version__, "numba": numba.__version__,
+        "scikit-learn": sklearn.__version__, "blas": blas,
+    }
+
+
 def main():
-    GOLDEN.write_text(json.dumps({name: fit_history(name) for name in CASES}, indent=0) + "\n")
+    histories = {name: fit_history(name) for name in CASES}
+    GOLDEN.write_text(json.dumps({"environment": environment(), "cases": histories}, indent=0) + "\n")
     print(f"wrote {GOLDEN}")
 
 
