@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench gpu-check gpu-wheels clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,5 +23,18 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/core_vs_sklearn.py
 
+# On a GPU machine (which starts bare and cannot download): installs nmfsched from this tree
+# offline into $(GPU_PYTHON), runs the gpu tests and benchmarks/gpu.py --check, and writes
+# everything to $$GPU_CHECK_OUT (gpu-check-out/). Without a GPU it stops at once.
+GPU_PYTHON ?= python3
+gpu-check:
+	@$(GPU_PYTHON) benchmarks/gpu_check.py
+
+# Here, before a GPU session: the PyTorch peer's wheel for the GPU machine's Python 3.12,
+# into .whl/ (carry it; gpu-check installs it offline).
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux2014_x86_64 -d .whl torchnmf==0.3.5
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis gpu-check-out

@@ -133,7 +133,9 @@ def test_gpu_benchmark_quick_runs_the_gpu_code_path_on_numpy(capsys):
     assert "device: CPU (numpy backend" in out
     rows = [line for line in out.splitlines() if line.startswith("| dense") or line.startswith("| sparse")]
     assert len(rows) == 2 and all("% GEMM" not in r and "%)" in r for r in rows)
-    assert "PyTorch peer: not run (no GPU)" in out
+    assert all(r.split("|")[10].strip() == "yes" for r in rows)  # the same steps: errors agree
+    assert "dense 3000x300: PyTorch peers: not run (no GPU)" in out
+    assert "- batch_overhead_flops: " in out
 
 
 def test_gpu_benchmark_without_a_gpu_says_why_and_exits(monkeypatch, capsys):
