@@ -10,7 +10,7 @@ import math
 import warnings
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_matrix, rounding_slack
@@ -48,6 +48,9 @@ problems = dict(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch_size=st.integers(1, 80), grow_batch=st.booleans(), **problems)
+# near-stationary rank-1 starts, where the loss wanders above the start by noise and rounding
+@example(batch_size=2, grow_batch=False, n=13, m=18, k=1, sparse=True, log_scale=0, init=None, seed=0)
+@example(batch_size=2, grow_batch=False, n=15, m=18, k=1, sparse=True, log_scale=0, init=None, seed=0)
 def test_following_the_bound_converges_without_enforcement(n, m, k, sparse, log_scale, init, seed, batch_size, grow_batch):
     X = make_matrix(np.random.default_rng(seed), n, m, 10.0**log_scale, sparse, np.float64)
     if init in (None, "nndsvd") and k > min(n, m):
@@ -56,7 +59,12 @@ def test_following_the_bound_converges_without_enforcement(n, m, k, sparse, log_
                 grow_batch=grow_batch, max_epochs=30, init=init, random_state=seed)
     h, start = model.history_, model.stability_certificate_["initial_loss"]
     assert np.isfinite(h["loss"]).all()
-    assert h["loss"].max() <= start + rounding_slack(X)  # bounded by the start: no blow-up on the way
+    # Bounded by the start: no blow-up on the way. The bound makes each epoch descend in
+    # expectation; where the noise dwarfs the gradient (near a stationary point) the loss may
+    # still wander above the start by the spread of the steps' first-order term, at most
+    # step x ||g|| x noise an epoch (seen: 4.8e-10 on a loss of 14 at a rank-1 start).
+    wander = np.sum(h["h_step_max"] * np.sqrt(h["grad_sq"] * h["noise_sq"]))
+    assert h["loss"].max() <= start + wander + rounding_slack(X)
     assert not h["rejected"].any() and model.stability_certificate_["max_lr_to_bound"] <= 0.9 * (1 + 1e-12)
 
 
