@@ -27,8 +27,8 @@ NumPy): a check of this script, not of the GPU.
 """
 
 import argparse
-import os
 import json
+import os
 import platform
 import signal
 import subprocess

@@ -24,10 +24,18 @@ import scipy.sparse as sp
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 
 from nmfsched.rl import Policy
-from nmfsched.rl.policy import card_path
 from nmfsched.rl.evaluate import (
-    DEFAULTS, EQUAL_EPOCHS, STEP_GRID, all_tied, baselines, fit_history, summarize, target_reach, tune_step_decay,
+    DEFAULTS,
+    EQUAL_EPOCHS,
+    STEP_GRID,
+    all_tied,
+    baselines,
+    fit_history,
+    summarize,
+    target_reach,
+    tune_step_decay,
 )
+from nmfsched.rl.policy import card_path
 from nmfsched.rl.problems import make_matrix, sample_problem
 from nmfsched.schedulers import RLScheduler
 

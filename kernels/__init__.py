@@ -36,7 +36,7 @@ def _load(spec):
     return getattr(importlib.import_module(module), attr)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def unavailable_reason(name):
     """Why backend ``name`` cannot run on this machine, or None when it can."""
     if name not in _REGISTRY:

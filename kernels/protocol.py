@@ -21,7 +21,8 @@ Every method that returns a Python ``float``/``bool``/``int`` synchronises; the 
 them once per epoch. Methods returning arrays return device arrays.
 """
 
-from typing import Any, ContextManager, Protocol, runtime_checkable
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, runtime_checkable
 
 #: Every backend's coordinate sweep forms a row's gradient ``Y[r] @ G - P[r]`` at its first
 #: sweep and then keeps it current with one rank-one update per moved component (fast HALS),
@@ -49,7 +50,7 @@ class Backend(Protocol):
     def to_host(self, a) -> Any:
         """A NumPy copy (or the array itself when it already is one)."""
 
-    def compute_context(self) -> ContextManager:
+    def compute_context(self) -> AbstractContextManager:
         """Entered around a fit (thread limits, the device to run on)."""
 
     def empty(self, shape, dtype) -> Any:

@@ -16,15 +16,15 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._init import INIT_METHODS, initialize_factors, nndsvd_from_svd, random_factors, resolve_init
 from ._validation import check_device_X, check_factor, check_finite_nonnegative, is_dask_array
 from .checkpoint import FitCheckpoint, fingerprint, restore_rng
+from .epochs import History, StoppingRules, run_epochs
+from .extrapolation import Extrapolation
 from .kernels import BackendUnavailableError, backend_names, get_backend, unavailable_reason
-from .theory._namespace import array_namespace, is_device_array
 from .metrics import frobenius_error
 from .schedulers import SchedulerProtocol
 from .schedulers import get as get_scheduler
-from .stability import StabilityGuard, StabilityWarning
-from .epochs import History, StoppingRules, run_epochs
-from .extrapolation import Extrapolation
 from .solver import MAX_FIRST_EPOCH_BATCHES, StochasticSolver, resolve_batch_size, resolve_w_sweeps, solve_w
+from .stability import StabilityGuard, StabilityWarning
+from .theory._namespace import array_namespace, is_device_array
 
 
 def check_params(n_components="auto", **params):
@@ -570,7 +570,13 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         import dask.array as da
 
         from .distributed import (
-            DASK_GROUP_OVERHEAD_FLOPS, DaskData, DaskSolver, dask_client, describe_cluster, scan, stored_bytes,
+            DASK_GROUP_OVERHEAD_FLOPS,
+            DaskData,
+            DaskSolver,
+            dask_client,
+            describe_cluster,
+            scan,
+            stored_bytes,
             worker_threads,
         )
 

@@ -9,12 +9,12 @@ Relative paths are relative to the manifest's folder.
 """
 
 import csv
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from .batch import Task
 from .options import BY_KEY
-
 
 
 class ManifestError(ValueError):

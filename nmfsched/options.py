@@ -10,7 +10,8 @@ read from the estimator's signature, so the command line's defaults are the esti
 import argparse
 import inspect
 import json
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from ._init import DEFAULT_INIT, INIT_METHODS
 

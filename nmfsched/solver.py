@@ -44,6 +44,7 @@ from .theory import (
     noise_at_batch_size,
 )
 
+
 class EpochReport(NamedTuple):
     """What one :meth:`StochasticSolver.sgd_epoch` did."""
 

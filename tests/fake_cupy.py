@@ -20,7 +20,6 @@ import types
 
 import numpy as np
 import scipy.sparse
-
 from cuda_emulation import EmulatedSweep
 
 

@@ -12,8 +12,11 @@ import subprocess
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import low_rank
+from cuda_emulation import EmulatedSweep, compiler
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_oracles import cd_oracle, random_cd_problem, statistics_oracle
 from threadpoolctl import threadpool_limits
 
 from nmfsched import StochasticNMF
@@ -23,10 +26,6 @@ from nmfsched.kernels.namespace import NamespaceBackend, projected_cd_rows
 from nmfsched.kernels.protocol import GRADIENT_REFRESH_SWEEPS, Backend
 from nmfsched.schedulers import ConstantScheduler
 from nmfsched.solver import StochasticSolver
-
-from conftest import low_rank
-from cuda_emulation import EmulatedSweep, compiler
-from kernel_oracles import cd_oracle, random_cd_problem, statistics_oracle
 
 BACKENDS = ["cpu", "numpy", pytest.param("gpu", marks=pytest.mark.gpu)]
 DTYPES = [np.float32, np.float64]

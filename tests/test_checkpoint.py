@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from conftest import low_rank
+
 from nmfsched import StochasticNMF
 from nmfsched.schedulers.greedy import GreedyLR
 

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from test_cli_factorize import low_rank, nmfsched
 
 from nmfsched import cli
 from nmfsched.batch import output_names
 from nmfsched.io import InputError, find_inputs, open_lazy, read_matrix
-from test_cli_factorize import low_rank, nmfsched
 
 zarr = pytest.importorskip("zarr")
 h5py = pytest.importorskip("h5py")

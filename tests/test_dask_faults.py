@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import low_rank
+
 from nmfsched import StochasticNMF
 from nmfsched.schedulers.greedy import GreedyLR
 

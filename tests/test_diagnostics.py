@@ -1,6 +1,6 @@
 import numpy as np
-
 from conftest import low_rank
+
 from nmfsched import StochasticNMF
 from nmfsched.diagnostics import h_step_expected_change, largest_descending_rate
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from conftest import low_rank, shared_file
+
 from nmfsched import StochasticNMF
 
 da = pytest.importorskip("dask.array")

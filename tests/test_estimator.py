@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import low_rank
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from nmfsched import StochasticNMF, factorize
 from nmfsched.schedulers import StepScheduler
 from nmfsched.solver import _even_batch_size_at_most
-
-from conftest import low_rank
 
 
 @parametrize_with_checks([StochasticNMF(n_components=3, max_epochs=15), StochasticNMF(max_epochs=5)])
@@ -180,7 +179,7 @@ def test_max_time_stops_early():
 
 def test_verbose_prints_one_line_per_epoch(capsys):
     StochasticNMF(2, max_epochs=3, tol=0, verbose=1).fit(low_rank(20, 8, 2))
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch")]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
     assert len(lines) == 3 and "rel_error" in lines[0]
 
 

@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import low_rank
 from sklearn.datasets import load_digits
 
-from conftest import low_rank
 from nmfsched import StochasticNMF
 from nmfsched.extrapolation import Extrapolation
 

@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-
 from golden_histories import CASES, GOLDEN, environment, fit_history
 
 #: Relative agreement of float entries across environments, by the case's precision.

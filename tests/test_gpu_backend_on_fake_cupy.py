@@ -7,17 +7,16 @@ device, CuPy arrays back) and compare the fits with the CPU backend's; CuPy's an
 behaviour is what the ``gpu``-marked tests check on hardware.
 """
 
+import fake_cupy
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import low_rank
+from cuda_emulation import compiler
 from threadpoolctl import threadpool_limits
 
 from nmfsched import StochasticNMF
 from nmfsched.kernels import available_backends, get_backend, resolve_backend_name, unavailable_reason
-
-import fake_cupy
-from conftest import low_rank
-from cuda_emulation import compiler
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler for the emulated kernel")
 

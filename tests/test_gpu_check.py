@@ -13,7 +13,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from test_benchmarks import load
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,12 +3,11 @@ its per-component definition."""
 
 import numpy as np
 import pytest
+from conftest import low_rank
 from sklearn.utils.extmath import randomized_svd
 
 from nmfsched import _init
 from nmfsched._init import gram_is_cheaper, initialize_factors, nndsvd_from_svd, randomized_svd_via_gram
-
-from conftest import low_rank
 
 
 def rank_k_part(U, S, Vt):

@@ -5,10 +5,9 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_oracles import cd_oracle, random_cd_problem
 
 from nmfsched.kernels import cpu
-
-from kernel_oracles import cd_oracle, random_cd_problem
 
 
 def NO_STATS(dtype, k):

@@ -4,9 +4,9 @@ import warnings
 
 import numpy as np
 import scipy.sparse as sp
+from conftest import shared_file
 from sklearn.decomposition import NMF
 
-from conftest import shared_file
 from nmfsched import StochasticNMF
 
 

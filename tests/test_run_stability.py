@@ -10,10 +10,10 @@ import math
 import warnings
 
 import numpy as np
+from conftest import make_matrix, rounding_slack
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_matrix, rounding_slack
 from nmfsched import StochasticNMF
 from nmfsched.schedulers import Scheduler
 

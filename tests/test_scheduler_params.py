@@ -13,8 +13,14 @@ from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import Pipeline
 
 from nmfsched import StochasticNMF, schedulers
-from nmfsched.schedulers import GreedyLR, MultiStepScheduler, Observation, SchedulerProtocol, StepScheduler
-from nmfsched.schedulers import WarmupScheduler
+from nmfsched.schedulers import (
+    GreedyLR,
+    MultiStepScheduler,
+    Observation,
+    SchedulerProtocol,
+    StepScheduler,
+    WarmupScheduler,
+)
 
 #: One non-default, valid value per scheduler: clone must keep it.
 NON_DEFAULT = {

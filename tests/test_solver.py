@@ -5,14 +5,13 @@ it: its records, what the scheduler is told, and the stopping rules."""
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import low_rank
 
+from nmfsched.epochs import History, StoppingRules, run_epochs
 from nmfsched.kernels import get_backend
 from nmfsched.schedulers import ConstantScheduler, StepScheduler
-from nmfsched.stability import StabilityGuard
-from nmfsched.epochs import History, StoppingRules, run_epochs
 from nmfsched.solver import ONE_BATCH_H_SWEEPS, ONE_BATCH_W_SWEEPS, StochasticSolver, resolve_w_sweeps, solve_w
-
-from conftest import low_rank
+from nmfsched.stability import StabilityGuard
 
 
 def _cd_rows(Y, G, P, steps, sweeps):

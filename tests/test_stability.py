@@ -4,10 +4,10 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import low_rank, make_matrix, rounding_slack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import low_rank, make_matrix, rounding_slack
 from nmfsched import StochasticNMF
 from nmfsched.schedulers import Scheduler
 from nmfsched.stability import StabilityGuard, StabilityWarning

@@ -4,6 +4,7 @@ Plain NumPy on small ``k x k`` matrices, ``k``-vectors and scalars; nothing here
 the data. Statements, assumptions and proofs are in theory/README.md.
 """
 
+from .batch import batch_size_for_noise, noise_at_batch_size
 from .bounds import (
     MAX_LR_BOUND,
     curvature_after_update,
@@ -13,7 +14,6 @@ from .bounds import (
     minibatch_gradient_noise,
     update_norm_limits,
 )
-from .batch import batch_size_for_noise, noise_at_batch_size
 from .lipschitz import block_lipschitz, component_lipschitz, coordinate_steps, minibatch_lipschitz
 
 __all__ = [

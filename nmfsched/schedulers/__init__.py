@@ -12,8 +12,8 @@ from .greedy import GreedyLR
 from .hypergradient import HypergradientScheduler
 from .line_search import LineSearchScheduler
 from .plateau import PlateauScheduler
-from .rl import RLScheduler
 from .registry import available, get, register
+from .rl import RLScheduler
 from .step import StepScheduler
 from .warmup import WarmupScheduler
 

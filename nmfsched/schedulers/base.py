@@ -10,9 +10,10 @@ and scikit-learn's parameter protocol (``get_params``/``set_params``), so that `
 import copy
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """GreedyLR: raise the learning rate while the loss improves, lower it when it worsens."""
 
 import math
+
 from ._checks import check_bool, check_choice, check_int, check_max_lr, check_real, is_better, is_worse, upper_lr
 from .base import Scheduler
 from .registry import register
