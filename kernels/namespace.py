@@ -13,7 +13,7 @@ import contextlib
 import numpy as np
 import scipy.sparse
 
-from ..theory._namespace import is_device_array
+from ..theory.namespace import is_device_array
 from .protocol import GRADIENT_REFRESH_SWEEPS
 
 

@@ -7,7 +7,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.extmath import randomized_svd
 
 from ._validation import check_factor
-from .theory._namespace import array_namespace, is_device_array
+from .theory.namespace import array_namespace, is_device_array
 
 INIT_METHODS = ("nndsvd", "nndsvda", "nndsvdar", "random", "custom")
 #: The SVD-based ones (they need ``n_components <= min(n_samples, n_features)``).

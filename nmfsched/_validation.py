@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.sparse as sp
 
-from .theory._namespace import array_namespace, is_device_array
+from .theory.namespace import array_namespace, is_device_array
 
 # Rows per chunk when scanning a dense array, so a check never allocates an X-sized mask.
 _CHUNK_ELEMENTS = 1 << 22
@@ -66,10 +66,10 @@ def check_finite_nonnegative(X, name="X", who="NMF"):
     """
     count, first = find_bad_entries(X, lambda a: ~np.isfinite(a))
     if count:
-        raise ValueError(_non_finite_message(name, who, count, first))
+        raise ValueError(non_finite_message(name, who, count, first))
     count, first = find_bad_entries(X, lambda a: a < 0)
     if count:
-        raise ValueError(_negative_message(name, who, count, first))
+        raise ValueError(negative_message(name, who, count, first))
 
 
 def check_device_X(X, who):
@@ -97,8 +97,8 @@ def check_device_X(X, who):
         X = xp.ascontiguousarray(X)
         values = X.ravel()
     for is_bad, message in (
-        (lambda a: ~xp.isfinite(a), _non_finite_message),
-        (lambda a: a < 0, _negative_message),
+        (lambda a: ~xp.isfinite(a), non_finite_message),
+        (lambda a: a < 0, negative_message),
     ):
         mask = is_bad(values)
         count = int(mask.sum())
@@ -112,14 +112,16 @@ def check_device_X(X, who):
     return X
 
 
-def _non_finite_message(name, who, count, first):
+def non_finite_message(name, who, count, first):
+    """The error for ``count`` non-finite entries of input ``name`` of ``who``, the first at ``first``."""
     return (
         f"Input {name} contains NaN or infinity: {_plural(count, 'non-finite entry')} "
         f"(first at row {first[0]}, column {first[1]}); {who} needs finite values."
     )
 
 
-def _negative_message(name, who, count, first):
+def negative_message(name, who, count, first):
+    """The error for ``count`` negative entries of input ``name`` of ``who``, the first at ``first``."""
     return (
         f"Negative values in data passed to {who} (input {name}): "
         f"{_plural(count, 'negative entry')} (first at row {first[0]}, column {first[1]}); "

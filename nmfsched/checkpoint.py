@@ -1,10 +1,11 @@
 """Per-epoch checkpoints of a fit, so a run stopped by a crash or a kill continues where it was.
 
-A checkpoint is one ``.npz`` file (no pickles): the factors, the history, and a JSON record
-of the scheduler's ``state_dict``, the guard, the random generator, the batch size, the
-extrapolation's state and a fingerprint of the data and the parameters. It is replaced
-atomically after every epoch (written beside itself, then renamed), so a kill leaves the
-previous one intact.
+A checkpoint is one ``.npz`` file (no pickles) of a run's ``state_dict`` (see
+:meth:`nmfsched.run.FitRun.state_dict`): the factors and the history as arrays; the
+scheduler's ``state_dict``, the guard, the random generator, the batch size and the
+extrapolation's scalars as JSON; and a fingerprint of the data and the parameters. It is
+replaced atomically after every epoch (written beside itself, then renamed), so a kill
+leaves the previous one intact.
 """
 
 import contextlib
@@ -12,34 +13,17 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .epochs import HISTORY_KEYS
-
 FORMAT_VERSION = 2  # 2: the extrapolation's state
+#: Prefix of the history's arrays in the file, and the key of the extrapolation's last H^T.
+_HISTORY, _H_PREV = "history_", "extrapolation_h_prev"
 
 #: Parameters that may change between a run and its continuation (they bound how long it
 #: runs, or what it prints); every other parameter must match the checkpoint's.
 _RESUMABLE_PARAMS = ("max_epochs", "max_time", "tol", "n_iter_no_change", "verbose", "checkpoint", "backend")
-
-
-@dataclass
-class RunState:
-    """What a checkpoint holds: enough to continue the run."""
-
-    W: np.ndarray
-    H: np.ndarray
-    history: dict
-    scheduler: dict
-    guard: dict
-    rng: dict
-    batch_size: int
-    stop_reason: str | None
-    refreshed: bool
-    extrapolation: tuple | None = None  #: ``(scalars, last H^T or None)``, or None
 
 
 def fingerprint(X_shape, dtype, sq_norm_X, n_components, params):
@@ -71,7 +55,8 @@ class FitCheckpoint:
         self.fingerprint = fingerprint
 
     def load(self):
-        """The saved :class:`RunState`, or None when there is no checkpoint yet.
+        """The saved run state (as :meth:`nmfsched.run.FitRun.state_dict` gives it), or None
+        when there is no checkpoint yet.
 
         Raises
         ------
@@ -89,20 +74,17 @@ class FitCheckpoint:
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"checkpoint {self.path} has format {meta.get('format')!r}, expected {FORMAT_VERSION}.")
         self._check_matches(meta["fingerprint"])
-        return RunState(
-            W=arrays["W"],
-            H=arrays["H"],
-            history={key: arrays[f"history_{key}"] for key in HISTORY_KEYS},
-            scheduler=meta["scheduler"],
-            guard=meta["guard"],
-            rng=meta["rng"],
-            batch_size=int(meta["batch_size"]),
-            stop_reason=meta["stop_reason"],
-            refreshed=bool(meta["refreshed"]),
-            extrapolation=None if meta["extrapolation"] is None else (
-                meta["extrapolation"], arrays.get("extrapolation_h_prev")
-            ),
-        )
+        history = {key[len(_HISTORY) :]: values for key, values in arrays.items() if key.startswith(_HISTORY)}
+        extrapolation = meta["extrapolation"]
+        return {
+            "W": arrays["W"],
+            "H": arrays["H"],
+            "history": history,
+            **{key: meta[key] for key in ("scheduler", "guard", "rng", "stop_reason")},
+            "batch_size": int(meta["batch_size"]),
+            "refreshed": bool(meta["refreshed"]),
+            "extrapolation": None if extrapolation is None else (extrapolation, arrays.get(_H_PREV)),
+        }
 
     def _check_matches(self, saved):
         mine = self.fingerprint
@@ -125,38 +107,27 @@ class FitCheckpoint:
                 f"use the same parameters to continue, or delete it to start over."
             )
 
-    def save(self, W, H, history, scheduler, guard, rng, batch_size, stop_reason, refreshed, extrapolation=None):
-        """Replace the checkpoint with this state (atomically); ``refreshed`` says ``W`` was
-        just swept against ``H`` (see ``StochasticSolver.mark_refreshed``); ``extrapolation``
-        is ``(scalars, last H^T on the host or None)`` or None."""
+    def save(self, state):
+        """Replace the checkpoint with a run's ``state_dict`` (atomically)."""
+        extrapolation = state["extrapolation"]
         meta = {
             "format": FORMAT_VERSION,
             "fingerprint": self.fingerprint,
-            "scheduler": scheduler.state_dict(),
-            "guard": {k: v for k, v in vars(guard).items() if isinstance(v, (int, float, bool))},
-            "rng": rng.bit_generator.state,
-            "batch_size": int(batch_size),
-            "stop_reason": stop_reason,
-            "refreshed": bool(refreshed),
+            **{key: state[key] for key in ("scheduler", "guard", "rng", "stop_reason")},
+            "batch_size": int(state["batch_size"]),
+            "refreshed": bool(state["refreshed"]),
             "extrapolation": None if extrapolation is None else extrapolation[0],
         }
-        arrays = {f"history_{key}": values for key, values in history.as_arrays().items()}
+        arrays = {f"{_HISTORY}{key}": values for key, values in state["history"].items()}
         if extrapolation is not None and extrapolation[1] is not None:
-            arrays["extrapolation_h_prev"] = extrapolation[1]
+            arrays[_H_PREV] = extrapolation[1]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, meta=np.array(json.dumps(meta)), W=W, H=H, **arrays)
+                np.savez(f, meta=np.array(json.dumps(meta)), W=state["W"], H=state["H"], **arrays)
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-
-
-def restore_rng(state):
-    """A ``numpy.random.Generator`` in the saved ``bit_generator.state``."""
-    bit_generator = getattr(np.random, state["bit_generator"])()
-    bit_generator.state = state
-    return np.random.Generator(bit_generator)

@@ -3,9 +3,9 @@
 import numpy as np
 import scipy.sparse as sp
 
+from . import objective
 from .kernels import get_backend
 from .solver import StochasticSolver
-from .theory import component_lipschitz, coordinate_steps, entry_clip_limits
 
 
 def h_step_expected_change(X, W, H, lrs, *, batch_size=256, random_state=0, curvature_tolerance=None,
@@ -50,26 +50,25 @@ def h_step_expected_change(X, W, H, lrs, *, batch_size=256, random_state=0, curv
     )
     (n, m), k = X.shape, H.shape[0]
     Ht0 = solver.Ht.copy()
-    steps_at_unit_rate = coordinate_steps(component_lipschitz(solver.WtW))
+    steps_at_unit_rate = objective.unit_steps(solver.WtW)
     P_full = be.empty((n, k), dtype)
 
     def loss(Ht):
-        P = be.xb_ht(be.all_rows(solver.X), Ht, P_full)
-        return solver.gram_loss(be.inner(solver.W, P), be.gram(Ht))
+        block = objective.w_block(be, be.all_rows(solver.X), Ht, P_full)
+        return solver.gram_loss(be.inner(solver.W, block.P), block.G)
 
     f0 = loss(Ht0)
     changes = np.zeros(len(lrs))
     solver.statistics.start_pass()
     clips = None
     if curvature_tolerance is not None:
-        clips = entry_clip_limits(component_lipschitz(be.gram(Ht0)), m, curvature_tolerance)
+        clips = objective.h_clip_limits(be.gram(Ht0), m, curvature_tolerance)
     for rows in solver.minibatches():
         rows = be.asarray(np.arange(n, dtype=np.int64)) if rows is None else rows  # one batch of all rows
         nb = rows.shape[0]
         Xb = be.take_rows(solver.X, rows, be.empty((nb, m), dtype))
         Wb = be.take_rows(solver.W, rows, be.empty((nb, k), dtype))
-        WbtWb = be.gram(Wb)
-        Ct = be.xbt_wb(Xb, Wb, be.empty((m, k), dtype))
+        WbtWb, Ct = objective.h_block(be, Xb, Wb, be.empty((m, k), dtype))
         for i, lr in enumerate(lrs):
             Ht = Ht0.copy()
             # the start gradient does not depend on lr: gather the statistics once

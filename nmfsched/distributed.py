@@ -26,12 +26,12 @@ import threading
 import numpy as np
 import scipy.sparse as sp
 
+from . import objective
 from ._init import randomized_svd_operator
-from ._validation import _negative_message, _non_finite_message, find_bad_entries
+from ._validation import find_bad_entries, negative_message, non_finite_message
 from .gradient_statistics import GradientStatistics
 from .kernels.cpu import CPUBackend
 from .solver import StochasticSolver, solve_w
-from .theory import component_lipschitz, coordinate_steps
 
 #: Fixed cost of one group (a minibatch of chunks) in flops: a scheduler round trip, the
 #: tree sum and the driver's ``H`` step take milliseconds however small the chunks are.
@@ -109,17 +109,17 @@ def _w_step_task(X_c, W_c, Ht, HHt, steps, sweeps, tol):
         P = be.xb_ht(be.all_rows(X_c), Ht, np.empty((X_c.shape[0], k), Ht.dtype))
         W = np.array(W_c, dtype=Ht.dtype, order="C", copy=True)
         old = be.gram(W)
+        # the block's steps come from the driver, computed once for every chunk
         be.projected_cd(W, HHt, P, steps, max_sweeps=sweeps, tol=tol)
-        Ct = be.xbt_wb(be.all_rows(X_c), W, np.empty(Ht.shape, Ht.dtype))
-        return W, (old, be.gram(W), be.inner(W, P), Ct)
+        h = objective.h_block(be, be.all_rows(X_c), W, np.empty(Ht.shape, Ht.dtype))
+        return W, (old, h.G, be.inner(W, P), h.P)
 
 
 def _product_task(X_c, W_c):
     """``(W_c^T W_c, X_c^T W_c)``: what a zero step of ``H`` (the probe) needs."""
     with _one_thread() as be:
         X_c = _as_kernel_input(X_c, W_c.dtype)
-        Ct = be.xbt_wb(be.all_rows(X_c), W_c, np.empty((X_c.shape[1], W_c.shape[1]), W_c.dtype))
-        return be.gram(W_c), Ct
+        return tuple(objective.h_block(be, be.all_rows(X_c), W_c, np.empty((X_c.shape[1], W_c.shape[1]), W_c.dtype)))
 
 
 def _solve_task(X_c, W_c, H, max_sweeps, tol):
@@ -135,7 +135,7 @@ def _solve_task(X_c, W_c, H, max_sweeps, tol):
 def _transform_block(X_c, H, max_sweeps, tol, who, block_info=None):
     """One block of :func:`transform`: its entries checked (global row in the message), ``W`` solved."""
     row0 = block_info[0]["array-location"][0][0] if block_info else 0
-    for is_bad, message in ((lambda a: ~np.isfinite(a), _non_finite_message), (lambda a: a < 0, _negative_message)):
+    for is_bad, message in ((lambda a: ~np.isfinite(a), non_finite_message), (lambda a: a < 0, negative_message)):
         count, first = find_bad_entries(X_c, is_bad)
         if count:
             raise ValueError(message("X", who, count, (row0 + first[0], first[1])) + " (counted in its chunk)")
@@ -324,7 +324,7 @@ def stored_bytes(shape, dtype, nnz, sparse):
 def scan(data, who):
     """``(||X||^2, mean(X), nnz)`` in one pass; a non-finite or negative entry raises with its place."""
     results = data.gather(data.run(_scan_task, range(data.n_chunks)))
-    for index, message in ((3, _non_finite_message), (4, _negative_message)):
+    for index, message in ((3, non_finite_message), (4, negative_message)):
         count = sum(r[index][0] for r in results)
         if count:
             c = next(i for i, r in enumerate(results) if r[index][0])
@@ -446,7 +446,7 @@ class DaskSolver(StochasticSolver):
         """Every chunk in ``chunks`` sweeps its ``W`` against the current ``H``; returns the summed
         ``(old Grams, new Grams, <W, X H^T>, X^T W)`` and ``H H^T``."""
         HHt = self.backend.gram(self.Ht)
-        steps = coordinate_steps(component_lipschitz(HHt))
+        steps = objective.unit_steps(HHt)
         Ht = self.data.submit(self.Ht.copy())
         W_new, stats = self.data.run(
             _w_step_task, chunks, [self.W[c] for c in chunks],

@@ -3,7 +3,7 @@
 :func:`run_epochs` drives a :class:`~nmfsched.solver.StochasticSolver` for the estimator
 (and for experiments that build their own solver and guard). Each epoch is one
 :class:`EpochRecord`; the history row and the scheduler's
-:class:`~nmfsched.schedulers.Observation` are both read from it.
+:class:`~nmfsched.contracts.Observation` are both read from it.
 """
 
 import math
@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .schedulers.base import MinibatchSearch, Observation
+from .contracts import MinibatchSearch, Observation
 from .theory import lr_upper_bound
 
 

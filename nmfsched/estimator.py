@@ -1,30 +1,27 @@
 """StochasticNMF: a scikit-learn estimator, thin over the epoch loop (:mod:`nmfsched.epochs`) and the solver."""
 
 import copy
+import dataclasses
 import os
 import time
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils import check_array, check_random_state
+from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._init import INIT_METHODS, initialize_factors, nndsvd_from_svd, random_factors, resolve_init
+from ._init import INIT_METHODS, nndsvd_from_svd, random_factors, resolve_init
 from ._validation import check_device_X, check_factor, check_finite_nonnegative, is_dask_array
-from .checkpoint import FitCheckpoint, fingerprint, restore_rng
-from .epochs import History, StoppingRules, run_epochs
-from .extrapolation import Extrapolation
+from .checkpoint import FitCheckpoint, fingerprint
 from .kernels import BackendUnavailableError, backend_names, get_backend, unavailable_reason
-from .metrics import frobenius_error
+from .run import FitRun, RunSettings, in_memory_solver, initial_factors, restore_rng, run_rng
 from .schedulers import SchedulerProtocol
 from .schedulers import get as get_scheduler
-from .solver import MAX_FIRST_EPOCH_BATCHES, StochasticSolver, resolve_batch_size, resolve_w_sweeps, solve_w
-from .stability import StabilityGuard, StabilityWarning
-from .theory._namespace import array_namespace, is_device_array
+from .solver import resolve_batch_size, resolve_w_sweeps, solve_w
+from .theory.namespace import array_namespace, is_device_array
 
 
 def check_params(n_components="auto", **params):
@@ -380,55 +377,29 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             return copy.deepcopy(self.scheduler)
         return get_scheduler(self.scheduler, **(self.scheduler_params or {}))
 
-    def _check_custom_factors_wanted(self, W, H):
-        if (W is not None or H is not None) and self.init != "custom":
-            raise ValueError(
-                f"W or H was passed but init={self.init!r}; set init='custom' to start from them."
-            )
+    def _run_settings(self, **overrides):
+        """The run's view of this estimator's parameters (``overrides`` replace some)."""
+        params = {field.name: getattr(self, field.name) for field in dataclasses.fields(RunSettings)}
+        return RunSettings(**{**params, **overrides})
 
-    def _init_factors(self, X, W, H, rng):
-        self._check_custom_factors_wanted(W, H)
-        k = self._resolve_n_components(X, W, H)
-        init = resolve_init(self.init, k, *X.shape)
-        return initialize_factors(X, k, init, rng, X.dtype, W=W, H=H, who=type(self).__name__)
+    def _new_run(self, X, W, H, backend, settings, Xd=None):
+        """A run of ``X`` from its initial factors, started (probed, scheduler reset).
 
-    def _new_rng(self):
-        return np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-
-    def _start_run(self, X, W, H, backend):
-        """A fresh run: generator, solver at the initial factors, guard and reset scheduler."""
-        rng = self._new_rng()
-        W0, H0 = self._init_factors(X, W, H, rng)
-        solver = self._make_solver(X, W0, H0, rng, backend)
-        return (rng, solver, *self._start_schedule(solver))
-
-    def _start_schedule(self, solver):
-        """The guard and the reset scheduler of a fresh run at the solver's initial factors.
-
-        A probe pass at the initial factors gives the initial loss and the first bound;
-        ``learning_rate="auto"`` starts there, a larger explicit rate is capped (warned).
+        ``X`` as validated (initialised from); ``Xd`` the same data on the backend's device
+        when the caller has it there already.
         """
-        guard = StabilityGuard(self.enforce_bound, self.safety_factor, self.curvature_tolerance)
-        guard.initial_loss = solver.probe()
-        guard.bound = solver.lr_bound()
-        if self.learning_rate == "auto":
-            # Half the bound maximises the expected decrease (theory/README.md, Theorem 1).
-            # A bound of 0 means a stationary point: any start works, the cap holds H still.
-            lr0 = guard.bound / 2 if guard.bound > 0 else 1.0
-        else:
-            lr0 = float(self.learning_rate)
-            if self.enforce_bound and lr0 > guard.cap:
-                warnings.warn(
-                    f"learning_rate={lr0:.4g} exceeds the stability bound {guard.bound:.4g} "
-                    f"(x safety_factor {self.safety_factor:g} = {guard.cap:.4g}) at the "
-                    f"initial factors; learning rates are capped at the bound of each epoch. "
-                    f"Set enforce_bound=False only to experiment without the guarantee.",
-                    StabilityWarning,
-                    stacklevel=4,  # the caller of fit_transform or partial_fit
-                )
-        scheduler = self._make_scheduler()
-        scheduler.reset(lr0, total_epochs=self.max_epochs)
-        return guard, scheduler
+        rng = run_rng(self.random_state)
+        k = self._resolve_n_components(X, W, H)
+        W0, H0 = initial_factors(X, k, settings, rng, W=W, H=H, who=type(self).__name__)
+        solver = in_memory_solver(X if Xd is None else Xd, W0, H0, rng, backend, settings)
+        return FitRun(solver, self._make_scheduler(), settings, rng).start(warn_stacklevel=3)
+
+    def _resumed_run(self, state, make_solver, settings):
+        """A run continued from a checkpoint's ``state``; ``make_solver(rng)`` builds its rows."""
+        rng = restore_rng(state["rng"])
+        run = FitRun(make_solver(rng), self._make_scheduler(), settings, rng)
+        run.load_state_dict(state)
+        return run
 
     def _checkpoint(self, shape, dtype, sq_norm_X, n_components):
         """The fit's :class:`~nmfsched.checkpoint.FitCheckpoint` and its saved state (None, None without one)."""
@@ -438,85 +409,23 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         checkpoint = FitCheckpoint(self.checkpoint, fingerprint(shape, dtype, sq_norm_X, n_components, params))
         return checkpoint, checkpoint.load()
 
-    def _run(self, solver, rng, t_start, state=None, checkpoint=None):
-        """The epochs of a fit, from the start or from a checkpoint's ``state``.
+    @staticmethod
+    def _saver(checkpoint):
+        """The run's per-epoch callback that writes ``checkpoint`` (None without one)."""
+        return None if checkpoint is None else (lambda run, reason: checkpoint.save(run.state_dict()))
 
-        Returns ``(guard, scheduler, history, stop_reason)``.
-        """
-        extrapolation = Extrapolation() if self.extrapolate else None
-        if state is None:
-            guard, scheduler = self._start_schedule(solver)
-            history, current_loss = History(), None
-        else:
-            if extrapolation is not None and state.extrapolation is not None:
-                extrapolation.load_state_dict(*state.extrapolation, solver.backend)
-            guard = StabilityGuard(self.enforce_bound, self.safety_factor, self.curvature_tolerance)
-            vars(guard).update(state.guard)
-            scheduler = self._make_scheduler()
-            scheduler.load_state_dict(state.scheduler)
-            history = History(state.history)
-            if state.refreshed:
-                solver.mark_refreshed()
-            current_loss = history.losses()[-1] if len(history) else None
-            t_start -= float(state.history["seconds"][-1]) if len(history) else 0.0
-        finished = state is not None and state.stop_reason not in (None, "max_epochs")
-        remaining = 0 if finished else self.max_epochs - len(history)
-        if remaining <= 0:
-            return guard, scheduler, history, state.stop_reason or "max_epochs"
-
-        def save(record, reason):
-            checkpoint.save(
-                solver.W_host(), solver.H, history, scheduler, guard, rng, solver.batch_size, reason, solver.refreshed,
-                extrapolation=None if extrapolation is None else extrapolation.state_dict(solver.backend),
-            )
-
-        stop_reason = run_epochs(
-            solver, scheduler, guard, history, start_loss=guard.initial_loss,
-            stopping=StoppingRules(remaining, self.tol, self.n_iter_no_change, self.max_time),
-            t_start=t_start, grow_batch=self.grow_batch, verbose=self.verbose, current_loss=current_loss,
-            on_epoch=None if checkpoint is None else save, extrapolation=extrapolation,
-        )
-        return guard, scheduler, history, stop_reason
-
-    def _record_run(self, rng, solver, scheduler, guard, history):
-        self._rng, self.scheduler_, self._guard = rng, scheduler, guard
+    def _set_fitted(self, run):
+        """The fitted attributes from a run whose epochs are done; the run keeps no data after."""
+        solver = run.solver
+        self.components_ = solver.H
+        self.n_components_ = self.components_.shape[0]
+        self.scheduler_ = run.scheduler
         self.batch_size_ = solver.batch_size
-        self.history_ = history.as_arrays()
-        self.n_iter_ = len(history)
-        self.stability_certificate_ = guard.certificate(history.losses())
-
-    def _first_epoch_batches(self):
-        """The most minibatches "auto" gives the first epoch: a growing batch's stochastic
-        phase stays short (see :data:`~nmfsched.solver.MAX_FIRST_EPOCH_BATCHES`)."""
-        return MAX_FIRST_EPOCH_BATCHES if self.grow_batch else None
-
-    def _make_solver(self, X, W, H, rng, backend, batch_size=None):
-        """A :class:`StochasticSolver` of ``X`` (``X`` may already be on the backend's device)."""
-        k = W.shape[1]
-        w_sweeps = resolve_w_sweeps(self.w_sweeps, k, X.shape[1])
-        nnz = X.nnz if hasattr(X, "tocsr") else X.size  # SciPy or cupyx sparse
-        batch_size = self.batch_size if batch_size is None else batch_size
-        batch_size = resolve_batch_size(
-            batch_size, *X.shape, k, nnz, w_sweeps, backend.batch_overhead_flops, self._first_epoch_batches()
-        )
-        return StochasticSolver(X, W, H, backend=backend, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng)
-
-    def _finish(self, solver, X):
-        """Set the fitted attributes and return the final ``W`` (solved for the final ``H``)."""
-        H = solver.H
-        W = solve_w(
-            solver.backend,
-            solver.X,
-            H,
-            W=solver.W,
-            max_sweeps=self.transform_max_sweeps,
-            tol=self.transform_tol,
-        )
-        self.components_ = H
-        self.n_components_ = H.shape[0]
-        W = self._like_input(W, X, solver.backend)
-        self.reconstruction_err_ = frobenius_error(X, W, H)
-        return W
+        self.history_ = run.history.as_arrays()
+        self.n_iter_ = len(run.history)
+        self.stability_certificate_ = run.certificate()
+        run.release()
+        self._run = run  # partial_fit carries it on
 
     # ------------------------------------------------------------------ public API
     def fit_transform(self, X, y=None, W=None, H=None):
@@ -548,21 +457,20 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if is_dask_array(X):
             return self._fit_transform_dask(X, W, H, t_start)
         backend = self._get_backend(X)
+        settings = self._run_settings()
         with backend.compute_context():
             Xd = backend.to_device(X)
             k = self._resolve_n_components(X, W, H)
             sq_norm = backend.squared_norm(Xd) if self.checkpoint is not None else None
             checkpoint, state = self._checkpoint(X.shape, X.dtype, sq_norm, k)
             if state is None:
-                rng = self._new_rng()
-                W0, H0 = self._init_factors(X, W, H, rng)
-                solver = self._make_solver(Xd, W0, H0, rng, backend)
+                run = self._new_run(X, W, H, backend, settings, Xd)
             else:
-                rng = restore_rng(state.rng)
-                solver = self._make_solver(Xd, state.W, state.H, rng, backend, batch_size=state.batch_size)
-            guard, scheduler, history, self.stop_reason_ = self._run(solver, rng, t_start, state, checkpoint)
-            W = self._finish(solver, X)
-        self._record_run(rng, solver, scheduler, guard, history)
+                run = self._resumed_run(state, lambda rng: in_memory_solver(
+                    Xd, state["W"], state["H"], rng, backend, settings, batch_size=state["batch_size"]), settings)
+            self.stop_reason_ = run.run_epochs(t_start=t_start, on_epoch=self._saver(checkpoint))
+            W, self.reconstruction_err_ = run.finish(X)
+        self._set_fitted(run)
         return W
 
     def _fit_transform_dask(self, X, W, H, t_start):
@@ -582,39 +490,42 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
         who = type(self).__name__
         n, m = X.shape
+        settings = self._run_settings()
         with dask_client() as client:
             data = DaskData(X, client)
             sq_norm, mean, nnz = scan(data, who)
             data.persist_if_it_fits(stored_bytes(X.shape, X.dtype, nnz, _has_sparse_chunks(X)))
             k = self._resolve_n_components(X, W, H)
             checkpoint, state = self._checkpoint(X.shape, X.dtype, sq_norm, k)
-            if state is None:
-                rng = self._new_rng()
-                W0, H0 = self._dask_init(data, X, W, H, k, mean, rng, who)
-                batch_size = self.batch_size
-            else:
-                rng, W0, H0, batch_size = restore_rng(state.rng), state.W, state.H, state.batch_size
             w_sweeps = resolve_w_sweeps(self.w_sweeps, k, m)
-            batch_size = resolve_batch_size(
-                batch_size, n, m, k, nnz, w_sweeps, DASK_GROUP_OVERHEAD_FLOPS, self._first_epoch_batches()
-            )
-            solver = DaskSolver(
-                data, W0, H0, sq_norm_X=sq_norm, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng,
-                min_group=worker_threads(client),
-            )
-            guard, scheduler, history, self.stop_reason_ = self._run(solver, rng, t_start, state, checkpoint)
-            W_final, self.reconstruction_err_ = solver.finish(self.transform_max_sweeps, self.transform_tol)
-            self.components_ = solver.H
-            self.n_components_ = k
+
+            def make_solver(rng, W0, H0, batch_size):
+                batch_size = resolve_batch_size(
+                    batch_size, n, m, k, nnz, w_sweeps, DASK_GROUP_OVERHEAD_FLOPS, settings.first_epoch_batches
+                )
+                return DaskSolver(data, W0, H0, sq_norm_X=sq_norm, batch_size=batch_size, w_sweeps=w_sweeps,
+                                  rng=rng, min_group=worker_threads(client))
+
+            if state is None:
+                rng = run_rng(self.random_state)
+                W0, H0 = self._dask_init(data, X, W, H, k, mean, rng, who)
+                run = FitRun(make_solver(rng, W0, H0, self.batch_size), self._make_scheduler(), settings, rng)
+                run.start(warn_stacklevel=2)
+            else:
+                run = self._resumed_run(
+                    state, lambda rng: make_solver(rng, state["W"], state["H"], state["batch_size"]), settings)
+            self.stop_reason_ = run.run_epochs(t_start=t_start, on_epoch=self._saver(checkpoint))
+            W_final, self.reconstruction_err_ = run.solver.finish(self.transform_max_sweeps, self.transform_tol)
             self.cluster_ = {**describe_cluster(client), "persisted": data.persisted, "n_chunks": data.n_chunks}
-        self._record_run(rng, solver, scheduler, guard, history)
+            self._set_fitted(run)
         return da.from_array(W_final, chunks=(data.rows, (k,)))
 
     def _dask_init(self, data, X, W, H, k, mean, rng, who):
         """Initial factors of a Dask ``X``: SVD-based by products over its chunks, never gathering it."""
         from .distributed import randomized_svd_chunks
 
-        self._check_custom_factors_wanted(W, H)
+        if (W is not None or H is not None) and self.init != "custom":
+            raise ValueError(f"W or H was passed but init={self.init!r}; set init='custom' to start from them.")
         init = resolve_init(self.init, k, *X.shape)
         dtype = X.dtype
         if init == "custom":
@@ -657,35 +568,24 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             )
         X = self._check_X(X, reset=first)
         backend = self._get_backend(X)
+        # one epoch a call: no stopping rule but an exact fit, no extrapolation across chunks
+        settings = self._run_settings(extrapolate=False, tol=0.0, max_time=None)
         with backend.compute_context():
             if first:
-                rng, solver, guard, scheduler = self._start_run(X, W, H, backend)
-                history, seconds_offset = History(), 0.0
-                start_loss = guard.initial_loss
+                run = self._new_run(X, W, H, backend, settings)
             else:
                 if W is not None or H is not None:
                     raise ValueError("W and H can only be passed to the first partial_fit call.")
-                rng, scheduler, guard = self._rng, self.scheduler_, self._guard
                 H0 = self.components_
-                W0 = solve_w(
-                    backend, X, H0, max_sweeps=resolve_w_sweeps(self.w_sweeps, *H0.shape), tol=0.0
-                )
+                W0 = solve_w(backend, X, H0, max_sweeps=resolve_w_sweeps(self.w_sweeps, *H0.shape), tol=0.0)
                 # the batch size carries over from the previous call (as the scheduler does)
-                solver = self._make_solver(X, W0, H0, rng, backend, batch_size=self.batch_size_)
-                start_loss = solver.probe()  # this chunk's own reference loss and bound
-                guard.bound = solver.lr_bound()
-                history = History(self.history_)
-                seconds_offset = float(self.history_["seconds"][-1]) if len(history) else 0.0
-            self.stop_reason_ = run_epochs(
-                solver, scheduler, guard, history, start_loss=start_loss, stopping=StoppingRules(max_epochs=1),
-                t_start=t_start - seconds_offset, grow_batch=self.grow_batch, verbose=self.verbose,
-            )
+                solver = in_memory_solver(X, W0, H0, self._run.rng, backend, settings, batch_size=self.batch_size_)
+                run = self._run.carry_on(solver, settings)
+            self.stop_reason_ = run.run_epochs(1, t_start=t_start)
         # The epoch already refreshed W for the final H and computed the exact loss; a
         # full transform-grade solve per streamed chunk would double the cost of a call.
-        self.components_ = solver.H
-        self.n_components_ = self.components_.shape[0]
-        self.reconstruction_err_ = float(np.sqrt(2.0 * history.losses()[-1]))
-        self._record_run(rng, solver, scheduler, guard, history)
+        self.reconstruction_err_ = float(np.sqrt(2.0 * run.loss))
+        self._set_fitted(run)
         return self
 
     def transform(self, X):

@@ -23,7 +23,7 @@ forgets the displacement.
 
 import math
 
-from .theory._namespace import array_namespace
+from .theory.namespace import array_namespace
 
 
 class Extrapolation:

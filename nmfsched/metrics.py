@@ -3,7 +3,8 @@
 import numpy as np
 import scipy.sparse as sp
 
-from .theory._namespace import array_namespace
+from .objective import loss_from_grams
+from .theory.namespace import array_namespace
 
 # Rows per block of the dense residual: about 4M entries (32 MB in float64) at a time.
 _BLOCK_ENTRIES = 1 << 22
@@ -23,8 +24,8 @@ def frobenius_error(X, W, H):
         data = X.data.astype(xp.float64)
         cross = float(xp.sum(xp.asarray(X @ H64.T) * W))
         W64 = W.astype(xp.float64)
-        gram = float(xp.sum((W64.T @ W64) * (H64 @ H64.T)))
-        return float(np.sqrt(max(float(data @ data) - 2 * cross + gram, 0.0)))
+        loss = loss_from_grams(float(data @ data), cross, W64.T @ W64, H64 @ H64.T)
+        return float(np.sqrt(max(2.0 * loss, 0.0)))
     X = xp.asarray(X)
     total = 0.0
     step = max(1, _BLOCK_ENTRIES // max(1, X.shape[1]))

@@ -33,16 +33,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import objective
 from .gradient_statistics import GradientStatistics
 from .searched_step import SearchedHStep
-from .theory import (
-    batch_size_for_noise,
-    component_lipschitz,
-    coordinate_steps,
-    entry_clip_limits,
-    lr_upper_bound,
-    noise_at_batch_size,
-)
+from .theory import batch_size_for_noise, coordinate_steps, lr_upper_bound, noise_at_batch_size
 
 
 class EpochReport(NamedTuple):
@@ -299,15 +293,14 @@ class StochasticSolver:
         be = self.backend
         nb = rows.shape[0]
         Xb = be.take_rows(self.X, rows, self._xb_buf)
-        HHt = be.gram(self.Ht)
-        P = be.xb_ht(Xb, self.Ht, self._xht_buf[:nb])
+        block = objective.w_block(be, Xb, self.Ht, self._xht_buf[:nb])
         Wb = be.take_rows(self.W, rows, self._wb_buf)
         self.WtW -= be.gram(Wb)
-        be.projected_cd(Wb, HHt, P, coordinate_steps(component_lipschitz(HHt)), max_sweeps=self.w_sweeps)
+        objective.sweep(be, Wb, block, self.w_sweeps)
         self.W[rows] = Wb
         WbtWb = be.gram(Wb)
         self.WtW += WbtWb
-        return Xb, Wb, HHt, WbtWb
+        return Xb, Wb, block.G, WbtWb
 
     def _full_batch_w_step(self):
         """The ``W`` half of a one-batch epoch: ``(X_B, W_B, H H^T, W_B^T W_B)``.
@@ -329,10 +322,10 @@ class StochasticSolver:
         ``H W_B^T W_B - X_B^T W_B`` (``Ct`` is the latter), ``L_j`` from the running
         ``W^T W``; the kernel adds the gradient to :attr:`statistics`.
         """
-        unit_steps = (self.n_samples / nb) * coordinate_steps(component_lipschitz(self.WtW))
+        unit_steps = objective.stochastic_h_steps(self.WtW, self.n_samples, nb)
         clips = None
         if curvature_tolerance is not None:
-            clips = entry_clip_limits(component_lipschitz(HHt), self.n_features, curvature_tolerance)
+            clips = objective.h_clip_limits(HHt, self.n_features, curvature_tolerance)
         sweeps = ONE_BATCH_H_SWEEPS if one_batch else 1
         statistics = self.statistics.accumulator(nb)
         if search is None:
@@ -363,10 +356,11 @@ class StochasticSolver:
             else:
                 Xb = be.take_rows(self.X, rows, self._xb_buf)
                 Wb, nb = be.take_rows(self.W, rows, self._wb_buf), rows.shape[0]
-            Ct = be.xbt_wb(Xb, Wb, self._ct_buf)
+            block = objective.h_block(be, Xb, Wb, self._ct_buf)
             # a zero step: the kernel only measures the gradient
-            be.projected_cd(self.Ht, be.gram(Wb), Ct, be.zeros(self.k, np.float64), statistics=self.statistics.accumulator(nb))
-            cross += be.inner(Ct, self.Ht)
+            be.projected_cd(self.Ht, block.G, block.P, be.zeros(self.k, np.float64),
+                            statistics=self.statistics.accumulator(nb))
+            cross += be.inner(block.P, self.Ht)
         return max(self.gram_loss(cross, be.gram(self.Ht)), 0.0)
 
     def gradient_statistics(self):
@@ -377,7 +371,7 @@ class StochasticSolver:
 
     def _lipschitz_host(self):
         """The ``H`` components' constants ``diag(W^T W)`` as a host vector (one small copy)."""
-        return self.backend.to_host(component_lipschitz(self.WtW))
+        return self.backend.to_host(objective.h_lipschitz(self.WtW))
 
     def gradient_cosine(self):
         """Cosine between the mean gradients of the last two passes (NaN before two, or at 0)."""
@@ -393,14 +387,13 @@ class StochasticSolver:
         Also resets the running ``W^T W`` to its exact value (no drift across epochs).
         """
         be = self.backend
-        HHt = be.gram(self.Ht)
-        P = be.xb_ht(be.all_rows(self.X), self.Ht, self._p_full)
-        be.projected_cd(self.W, HHt, P, coordinate_steps(component_lipschitz(HHt)), max_sweeps=max_sweeps, tol=tol)
+        block = objective.w_block(be, be.all_rows(self.X), self.Ht, self._p_full)
+        objective.sweep(be, self.W, block, max_sweeps, tol)
         self.WtW = be.gram(self.W)
-        self._hht = HHt
+        self._hht = block.G
         self._p_current = True
         # The Gram identity cancels large terms; never report a negative loss from rounding.
-        return max(self.gram_loss(be.inner(self.W, P), HHt), 0.0)
+        return max(self.gram_loss(be.inner(self.W, block.P), block.G), 0.0)
 
     @property
     def refreshed(self):
@@ -416,12 +409,9 @@ class StochasticSolver:
         self._p_current = True
 
     def gram_loss(self, cross, HHt):
-        """``1/2 ||X - W H||^2 = 1/2 (||X||^2 - 2 <W, X H^T> + <W^T W, H H^T>)``.
-
-        ``cross`` is ``<W, X H^T>``; ``W^T W`` is the solver's running one. Not clamped:
-        rounding can make a near-zero loss slightly negative.
-        """
-        return 0.5 * (self.sq_norm_X - 2.0 * cross + float((self.WtW * HHt).sum()))
+        """The loss at ``cross = <W, X H^T>`` with the running ``W^T W``
+        (:func:`nmfsched.objective.loss_from_grams`; not clamped)."""
+        return objective.loss_from_grams(self.sq_norm_X, cross, self.WtW, HHt)
 
     def snapshot(self):
         """A copy of the iterate (``W``, ``H`` and the running ``W^T W``)."""
@@ -435,9 +425,7 @@ class StochasticSolver:
         self._p_current = False
 
     def rel_error(self, loss):
-        if self.sq_norm_X == 0:
-            return 0.0
-        return math.sqrt(2.0 * loss / self.sq_norm_X)
+        return objective.relative_error(loss, self.sq_norm_X)
 
     def h_steps(self, lr):
         steps = lr * coordinate_steps(self._lipschitz_host())
@@ -477,11 +465,10 @@ def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6):
     Xd = backend.to_device(X)
     Ht = backend.asarray(np.asarray(H).T, dtype=H.dtype)
     n, k = X.shape[0], H.shape[0]
-    P = backend.xb_ht(backend.all_rows(Xd), Ht, backend.empty((n, k), H.dtype))
-    HHt = backend.gram(Ht)
+    block = objective.w_block(backend, backend.all_rows(Xd), Ht, backend.empty((n, k), H.dtype))
     if W is None:
         W = backend.zeros((n, k), H.dtype)
     else:
         W = backend.asarray(W, dtype=H.dtype).copy()
-    backend.projected_cd(W, HHt, P, coordinate_steps(component_lipschitz(HHt)), max_sweeps=max_sweeps, tol=tol)
+    objective.sweep(backend, W, block, max_sweeps, tol)
     return W

@@ -80,6 +80,17 @@ class StabilityGuard:
         self.max_ratio = max(self.max_ratio, ratio)
         self.n_clipped += int(n_clipped)
 
+    def state_dict(self):
+        """The guard's settings and record (JSON-safe), enough to continue a run."""
+        return {key: value for key, value in vars(self).items() if isinstance(value, (int, float, bool))}
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned."""
+        unknown = set(state) - set(vars(self))
+        if unknown:
+            raise ValueError(f"Not a StabilityGuard state: unknown keys {sorted(unknown)}.")
+        vars(self).update(state)
+
     def certificate(self, losses):
         """The stability certificate of a run whose per-epoch losses are ``losses``."""
         final = float(losses[-1]) if len(losses) else math.nan

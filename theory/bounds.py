@@ -6,7 +6,7 @@ gathers the vectors from the data. Statements, assumptions and proofs: theory/RE
 
 import numpy as np
 
-from ._namespace import array_namespace
+from .namespace import array_namespace
 
 #: The largest value :func:`lr_upper_bound` takes (no noise: the deterministic ``lr < 2``).
 MAX_LR_BOUND = 2.0

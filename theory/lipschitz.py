@@ -9,7 +9,7 @@ learning rate of 1 is the exact minimiser along a component (the HALS step).
 
 import numpy as np
 
-from ._namespace import array_namespace
+from .namespace import array_namespace
 
 
 def block_lipschitz(gram):

@@ -6,21 +6,20 @@
 (registered as ``"nmfsched/Schedule-v0"``); without it, the same class works with minimal
 stand-ins for the spaces.
 
-Each episode draws a problem (:mod:`nmfsched.rl.problems`), starts the estimator's run on
-it (initialisation, probe, stability guard) and runs the first epoch at the estimator's
-initial rate (half the bound), as every scheduler's run does. Each step then takes the
-action, a fraction of the stability bound reported for the next epoch, proposes that rate
-and runs one epoch through :func:`nmfsched.epochs.run_epochs`, the loop the estimator runs.
+Each episode draws a problem (:mod:`nmfsched.rl.problems`), starts a run on it as the
+estimator does (:class:`nmfsched.run.FitRun`: initialisation, probe, stability guard) and runs
+the first epoch at the estimator's initial rate (half the bound), as every scheduler's run
+does. Each step then takes the action, a fraction of the stability bound reported for the
+next epoch, proposes that rate and runs one epoch of the run, the loop the estimator runs.
 """
 
 import contextlib
-import time
 
 import numpy as np
 
-from ..epochs import History, StoppingRules, run_epochs
-from ..estimator import StochasticNMF
 from ..kernels import get_backend
+from ..run import FitRun, RunSettings, in_memory_solver, initial_factors, run_rng
+from ..schedulers import ConstantScheduler
 from .features import CLIP, N_FEATURES, ScheduleFeatures, log_ratio
 from .problems import ProblemSpec, make_matrix, sample_problem
 
@@ -128,7 +127,7 @@ class ScheduleEnv(gymnasium.Env if gymnasium is not None else object):
         if spec is None:
             spec = self._draw()
         self._start(spec)
-        obs, _, _, info = self._epoch(self._run["scheduler"].lr)
+        obs, _, _, info = self._epoch(self._run["run"].scheduler.lr)
         return obs, info
 
     def step(self, action):
@@ -140,9 +139,9 @@ class ScheduleEnv(gymnasium.Env if gymnasium is not None else object):
         fraction = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
         if not (0.0 <= fraction <= 1.0):
             raise ValueError(f"action must be a fraction of the bound in [0, 1], got {fraction!r}.")
-        bound = self._run["guard"].bound
+        bound = self._run["run"].guard.bound
         obs, reward, terminated, info = self._epoch(fraction * bound if bound > 0 else 0.0)
-        truncated = not terminated and len(self._run["history"]) >= self._run["spec"].epochs
+        truncated = not terminated and len(self._run["run"].history) >= self._run["spec"].epochs
         self._run["done"] = terminated or truncated
         if self._run["done"]:
             self._context.close()
@@ -161,40 +160,31 @@ class ScheduleEnv(gymnasium.Env if gymnasium is not None else object):
     def _start(self, spec):
         self.close()
         X = make_matrix(spec)
-        model = StochasticNMF(
-            spec.n_components, scheduler="constant", batch_size=spec.batch_size, grow_batch=spec.grow_batch,
-            max_epochs=spec.epochs, tol=self.tol, random_state=spec.seed,
-        )
-        model._validate_params()
-        X = model._check_X(X, reset=True)
-        backend = get_backend(model.backend)
+        # the estimator's defaults, as StochasticNMF(scheduler="constant") runs them, one epoch a step
+        settings = RunSettings(batch_size=spec.batch_size, grow_batch=spec.grow_batch, max_epochs=spec.epochs,
+                               tol=self.tol, extrapolate=False)
+        backend = get_backend("auto")
         self._context.enter_context(backend.compute_context())  # entered once: it costs milliseconds
-        _, solver, guard, scheduler = model._start_run(X, None, None, backend)
-        self._run = {
-            "spec": spec, "solver": solver, "guard": guard, "history": History(),
-            "scheduler": scheduler, "features": ScheduleFeatures(), "loss": guard.initial_loss,
-            "stopping": StoppingRules(1, self.tol, model.n_iter_no_change), "t_start": time.perf_counter(),
-            "done": False,
-        }
+        rng = run_rng(spec.seed)
+        W0, H0 = initial_factors(X, spec.n_components, settings, rng)
+        run = FitRun(in_memory_solver(X, W0, H0, rng, backend, settings), ConstantScheduler(), settings, rng)
+        self._run = {"spec": spec, "run": run.start(), "features": ScheduleFeatures(), "done": False}
         self._run["features"].reset(spec.epochs)
 
     def _epoch(self, rate):
-        run = self._run
+        state, run = self._run, self._run["run"]
         proposal = _Proposal(rate)
-        reason = run_epochs(
-            run["solver"], proposal, run["guard"], run["history"], start_loss=run["guard"].initial_loss,
-            current_loss=run["loss"], stopping=run["stopping"], t_start=run["t_start"],
-            grow_batch=run["spec"].grow_batch,
-        )
+        run.scheduler = proposal  # the agent proposes each epoch's rate
+        loss_before = run.loss
+        reason = run.run_epochs(1)
         obs = proposal.observation
-        reward = log_ratio(run["loss"], obs.loss) - (self.rejection_cost if obs.rejected else 0.0)
-        run["loss"] = obs.loss
+        reward = log_ratio(loss_before, obs.loss) - (self.rejection_cost if obs.rejected else 0.0)
         terminated = reason in ("tol", "exact")
         info = {
             "epoch": obs.epoch, "loss": obs.loss, "rel_error": obs.rel_error, "lr": obs.lr,
-            "lr_bound": obs.lr_bound, "rejected": obs.rejected, "problem": run["spec"].name,
+            "lr_bound": obs.lr_bound, "rejected": obs.rejected, "problem": state["spec"].name,
         }
-        return run["features"].update(obs), reward, terminated, info
+        return state["features"].update(obs), reward, terminated, info
 
 
 if gymnasium is not None and ENV_ID not in gymnasium.registry:
