@@ -148,3 +148,68 @@ def check_factor(A, expected_shape, name, who, dtype):
     A = np.array(A, dtype=dtype, order="C", copy=True)
     check_finite_nonnegative(A, name=name, who=who)
     return A
+
+
+def validate_input(estimator, X, *, reset, backend):
+    """``X`` checked for ``estimator`` (``fit`` when ``reset``, else ``transform``), ready for a run.
+
+    Host input goes through scikit-learn's ``validate_data`` (float64 or float32, CSR for
+    sparse, ``n_features_in_`` and ``feature_names_in_``) and is checked finite and
+    non-negative. A CuPy array or cupyx matrix is checked on its device (it stays there); a
+    Dask array is checked for shape and dtype only (its entries by the fit's first pass, so it
+    is never read twice or gathered). ``backend`` is the estimator's parameter: device input
+    needs "gpu" or "auto", Dask input "cpu" or "auto".
+    """
+    from sklearn.utils.validation import validate_data
+
+    who = type(estimator).__name__
+    if is_device_array(X):
+        X = _device_input(X, backend, who)
+    elif is_dask_array(X):
+        X = _dask_input(X, backend, who)
+    else:
+        X = validate_data(estimator, X, reset=reset, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32],
+                          ensure_all_finite=False)
+        if sp.issparse(X):
+            X = X.tocsr()  # one conversion; the kernels and the checks read CSR
+        check_finite_nonnegative(X, name="X", who=who)
+        return X
+    if reset:
+        estimator.n_features_in_ = int(X.shape[1])
+        if hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+    elif X.shape[1] != estimator.n_features_in_:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {who} is expecting {estimator.n_features_in_} features as input."
+        )
+    return X
+
+
+def _device_input(X, backend, who):
+    if backend not in ("auto", "gpu"):
+        raise ValueError(
+            f"X is a {type(X).__module__.split('.')[0]} array on the GPU but backend={backend!r}; "
+            f"use backend='gpu' (or 'auto'), or pass cupy.asnumpy(X) to run on the CPU."
+        )
+    return check_device_X(X, who=who)
+
+
+def _dask_input(X, backend, who):
+    if backend not in ("auto", "cpu"):
+        raise ValueError(
+            f"X is a Dask array but backend={backend!r}; its chunks run on the CPU backend's kernels, "
+            f"so use backend='cpu' (or 'auto')."
+        )
+    if X.ndim != 2:
+        raise ValueError(f"Expected a 2-D array, got {X.ndim}-D input of shape {X.shape}; {who} needs (n_samples, n_features).")
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"X must be numeric, got dtype {X.dtype}.")
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    n, m = X.shape
+    if not (n >= 1 and m >= 1):  # NaN (unknown chunk sizes) fails here too
+        raise ValueError(
+            f"Found a Dask array of shape {X.shape}; {who} needs known chunk sizes (call "
+            f"X.compute_chunk_sizes()) and at least one sample and one feature."
+        )
+    return X

@@ -168,26 +168,8 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
         previous_loss = loss
         bound_in_force, batch_size = guard.bound, solver.batch_size
         guard.bound = _next_bound(solver, grad_sq, noise_sq, lipschitz, grow_batch)
-        step_min, step_max = solver.h_steps(report.lr_mean)
-        record = EpochRecord(
-            epoch=epoch,
-            seconds=seconds,
-            loss=loss,
-            rel_error=solver.rel_error(loss),
-            lr=report.lr_mean,
-            lr_proposed=proposed,
-            lr_bound=bound_in_force,
-            grad_sq=float(np.sum(grad_sq)),
-            noise_sq=float(np.sum(noise_sq)),
-            h_step_min=step_min,
-            h_step_max=step_max,
-            n_clipped=report.n_clipped,
-            n_trials=report.n_trials,
-            batch_size=batch_size,
-            rejected=rejected,
-            next_lr_bound=guard.bound,
-            grad_cos=solver.gradient_cosine(),
-        )
+        record = _record(solver, epoch, seconds, loss, report, proposed, bound_in_force, grad_sq, noise_sq,
+                         batch_size, rejected, guard.bound)
         history.append(record)
         if verbose:
             _print_epoch(record)
@@ -200,6 +182,31 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
         if reason is not None:
             return reason
     return "max_epochs"
+
+
+def _record(solver, epoch, seconds, loss, report, proposed, bound_in_force, grad_sq, noise_sq, batch_size, rejected,
+            next_bound):
+    """The :class:`EpochRecord` of an epoch that just ended (the batch size and bound it ran with)."""
+    step_min, step_max = solver.h_steps(report.lr_mean)
+    return EpochRecord(
+        epoch=epoch,
+        seconds=seconds,
+        loss=loss,
+        rel_error=solver.rel_error(loss),
+        lr=report.lr_mean,
+        lr_proposed=proposed,
+        lr_bound=bound_in_force,
+        grad_sq=float(np.sum(grad_sq)),
+        noise_sq=float(np.sum(noise_sq)),
+        h_step_min=step_min,
+        h_step_max=step_max,
+        n_clipped=report.n_clipped,
+        n_trials=report.n_trials,
+        batch_size=batch_size,
+        rejected=rejected,
+        next_lr_bound=next_bound,
+        grad_cos=solver.gradient_cosine(),
+    )
 
 
 def _next_bound(solver, grad_sq, noise_sq, lipschitz, grow_batch):

@@ -7,20 +7,19 @@ import time
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from ._init import INIT_METHODS, nndsvd_from_svd, random_factors, resolve_init
-from ._validation import check_device_X, check_factor, check_finite_nonnegative, is_dask_array
+from ._init import INIT_METHODS
+from ._validation import is_dask_array, validate_input
 from .checkpoint import FitCheckpoint, fingerprint
 from .kernels import BackendUnavailableError, backend_names, get_backend, unavailable_reason
 from .run import FitRun, RunSettings, in_memory_solver, initial_factors, restore_rng, run_rng
 from .schedulers import SchedulerProtocol
 from .schedulers import get as get_scheduler
-from .solver import resolve_batch_size, resolve_w_sweeps, solve_w
+from .solver import resolve_w_sweeps, solve_w
 from .theory.namespace import array_namespace, is_device_array
 
 
@@ -95,14 +94,11 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         An epoch that ends above the previous loss is replaced by the plain one, so one-batch
         epochs stay monotone. ``partial_fit`` (one epoch per call) does not extrapolate.
     max_epochs : int, default=1000
-        Maximum passes over the data: a safety net, the ``tol`` test decides. (At 200,
-        fits of dense 5000 x 1000 and 400 x 20000 matrices stopped while the error still
-        fell by more than 1% per 10 epochs; let run, they ended 32% and 12% lower.)
+        Maximum passes over the data: a safety net, the ``tol`` test decides.
     tol : float, default=1e-3
         Stop when the best loss of the last ``n_iter_no_change`` epochs is less than
-        ``tol`` (relative) below the best loss before them. 0 disables this test.
-        (1e-3 as scikit-learn's SGD estimators; 3e-4 cost 20-40% more time on
-        olivetti and cbcl for the same final error.)
+        ``tol`` (relative) below the best loss before them. 0 disables this test
+        (1e-3, as scikit-learn's SGD estimators).
     n_iter_no_change : int, default=10
         Window of the ``tol`` test, in epochs.
     max_time : float, default=None
@@ -284,70 +280,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return tags
 
     def _check_X(self, X, *, reset):
-        if is_device_array(X):
-            return self._check_device_X(X, reset=reset)
-        if is_dask_array(X):
-            return self._check_dask_X(X, reset=reset)
-        X = validate_data(
-            self,
-            X,
-            reset=reset,
-            accept_sparse=("csr", "csc"),
-            dtype=[np.float64, np.float32],
-            ensure_all_finite=False,
-        )
-        if sp.issparse(X):
-            X = X.tocsr()  # one conversion; the kernels and the checks read CSR
-        check_finite_nonnegative(X, name="X", who=type(self).__name__)
-        return X
-
-    def _check_device_X(self, X, *, reset):
-        """A CuPy array or cupyx sparse matrix, checked on its device (it stays there)."""
-        if self.backend not in ("auto", "gpu"):
-            raise ValueError(
-                f"X is a {type(X).__module__.split('.')[0]} array on the GPU but backend={self.backend!r}; "
-                f"use backend='gpu' (or 'auto'), or pass cupy.asnumpy(X) to run on the CPU."
-            )
-        X = check_device_X(X, who=type(self).__name__)
-        if reset:
-            self.n_features_in_ = X.shape[1]
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        elif X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        return X
-
-    def _check_dask_X(self, X, *, reset):
-        """A Dask array: its shape and dtype checked here; its entries by the fit's first pass
-        (or, in ``transform``, by each block), so it is never read twice or gathered."""
-        who = type(self).__name__
-        if self.backend not in ("auto", "cpu"):
-            raise ValueError(
-                f"X is a Dask array but backend={self.backend!r}; its chunks run on the CPU backend's kernels, "
-                f"so use backend='cpu' (or 'auto')."
-            )
-        if X.ndim != 2:
-            raise ValueError(f"Expected a 2-D array, got {X.ndim}-D input of shape {X.shape}; {who} needs (n_samples, n_features).")
-        if X.dtype.kind not in "biuf":
-            raise ValueError(f"X must be numeric, got dtype {X.dtype}.")
-        if X.dtype not in (np.float32, np.float64):
-            X = X.astype(np.float64)
-        n, m = X.shape
-        if not (n >= 1 and m >= 1):  # NaN (unknown chunk sizes) fails here too
-            raise ValueError(
-                f"Found a Dask array of shape {X.shape}; {who} needs known chunk sizes (call "
-                f"X.compute_chunk_sizes()) and at least one sample and one feature."
-            )
-        if reset:
-            self.n_features_in_ = int(m)
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        elif m != self.n_features_in_:
-            raise ValueError(f"X has {m} features, but {who} is expecting {self.n_features_in_} features as input.")
-        return X
+        return validate_input(self, X, reset=reset, backend=self.backend)
 
     def _get_backend(self, X):
         """The backend for ``X``: device input always runs on its device."""
@@ -474,67 +407,19 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return W
 
     def _fit_transform_dask(self, X, W, H, t_start):
-        """:meth:`fit_transform` of a Dask array on dask.distributed (see :mod:`nmfsched.distributed`)."""
+        """:meth:`fit_transform` of a Dask array on dask.distributed (see :mod:`nmfsched.dask_fit`)."""
         import dask.array as da
 
-        from .distributed import (
-            DASK_GROUP_OVERHEAD_FLOPS,
-            DaskData,
-            DaskSolver,
-            dask_client,
-            describe_cluster,
-            scan,
-            stored_bytes,
-            worker_threads,
+        from .dask_fit import fit_dask
+
+        k = self._resolve_n_components(X, W, H)
+        run, W, self.reconstruction_err_, self.cluster_ = fit_dask(
+            X, W, H, k=k, settings=self._run_settings(), scheduler=self._make_scheduler(),
+            random_state=self.random_state, open_checkpoint=self._checkpoint, t_start=t_start, who=type(self).__name__,
         )
-
-        who = type(self).__name__
-        n, m = X.shape
-        settings = self._run_settings()
-        with dask_client() as client:
-            data = DaskData(X, client)
-            sq_norm, mean, nnz = scan(data, who)
-            data.persist_if_it_fits(stored_bytes(X.shape, X.dtype, nnz, _has_sparse_chunks(X)))
-            k = self._resolve_n_components(X, W, H)
-            checkpoint, state = self._checkpoint(X.shape, X.dtype, sq_norm, k)
-            w_sweeps = resolve_w_sweeps(self.w_sweeps, k, m)
-
-            def make_solver(rng, W0, H0, batch_size):
-                batch_size = resolve_batch_size(
-                    batch_size, n, m, k, nnz, w_sweeps, DASK_GROUP_OVERHEAD_FLOPS, settings.first_epoch_batches
-                )
-                return DaskSolver(data, W0, H0, sq_norm_X=sq_norm, batch_size=batch_size, w_sweeps=w_sweeps,
-                                  rng=rng, min_group=worker_threads(client))
-
-            if state is None:
-                rng = run_rng(self.random_state)
-                W0, H0 = self._dask_init(data, X, W, H, k, mean, rng, who)
-                run = FitRun(make_solver(rng, W0, H0, self.batch_size), self._make_scheduler(), settings, rng)
-                run.start(warn_stacklevel=2)
-            else:
-                run = self._resumed_run(
-                    state, lambda rng: make_solver(rng, state["W"], state["H"], state["batch_size"]), settings)
-            self.stop_reason_ = run.run_epochs(t_start=t_start, on_epoch=self._saver(checkpoint))
-            W_final, self.reconstruction_err_ = run.solver.finish(self.transform_max_sweeps, self.transform_tol)
-            self.cluster_ = {**describe_cluster(client), "persisted": data.persisted, "n_chunks": data.n_chunks}
-            self._set_fitted(run)
-        return da.from_array(W_final, chunks=(data.rows, (k,)))
-
-    def _dask_init(self, data, X, W, H, k, mean, rng, who):
-        """Initial factors of a Dask ``X``: SVD-based by products over its chunks, never gathering it."""
-        from .distributed import randomized_svd_chunks
-
-        if (W is not None or H is not None) and self.init != "custom":
-            raise ValueError(f"W or H was passed but init={self.init!r}; set init='custom' to start from them.")
-        init = resolve_init(self.init, k, *X.shape)
-        dtype = X.dtype
-        if init == "custom":
-            return check_factor(W, (X.shape[0], k), "W", who, dtype), check_factor(H, (k, X.shape[1]), "H", who, dtype)
-        if init == "random":
-            return random_factors(mean, X.shape, k, rng, dtype)
-        U, S, Vt = randomized_svd_chunks(data, k, rng)
-        W0, H0 = nndsvd_from_svd(U, S, Vt, init, mean, rng)
-        return np.ascontiguousarray(W0, dtype=dtype), np.ascontiguousarray(H0, dtype=dtype)
+        self.stop_reason_ = run.stop_reason
+        self._set_fitted(run)
+        return da.from_array(W, chunks=(X.chunks[0], (k,)))
 
     def fit(self, X, y=None, W=None, H=None):
         """Learn the factorization of ``X``; see :meth:`fit_transform`.
@@ -638,9 +523,3 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     @property
     def _n_features_out(self):
         return self.components_.shape[0]
-
-
-
-def _has_sparse_chunks(X):
-    """Whether a Dask array's chunks are SciPy sparse matrices (its ``_meta`` says so)."""
-    return sp.issparse(getattr(X, "_meta", None))
