@@ -88,7 +88,7 @@ def on_dask(X, k, epochs, batch_size, n_chunks, workers, threads):
         # one more epoch on the fitted factors, with the traffic counted
         data = nd.DaskData(Xd, client)
         data.persist_if_it_fits(0)
-        solver = nd.DaskSolver(
+        solver = nd.dask_solver(
             data, model.transform(X).astype(X.dtype), model.components_, sq_norm_X=_sq_norm(X),
             batch_size=model.batch_size_, w_sweeps=2, rng=np.random.default_rng(0), min_group=workers * threads,
         )

@@ -14,8 +14,8 @@ from ._validation import check_factor
 from .distributed import (
     DASK_GROUP_OVERHEAD_FLOPS,
     DaskData,
-    DaskSolver,
     dask_client,
+    dask_solver,
     describe_cluster,
     randomized_svd_chunks,
     scan,
@@ -55,7 +55,7 @@ def fit_dask(X, W, H, *, k, settings, scheduler, random_state, open_checkpoint, 
             batch_size = resolve_batch_size(
                 batch_size, n, m, k, nnz, w_sweeps, DASK_GROUP_OVERHEAD_FLOPS, settings.first_epoch_batches
             )
-            return DaskSolver(data, W0, H0, sq_norm_X=sq_norm, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng,
+            return dask_solver(data, W0, H0, sq_norm_X=sq_norm, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng,
                               min_group=worker_threads(client))
 
         if state is None:
@@ -68,7 +68,7 @@ def fit_dask(X, W, H, *, k, settings, scheduler, random_state, open_checkpoint, 
             run.load_state_dict(state)
         saver = None if checkpoint is None else (lambda run, reason: checkpoint.save(run.state_dict()))
         run.run_epochs(t_start=t_start, on_epoch=saver)
-        W_final, error = run.solver.finish(settings.transform_max_sweeps, settings.transform_tol)
+        W_final, error = run.solver.rows.finish(run.solver.H, settings.transform_max_sweeps, settings.transform_tol)
         cluster = {**describe_cluster(client), "persisted": data.persisted, "n_chunks": data.n_chunks}
     return run, W_final, error, cluster
 

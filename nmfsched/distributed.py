@@ -6,7 +6,8 @@ Each chunk keeps its rows of ``W`` beside it on a worker. A minibatch is a group
 every chunk of the group sweeps its ``W`` rows against the current ``H`` with the CPU
 backend's kernels (on a worker, in parallel) and returns ``W_c^T W_c`` (``k x k``) and
 ``X_c^T W_c`` (``m x k``); a tree sum on the workers brings one of each to the driver, where
-:class:`DaskSolver` (a :class:`~nmfsched.solver.StochasticSolver`) takes the ``H`` step with
+:class:`DaskRows` holds the rows for a :class:`~nmfsched.solver.StochasticSolver` (see
+:func:`dask_solver`), which takes the ``H`` step with
 the guard, the statistics and the scheduler exactly as in memory. A group of every chunk is
 the one-batch epoch (distributed HALS), whose ``W`` refresh also returns the next ``H``
 step's product, so it reads ``X`` once per epoch.
@@ -29,7 +30,6 @@ import scipy.sparse as sp
 from . import objective
 from ._init import randomized_svd_operator
 from ._validation import find_bad_entries, negative_message, non_finite_message
-from .gradient_statistics import GradientStatistics
 from .kernels.cpu import CPUBackend
 from .solver import StochasticSolver, solve_w
 
@@ -347,46 +347,35 @@ def randomized_svd_chunks(data, k, rng):
 
 
 # -- the solver ---------------------------------------------------------------------------------
-class DaskSolver(StochasticSolver):
-    """:class:`~nmfsched.solver.StochasticSolver` whose ``W`` half runs on Dask chunks.
+class DaskRows:
+    """A :class:`~nmfsched.row_stores.RowStore` of Dask chunks: each keeps its rows of ``W`` on a worker.
 
-    The ``H`` step, the running ``W^T W``, the gradient statistics, the guard's snapshots and
-    the batch growth are the in-memory solver's own, on the driver; the minibatches are
-    groups of whole chunks, at least one chunk per worker thread (so every thread has a
-    chunk), drawn in a fresh random order every epoch.
+    A minibatch is a group of whole chunks, at least one chunk per worker thread (so every
+    thread has a chunk), drawn in a fresh random order every epoch; the ``H`` step, the
+    running ``W^T W``, the statistics, the guard's snapshots and the batch growth are the
+    solver's, on the driver.
 
     Parameters
     ----------
     data : DaskData
-    W, H : ndarray
-        Initial factors (host); ``W`` is sent to the workers chunk by chunk.
+    W : ndarray
+        Initial ``W`` (host), sent to the workers chunk by chunk.
     sq_norm_X : float
-    batch_size : int
-        Rows per minibatch at most, rounded up to whole chunks.
-    w_sweeps : int
-    rng : numpy.random.Generator
     min_group : int, default=1
         Chunks per group at least (the number of worker threads).
     """
 
-    def __init__(self, data, W, H, *, sq_norm_X, batch_size, w_sweeps, rng, min_group=1):
+    supports_search = False  # trial steps would need every minibatch's rows on the driver
+
+    def __init__(self, data, W, *, sq_norm_X, min_group=1):
         self.data = data
-        self.backend = be = CPUBackend()
+        self.backend = CPUBackend()
         self.n_samples, self.n_features = data.shape
         self.dtype = np.dtype(W.dtype)
         self.k = W.shape[1]
-        self.w_sweeps = int(w_sweeps)
-        self.rng = rng
         self.min_group = max(1, int(min_group))
-        self.batch_size = min(self.n_samples, max(1, int(batch_size)))
-        self._is_sparse = False  # the driver keeps no minibatch buffers
-        self.Ht = np.ascontiguousarray(np.asarray(H, dtype=self.dtype).T)
         self.sq_norm_X = float(sq_norm_X)
-        self.statistics = GradientStatistics(be, self.n_samples, self.Ht.shape, self.dtype)
-        self._searched_step = None
-        self._p_current = False
-        self._hht = None
-        self._ct_full = None
+        self._ct_full = None  # X^T W of the last refresh: the next one-batch H step's product
         self._set_w(np.asarray(W, dtype=self.dtype))
 
     # -- W on the workers -------------------------------------------------------------
@@ -404,121 +393,100 @@ class DaskSolver(StochasticSolver):
         return self._W_host
 
     def snapshot(self):
-        return list(self.W), self._W_host, self.Ht.copy(), self.WtW.copy()  # futures are immutable
+        return list(self.W), self._W_host, self.WtW.copy()  # futures are immutable
 
     def restore(self, snapshot):
-        W, W_host, Ht, WtW = snapshot
+        W, W_host, WtW = snapshot
         self.W, self._W_host = list(W), W_host
-        self.Ht[...] = Ht
         self.WtW = WtW.copy()
-        self._p_current = False
 
     # -- minibatches of chunks ----------------------------------------------------------------
-    def _allocate_batch_buffers(self):
+    def even_batch_size(self, batch_size):
+        return min(self.n_samples, max(1, int(batch_size)))  # rounded up to whole chunks per group
+
+    def resize(self, batch_size):
         pass  # chunk tasks allocate their own
 
-    @property
-    def chunks_per_group(self):
+    def chunks_per_group(self, batch_size):
         mean_rows = self.n_samples / self.data.n_chunks
-        wanted = max(self.min_group, math.ceil(self.batch_size / mean_rows - 1e-9))
+        wanted = max(self.min_group, math.ceil(batch_size / mean_rows - 1e-9))
         return min(self.data.n_chunks, wanted)
 
-    @property
-    def full_batch(self):
-        return self.chunks_per_group >= self.data.n_chunks
+    def full_batch(self, batch_size):
+        return self.chunks_per_group(batch_size) >= self.data.n_chunks
 
-    @property
-    def n_batches(self):
-        return -(-self.data.n_chunks // self.chunks_per_group)
+    def n_batches(self, batch_size):
+        return -(-self.data.n_chunks // self.chunks_per_group(batch_size))
 
-    def minibatches(self):
+    def minibatches(self, batch_size, rng):
         """Chunk numbers of each group of one epoch (None: one group of every chunk)."""
-        if self.full_batch:
+        if self.full_batch(batch_size):
             yield None
             return
-        n_chunks, n_groups = self.data.n_chunks, self.n_batches
-        order = self.rng.permutation(n_chunks)
+        n_chunks, n_groups = self.data.n_chunks, self.n_batches(batch_size)
+        order = rng.permutation(n_chunks)
         for i in range(n_groups):
             yield order[i * n_chunks // n_groups : (i + 1) * n_chunks // n_groups]
 
     # -- the W half and the passes ---------------------------------------------------------
-    def _sweep_chunks(self, chunks, sweeps, tol=0.0):
-        """Every chunk in ``chunks`` sweeps its ``W`` against the current ``H``; returns the summed
+    def _sweep_chunks(self, chunks, Ht, sweeps, tol=0.0):
+        """Every chunk in ``chunks`` sweeps its ``W`` against ``H``; returns the summed
         ``(old Grams, new Grams, <W, X H^T>, X^T W)`` and ``H H^T``."""
-        HHt = self.backend.gram(self.Ht)
+        HHt = self.backend.gram(Ht)
         steps = objective.unit_steps(HHt)
-        Ht = self.data.submit(self.Ht.copy())
+        shared_Ht = self.data.submit(Ht.copy())
         W_new, stats = self.data.run(
             _w_step_task, chunks, [self.W[c] for c in chunks],
-            shared=(Ht, HHt.astype(self.dtype), steps.astype(self.dtype), sweeps, tol), nout=2,
+            shared=(shared_Ht, HHt.astype(self.dtype), steps.astype(self.dtype), sweeps, tol), nout=2,
         )
         for c, future in zip(chunks, W_new):
             self.W[c] = future
         self._W_host = None
         return self.data.tree_sum(stats), HHt
 
-    def _w_half(self, group):
-        if group is None:  # one group of every chunk: the refresh already swept W and made X^T W
-            if not self._p_current:
-                self.refresh_w(self.refresh_sweeps)
-            self._p_current = False  # H moves next
-            return self.n_samples, self._hht, self.WtW, self._ct_full
-        (old, new, _, Ct), HHt = self._sweep_chunks(list(group), self.w_sweeps)
+    def w_half(self, group, Ht, w_sweeps):
+        (old, new, _, Ct), HHt = self._sweep_chunks(list(group), Ht, w_sweeps)
         self.WtW = self.WtW - old + new
-        self._p_current = False
         nb = int(sum(self.data.rows[c] for c in group))
         return nb, HHt, new, Ct
 
-    def sgd_epoch(self, lr, curvature_tolerance=None, search=None):
-        if search is not None:
-            raise ValueError(
-                "A per-minibatch step search needs the rows in memory; for Dask input use an epoch scheduler "
-                "(such as 'greedy')."
-            )
-        return super().sgd_epoch(lr, curvature_tolerance)
-
-    def refresh_w(self, max_sweeps, tol=0.0):
-        """Sweeps on every chunk's ``W`` against the current ``H``; returns the loss.
-
-        Also gathers ``W`` and seeds it back (see the module's notes on faults), and keeps
-        the summed ``X^T W`` for the next one-batch ``H`` step.
-        """
-        (_, WtW, cross, Ct), HHt = self._sweep_chunks(range(self.data.n_chunks), max_sweeps, tol)
+    def refresh(self, Ht, max_sweeps, tol):
+        """Sweeps on every chunk's ``W``; also gathers ``W`` and seeds it back (see the module's
+        notes on faults), and keeps the summed ``X^T W`` for the next one-batch ``H`` step."""
+        (_, WtW, cross, Ct), HHt = self._sweep_chunks(range(self.data.n_chunks), Ht, max_sweeps, tol)
         # the workers' sum (bitwise as the in-memory fit's order of rows allows), not a
         # second n x k^2 product on the driver
         self._set_w(self.W_host(), WtW)
-        self._hht = HHt
         self._ct_full = Ct
-        self._p_current = True
-        return max(self.gram_loss(cross, HHt), 0.0)
+        return cross, HHt
 
-    def mark_refreshed(self):
-        """As :meth:`StochasticSolver.mark_refreshed`; the summed ``X^T W`` that the refresh
-        returns is made again by one product pass (no sweeps)."""
+    def all_rows_h_block(self):
+        return self.WtW, self._ct_full
+
+    def regram(self):
+        """``W^T W`` and the summed ``X^T W`` again by one product pass (no sweeps)."""
         chunks = range(self.data.n_chunks)
         self.WtW, self._ct_full = self.data.tree_sum(self.data.run(_product_task, chunks, self.W))
-        self._hht = self.backend.gram(self.Ht)
-        self._p_current = True
 
-    def probe(self):
-        be = self.backend
-        self.statistics.start_pass()
-        cross = 0.0
-        for group in self.minibatches():
+    def probe_blocks(self, batch_size, rng):
+        for group in self.minibatches(batch_size, rng):
             chunks = range(self.data.n_chunks) if group is None else list(group)
             WbtWb, Ct = self.data.tree_sum(self.data.run(_product_task, chunks, [self.W[c] for c in chunks]))
-            nb = int(sum(self.data.rows[c] for c in chunks))
-            be.projected_cd(self.Ht, WbtWb, Ct, np.zeros(self.k), statistics=self.statistics.accumulator(nb))
-            cross += be.inner(Ct, self.Ht)
-        return max(self.gram_loss(cross, be.gram(self.Ht)), 0.0)
+            yield int(sum(self.data.rows[c] for c in chunks)), WbtWb, Ct
 
-    def finish(self, max_sweeps, tol):
+    def finish(self, H, max_sweeps, tol):
         """``W`` solved for the final ``H`` chunk by chunk (host), and ``||X - W H||_F``."""
         W_new, errors = self.data.run(
-            _solve_task, range(self.data.n_chunks), self.W, shared=(self.H, max_sweeps, tol), nout=2
+            _solve_task, range(self.data.n_chunks), self.W, shared=(H, max_sweeps, tol), nout=2
         )
         W = np.concatenate(self.data.gather(W_new))
         return W, math.sqrt(sum(self.data.gather(errors)))
+
+
+def dask_solver(data, W, H, *, sq_norm_X, batch_size, w_sweeps, rng, min_group=1):
+    """A :class:`~nmfsched.solver.StochasticSolver` over the chunks of ``data`` (:class:`DaskRows`)."""
+    rows = DaskRows(data, W, sq_norm_X=sq_norm_X, min_group=min_group)
+    return StochasticSolver.over(rows, H, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng)
 
 
 # -- the client ---------------------------------------------------------------------------------

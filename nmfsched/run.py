@@ -1,7 +1,7 @@
 """One factorization from start to finish: :class:`FitRun` owns its state and its lifecycle.
 
-A run holds the rows and factors (a solver: :class:`~nmfsched.solver.StochasticSolver` in
-memory, :class:`~nmfsched.distributed.DaskSolver` over Dask chunks), the stability guard,
+A run holds the rows and factors (a :class:`~nmfsched.solver.StochasticSolver` over rows in
+memory or over Dask chunks, see :mod:`nmfsched.row_stores`), the stability guard,
 the scheduler, the history, the random generator and the extrapolation's state. Its life:
 
 1. :meth:`FitRun.start` probes the initial factors (the initial loss and the first bound) and
@@ -93,7 +93,7 @@ class FitRun:
 
     Parameters
     ----------
-    solver : StochasticSolver or DaskSolver
+    solver : StochasticSolver
         The rows and factors, at the initial factors (or a saved run's).
     scheduler : Scheduler
         Used as it is (not copied); :meth:`start` resets it. The RL environment replaces it

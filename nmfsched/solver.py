@@ -35,6 +35,7 @@ import numpy as np
 
 from . import objective
 from .gradient_statistics import GradientStatistics
+from .row_stores import InMemoryRows, even_batch_size, even_batch_size_at_most
 from .searched_step import SearchedHStep
 from .theory import batch_size_for_noise, coordinate_steps, lr_upper_bound, noise_at_batch_size
 
@@ -105,14 +106,14 @@ def resolve_batch_size(batch_size, n_samples, n_features, n_components, nnz, w_s
     solver splits them).
     """
     if batch_size != "auto":
-        return _even_batch_size_at_most(n_samples, batch_size)
+        return even_batch_size_at_most(n_samples, batch_size)
     k = n_components
     fixed = 6.0 * n_features * k * k + overhead_flops
     per_row = 4.0 * (nnz / max(1, n_samples)) * k + 4.0 * (w_sweeps + 1) * k * k
     size = max(MIN_AUTO_BATCH, math.ceil(4.0 * fixed / per_row))
     if max_batches is not None:
         size = max(size, math.ceil(n_samples / max_batches))
-    return _even_batch_size_at_most(n_samples, size)
+    return even_batch_size_at_most(n_samples, size)
 
 
 def resolve_w_sweeps(w_sweeps, n_components, n_features):
@@ -128,7 +129,13 @@ def resolve_w_sweeps(w_sweeps, n_components, n_features):
 
 
 class StochasticSolver:
-    """Device state of one factorization: the data, the factors and the per-batch buffers.
+    """One factorization's ``H``, its steps and its statistics, over a row store.
+
+    The rows of ``X`` and ``W`` and the ``W`` half of every minibatch belong to a
+    :class:`~nmfsched.row_stores.RowStore` (:class:`~nmfsched.row_stores.InMemoryRows` for an
+    ``X`` given here, or the Dask chunks of :func:`StochasticSolver.over`); the solver holds
+    ``H`` (transposed: rows are features), takes the ``H`` step of every minibatch, gathers
+    the gradient statistics the bound comes from, and grows the batch.
 
     Parameters
     ----------
@@ -147,53 +154,75 @@ class StochasticSolver:
     """
 
     def __init__(self, X, W, H, *, backend, batch_size, w_sweeps, rng):
-        self.backend = be = backend
-        self.X = be.to_device(X)
-        self.n_samples, self.n_features = X.shape
-        self.dtype = np.dtype(W.dtype)
-        self.k = W.shape[1]
-        self.batch_size = _even_batch_size_at_most(self.n_samples, batch_size)
+        self._setup(InMemoryRows(X, W, backend, W.dtype), H, batch_size, w_sweeps, rng)
+
+    @classmethod
+    def over(cls, rows, H, *, batch_size, w_sweeps, rng):
+        """A solver over the row store ``rows`` (which holds ``X`` and the initial ``W``)."""
+        solver = cls.__new__(cls)
+        solver._setup(rows, H, batch_size, w_sweeps, rng)
+        return solver
+
+    def _setup(self, rows, H, batch_size, w_sweeps, rng):
+        self.rows = rows
+        self.backend = be = rows.backend
+        self.n_samples, self.n_features, self.k, self.dtype = rows.n_samples, rows.n_features, rows.k, rows.dtype
+        self.batch_size = rows.even_batch_size(batch_size)
         self.w_sweeps = int(w_sweeps)
-        self._is_sparse = _is_sparse(X)
         self.rng = rng
-        self.W = be.asarray(W, dtype=self.dtype)
         self.Ht = be.asarray(np.asarray(H).T, dtype=self.dtype)  # H stored transposed: rows are features
-        self.sq_norm_X = be.squared_norm(self.X)
-        m, k = self.n_features, self.k
-        self._allocate_batch_buffers()
-        self._ct_buf = be.empty((m, k), self.dtype)
-        self._p_full = be.empty((self.n_samples, k), self.dtype)
-        self.statistics = GradientStatistics(be, self.n_samples, (m, k), self.dtype)
+        self.sq_norm_X = rows.sq_norm_X
+        rows.resize(self.batch_size)
+        self.statistics = GradientStatistics(be, self.n_samples, (self.n_features, self.k), self.dtype)
         self._searched_step = None  # made by the first per-minibatch search
-        # _p_full and _hht hold X H^T and H H^T for the current H (set by refresh_w)
-        self._p_current = False
+        self._refreshed = False  # W was just swept against the current H (and _hht is H H^T)
         self._hht = None
-        self.WtW = be.gram(self.W)
 
-    def _allocate_batch_buffers(self):
-        be, b, k = self.backend, self.batch_size, self.k
-        if self.full_batch:  # one batch of all rows works on X and W themselves
-            self._xb_buf = self._xht_buf = self._wb_buf = None
-            return
-        self._xb_buf = None if self._is_sparse else be.empty((b, self.n_features), self.dtype)
-        self._xht_buf = be.empty((b, k), self.dtype)
-        self._wb_buf = be.empty((b, k), self.dtype)
+    # -- the rows ---------------------------------------------------------------------------
+    @property
+    def X(self):
+        """The data on the backend's device (an in-memory store's)."""
+        return self.rows.X
 
+    @property
+    def W(self):
+        """``W`` on the backend's device (an in-memory store's; chunk futures on Dask)."""
+        return self.rows.W
+
+    @property
+    def WtW(self):
+        """The running ``W^T W``."""
+        return self.rows.WtW
+
+    def W_host(self):
+        """``W`` as a host (NumPy) array."""
+        return self.rows.W_host()
+
+    @property
+    def H(self):
+        """``H`` as a host (NumPy) array."""
+        return np.ascontiguousarray(self.backend.to_host(self.Ht).T)
+
+    # -- batches ----------------------------------------------------------------------------
     @property
     def full_batch(self):
         """True when one minibatch holds every row (the epoch is deterministic)."""
-        return self.batch_size >= self.n_samples
+        return self.rows.full_batch(self.batch_size)
 
     @property
     def n_batches(self):
-        """Minibatches per epoch: the fewest of at most :attr:`batch_size` rows."""
-        return -(-self.n_samples // self.batch_size)
+        """Minibatches per epoch."""
+        return self.rows.n_batches(self.batch_size)
 
     @property
     def refresh_sweeps(self):
         """Sweeps of the end-of-epoch :meth:`refresh_w`: ``w_sweeps``, or at least
         :data:`ONE_BATCH_W_SWEEPS` when that refresh is also the next epoch's ``W`` step."""
         return max(self.w_sweeps, ONE_BATCH_W_SWEEPS) if self.full_batch else self.w_sweeps
+
+    def minibatches(self):
+        """The selections of one epoch's minibatches in a fresh random order (see the row store)."""
+        return self.rows.minibatches(self.batch_size, self.rng)
 
     def grow_batch(self, grad_sq, noise_sq, lipschitz):
         """Raise the batch size to where the noise is predicted not to exceed the gradient,
@@ -207,42 +236,21 @@ class StochasticSolver:
         if b >= n:
             return noise_at_batch_size(noise_sq, b, b, n)  # none
         wanted = max(batch_size_for_noise(grad_sq, noise_sq, lipschitz, b, n), MIN_BATCH_GROWTH * b)
-        wanted = _even_batch_size(n, max(1, n // min(n, wanted)))  # at least that many rows
+        wanted = even_batch_size(n, max(1, n // min(n, wanted)))  # at least that many rows
         self.batch_size = wanted
-        self._allocate_batch_buffers()
+        self.rows.resize(wanted)
         return noise_at_batch_size(noise_sq, b, wanted, n)
 
-    # -- factors on the host -------------------------------------------------------------
-    @property
-    def H(self):
-        """``H`` as a host (NumPy) array."""
-        return np.ascontiguousarray(self.backend.to_host(self.Ht).T)
-
-    def W_host(self):
-        """``W`` as a host (NumPy) array."""
-        return self.backend.to_host(self.W)
-
     # -- one epoch -------------------------------------------------------------------------
-    def minibatches(self):
-        """Row numbers (a backend integer array) of each minibatch of one epoch, in a fresh
-        random order; a single ``None`` when one batch holds every row (no order needed)."""
-        if self.full_batch:
-            yield None
-            return
-        n, n_batches = self.n_samples, self.n_batches
-        order = self.backend.asarray(self.rng.permutation(n).astype(np.int64))
-        for i in range(n_batches):  # sizes differ by at most one row
-            yield order[i * n // n_batches : (i + 1) * n // n_batches]
-
     def sgd_epoch(self, lr, curvature_tolerance=None, search=None):
         """One pass over the rows in random order: per minibatch a ``W`` step, then an ``H`` step.
 
         With ``curvature_tolerance`` set, every entry of an ``H`` update is clipped to
         :func:`nmfsched.theory.entry_clip_limits` of the ``H`` it starts from.
 
-        ``search``, a :class:`~nmfsched.schedulers.MinibatchSearch`, picks each minibatch's
+        ``search``, a :class:`~nmfsched.contracts.MinibatchSearch`, picks each minibatch's
         ``H`` rate in ``[0, lr]`` from exact trial steps (see
-        :class:`~nmfsched.searched_step.SearchedHStep`). Without
+        :class:`~nmfsched.searched_step.SearchedHStep`; rows in memory only). Without
         one, a one-batch epoch's ``H`` step is :data:`ONE_BATCH_H_SWEEPS` sweeps at rate
         ``lr`` (the statistics are of the gradient before the first), and so is each trial.
 
@@ -250,6 +258,11 @@ class StochasticSolver:
         -------
         EpochReport
         """
+        if search is not None and not self.rows.supports_search:
+            raise ValueError(
+                "A per-minibatch step search needs the rows in memory; for Dask input use an epoch scheduler "
+                "(such as 'greedy')."
+            )
         n, n_batches = self.n_samples, self.n_batches
         self.statistics.start_pass()
         n_clipped = n_trials = 0  # n_clipped may become a device scalar: read once, at the end
@@ -268,52 +281,22 @@ class StochasticSolver:
             return EpochReport(int(n_clipped), lr, lr, 0)
         return EpochReport(int(n_clipped), lr_sum / n, lr_max, n_trials)
 
-    def _w_half(self, rows):
-        """The ``W`` half of a minibatch and the product the ``H`` half needs.
+    def _w_half(self, selection):
+        """The ``W`` half of a minibatch: ``(|B|, H H^T, W_B^T W_B, X_B^T W_B)``.
 
-        Returns ``(|B|, H H^T, W_B^T W_B, X_B^T W_B)``; ``rows`` is None for one batch of
-        every row. A solver whose rows live elsewhere (chunks on other machines) supplies
-        its own ``W`` half and shares the ``H`` half, the guard and the statistics.
+        For one batch of every row, :meth:`refresh_w` (every epoch ends with one) already
+        swept ``W`` against the current ``H``, so nothing is left to sweep; otherwise (the
+        first epoch, or after :meth:`restore`) that same refresh runs here.
         """
-        if rows is None:
-            Xb, Wb, HHt, WbtWb = self._full_batch_w_step()
-            nb = self.n_samples
+        if selection is None:
+            if not self._refreshed:
+                self.refresh_w(self.refresh_sweeps)
+            nb, HHt = self.n_samples, self._hht
+            WbtWb, Ct = self.rows.all_rows_h_block()
         else:
-            Xb, Wb, HHt, WbtWb = self._minibatch_w_step(rows)
-            nb = rows.shape[0]
-        self._p_current = False  # H moves next
-        return nb, HHt, WbtWb, self.backend.xbt_wb(Xb, Wb, self._ct_buf)
-
-    def _minibatch_w_step(self, rows):
-        """The ``W`` half of a minibatch: sweeps on its rows of ``W`` against the current ``H``.
-
-        Returns ``(X_B, W_B, H H^T, W_B^T W_B)``; the running ``W^T W`` is updated by the
-        change of the batch's Gram.
-        """
-        be = self.backend
-        nb = rows.shape[0]
-        Xb = be.take_rows(self.X, rows, self._xb_buf)
-        block = objective.w_block(be, Xb, self.Ht, self._xht_buf[:nb])
-        Wb = be.take_rows(self.W, rows, self._wb_buf)
-        self.WtW -= be.gram(Wb)
-        objective.sweep(be, Wb, block, self.w_sweeps)
-        self.W[rows] = Wb
-        WbtWb = be.gram(Wb)
-        self.WtW += WbtWb
-        return Xb, Wb, block.G, WbtWb
-
-    def _full_batch_w_step(self):
-        """The ``W`` half of a one-batch epoch: ``(X_B, W_B, H H^T, W_B^T W_B)``.
-
-        After :meth:`refresh_w` (every epoch ends with one) ``W`` was just swept against
-        the current ``H``, ``W^T W`` is exact and ``H H^T`` is the refresh's, so nothing is
-        left to do; otherwise (the first epoch, or after :meth:`restore`) that same refresh
-        runs here.
-        """
-        if not self._p_current:
-            self.refresh_w(self.refresh_sweeps)
-        be = self.backend
-        return be.all_rows(self.X), self.W, self._hht, self.WtW
+            nb, HHt, WbtWb, Ct = self.rows.w_half(selection, self.Ht, self.w_sweeps)
+        self._refreshed = False  # H moves next
+        return nb, HHt, WbtWb, Ct
 
     def _h_step(self, Ct, HHt, WbtWb, nb, lr, curvature_tolerance, search, n_batches, one_batch):
         """The ``H`` half of a minibatch of ``nb`` rows; returns ``(rate, n_clipped, n_trials)``.
@@ -350,17 +333,10 @@ class StochasticSolver:
         be = self.backend
         self.statistics.start_pass()
         cross = 0.0
-        for rows in self.minibatches():
-            if rows is None:
-                Xb, Wb, nb = be.all_rows(self.X), self.W, self.n_samples
-            else:
-                Xb = be.take_rows(self.X, rows, self._xb_buf)
-                Wb, nb = be.take_rows(self.W, rows, self._wb_buf), rows.shape[0]
-            block = objective.h_block(be, Xb, Wb, self._ct_buf)
+        for nb, WbtWb, Ct in self.rows.probe_blocks(self.batch_size, self.rng):
             # a zero step: the kernel only measures the gradient
-            be.projected_cd(self.Ht, block.G, block.P, be.zeros(self.k, np.float64),
-                            statistics=self.statistics.accumulator(nb))
-            cross += be.inner(block.P, self.Ht)
+            be.projected_cd(self.Ht, WbtWb, Ct, be.zeros(self.k, np.float64), statistics=self.statistics.accumulator(nb))
+            cross += be.inner(Ct, self.Ht)
         return max(self.gram_loss(cross, be.gram(self.Ht)), 0.0)
 
     def gradient_statistics(self):
@@ -386,27 +362,24 @@ class StochasticSolver:
 
         Also resets the running ``W^T W`` to its exact value (no drift across epochs).
         """
-        be = self.backend
-        block = objective.w_block(be, be.all_rows(self.X), self.Ht, self._p_full)
-        objective.sweep(be, self.W, block, max_sweeps, tol)
-        self.WtW = be.gram(self.W)
-        self._hht = block.G
-        self._p_current = True
+        cross, HHt = self.rows.refresh(self.Ht, max_sweeps, tol)
+        self._hht = HHt
+        self._refreshed = True
         # The Gram identity cancels large terms; never report a negative loss from rounding.
-        return max(self.gram_loss(be.inner(self.W, block.P), block.G), 0.0)
+        return max(self.gram_loss(cross, HHt), 0.0)
 
     @property
     def refreshed(self):
         """Whether ``W`` was just swept against the current ``H`` by :meth:`refresh_w`."""
-        return self._p_current
+        return self._refreshed
 
     def mark_refreshed(self):
         """Take the current ``W`` as :meth:`refresh_w`'s result for the current ``H`` (it was
         saved right after one): set what the refresh leaves for the next one-batch epoch,
         without sweeping ``W`` again, so a continued run takes the steps the first would."""
-        self.WtW = self.backend.gram(self.W)
+        self.rows.regram()
         self._hht = self.backend.gram(self.Ht)
-        self._p_current = True
+        self._refreshed = True
 
     def gram_loss(self, cross, HHt):
         """The loss at ``cross = <W, X H^T>`` with the running ``W^T W``
@@ -414,15 +387,14 @@ class StochasticSolver:
         return objective.loss_from_grams(self.sq_norm_X, cross, self.WtW, HHt)
 
     def snapshot(self):
-        """A copy of the iterate (``W``, ``H`` and the running ``W^T W``)."""
-        return self.W.copy(), self.Ht.copy(), self.WtW.copy()
+        """A copy of the iterate (``W``, the running ``W^T W`` and ``H``)."""
+        return self.rows.snapshot(), self.Ht.copy()
 
     def restore(self, snapshot):
-        W, Ht, WtW = snapshot
-        self.W[...] = W
+        rows, Ht = snapshot
+        self.rows.restore(rows)
         self.Ht[...] = Ht
-        self.WtW = WtW.copy()
-        self._p_current = False
+        self._refreshed = False
 
     def rel_error(self, loss):
         return objective.relative_error(loss, self.sq_norm_X)
@@ -433,25 +405,6 @@ class StochasticSolver:
         if not live.size:
             return 0.0, 0.0
         return float(live.min()), float(live.max())
-
-
-def _even_batch_size(n_samples, n_batches):
-    """The batch size that splits ``n_samples`` rows into ``n_batches`` minibatches of
-    nearly equal size (no small, noisy remainder)."""
-    return -(-n_samples // n_batches)
-
-
-def _even_batch_size_at_most(n_samples, batch_size):
-    """The size of the fewest minibatches of at most ``batch_size`` rows that split
-    ``n_samples`` rows nearly evenly. A short last batch (say 1 row after 33) would take an
-    ``H`` step scaled by ``n / |B|`` from a handful of rows, a heavy-tailed step that the
-    bound's variance estimate, made for batches of one size, does not foresee."""
-    b = min(max(1, int(batch_size)), n_samples)
-    return _even_batch_size(n_samples, -(-n_samples // b))
-
-
-def _is_sparse(X):
-    return hasattr(X, "tocsr")
 
 
 def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6):

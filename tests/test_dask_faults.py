@@ -155,7 +155,7 @@ def test_chunks_stay_on_their_workers(process_client):
     data.persist_if_it_fits(0)
     assert len(set(data.homes)) == 2
     rng = np.random.default_rng(0)
-    solver = nd.DaskSolver(data, rng.random((4000, 5)), rng.random((5, 200)), sq_norm_X=1.0, batch_size=1000,
+    solver = nd.dask_solver(data, rng.random((4000, 5)), rng.random((5, 200)), sq_norm_X=1.0, batch_size=1000,
                            w_sweeps=1, rng=rng, min_group=2)
     solver.refresh_w(1)
     before = sum(process_client.run(_sent).values())

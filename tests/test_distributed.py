@@ -172,7 +172,7 @@ def test_traffic_per_group_does_not_grow_with_the_rows(client):
     for n in (200, 2000):
         data = nd.DaskData(chunked(low_rank(n, m, k), n // 4), client)
         rng = np.random.default_rng(0)
-        solver = nd.DaskSolver(
+        solver = nd.dask_solver(
             data, rng.random((n, k)), rng.random((k, m)), sq_norm_X=1.0, batch_size=n // 2, w_sweeps=1, rng=rng
         )
         assert solver.n_batches == 2

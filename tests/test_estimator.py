@@ -7,8 +7,8 @@ from conftest import low_rank
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from nmfsched import StochasticNMF, factorize
+from nmfsched.row_stores import even_batch_size_at_most
 from nmfsched.schedulers import StepScheduler
-from nmfsched.solver import _even_batch_size_at_most
 
 
 @parametrize_with_checks([StochasticNMF(n_components=3, max_epochs=15), StochasticNMF(max_epochs=5)])
@@ -225,7 +225,7 @@ def test_partial_fit_carries_the_batch_size_over():
     assert first[0] == 50 and model.batch_size_ >= first[-1]
     model_batch_before = model.batch_size_  # the next chunk starts from it (capped at its rows, evened)
     model.partial_fit(X[:700])
-    assert model.history_["batch_size"][-1] == _even_batch_size_at_most(700, model_batch_before)
+    assert model.history_["batch_size"][-1] == even_batch_size_at_most(700, model_batch_before)
 
 
 def test_the_init_svd_takes_few_power_iterations_at_no_cost_in_start_quality():

@@ -262,7 +262,7 @@ def test_one_batch_epochs_reuse_the_refresh_product(monkeypatch):
     for lr in (1.0, 0.7, 1.3):
         solver.sgd_epoch(lr)
         solver.refresh_w(2)
-        np.testing.assert_allclose(solver._p_full, X @ solver.Ht, rtol=1e-12)
+        np.testing.assert_allclose(solver.rows._p_full, X @ solver.Ht, rtol=1e-12)
     assert len(calls) == 1 + 3  # the first epoch's own product, then only the refreshes
     snap = solver.snapshot()
     solver.sgd_epoch(1.0)

@@ -1,0 +1,198 @@
+"""Where the rows live: the rows of ``X`` and ``W``, and the ``W`` half of the loop over them.
+
+The solver (:class:`~nmfsched.solver.StochasticSolver`) owns ``H``, its step, the gradient
+statistics and the batch size; a *row store* owns the rows and answers, per minibatch, with
+what the ``H`` step needs. Two stores implement :class:`RowStore`:
+:class:`InMemoryRows` (a dense or CSR ``X`` on any backend) and
+:class:`~nmfsched.distributed.DaskRows` (chunks of a Dask array on dask.distributed workers).
+A new place for rows (out-of-core files, another cluster engine) is a new store; the loop,
+the guard and the schedulers do not change.
+"""
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from . import objective
+
+
+@runtime_checkable
+class RowStore(Protocol):
+    """The rows of a factorization and the ``W`` half over them.
+
+    ``WtW`` is the running ``W^T W`` (``k x k``): kept exact to rounding as rows of ``W``
+    change, and recomputed by every :meth:`refresh`. A *selection* is what
+    :meth:`minibatches` yields for one minibatch; None selects every row.
+    """
+
+    backend: Any
+    n_samples: int
+    n_features: int
+    dtype: np.dtype
+    k: int
+    sq_norm_X: float  #: ``||X||_F^2``
+    WtW: Any
+    supports_search: bool  #: whether a per-minibatch step search can run here (it needs rows in memory)
+
+    def even_batch_size(self, batch_size: int) -> int:
+        """The batch size this store runs for a requested ``batch_size``."""
+
+    def full_batch(self, batch_size: int) -> bool:
+        """Whether one minibatch holds every row at ``batch_size``."""
+
+    def n_batches(self, batch_size: int) -> int:
+        """Minibatches per epoch at ``batch_size``."""
+
+    def resize(self, batch_size: int) -> None:
+        """Prepare the per-minibatch buffers for ``batch_size``."""
+
+    def minibatches(self, batch_size: int, rng: np.random.Generator):
+        """The selections of one epoch, in a fresh random order drawn from ``rng`` (a single None
+        when one batch holds every row)."""
+
+    def w_half(self, selection, Ht, w_sweeps: int) -> tuple:
+        """Sweep the selected rows of ``W`` against ``H``; ``(|B|, H H^T, W_B^T W_B, X_B^T W_B)``."""
+
+    def refresh(self, Ht, max_sweeps: int, tol: float) -> tuple:
+        """Sweep every row of ``W`` against ``H`` and make ``WtW`` exact; ``(<W, X H^T>, H H^T)``."""
+
+    def all_rows_h_block(self) -> tuple:
+        """``(W^T W, X^T W)`` over every row, right after :meth:`refresh` (a one-batch ``H`` step)."""
+
+    def regram(self) -> None:
+        """Make ``WtW`` (and what :meth:`all_rows_h_block` returns) exact for the current ``W``
+        without sweeping it (a continued run)."""
+
+    def probe_blocks(self, batch_size: int, rng: np.random.Generator):
+        """Per minibatch of one epoch, ``(|B|, W_B^T W_B, X_B^T W_B)`` at the current ``W``."""
+
+    def snapshot(self) -> Any:
+        """A copy of ``W`` and ``WtW`` for :meth:`restore`."""
+
+    def restore(self, snapshot) -> None: ...
+
+    def W_host(self) -> np.ndarray:
+        """``W`` as a host array."""
+
+
+class InMemoryRows:
+    """Rows of a dense or CSR ``X`` and of ``W`` in one process, on any backend (see :mod:`nmfsched.kernels`).
+
+    Parameters
+    ----------
+    X : ndarray or CSR matrix, validated (finite, non-negative, float32 or float64)
+    W : ndarray of shape (n_samples, k)
+    backend : backend object
+    dtype : numpy dtype
+        The factors' precision.
+    """
+
+    supports_search = True
+
+    def __init__(self, X, W, backend, dtype):
+        self.backend = be = backend
+        self.X = be.to_device(X)
+        self.n_samples, self.n_features = X.shape
+        self.dtype = np.dtype(dtype)
+        self.k = W.shape[1]
+        self._is_sparse = hasattr(X, "tocsr")
+        self.W = be.asarray(W, dtype=self.dtype)
+        self.sq_norm_X = be.squared_norm(self.X)
+        self._ct_buf = be.empty((self.n_features, self.k), self.dtype)
+        self._p_full = be.empty((self.n_samples, self.k), self.dtype)  # X H^T after a refresh
+        self._xb_buf = self._xht_buf = self._wb_buf = None
+        self.WtW = be.gram(self.W)
+
+    # -- minibatches ----------------------------------------------------------------------
+    def even_batch_size(self, batch_size):
+        return even_batch_size_at_most(self.n_samples, batch_size)
+
+    def full_batch(self, batch_size):
+        return batch_size >= self.n_samples
+
+    def n_batches(self, batch_size):
+        return -(-self.n_samples // batch_size)
+
+    def resize(self, batch_size):
+        be, k = self.backend, self.k
+        if self.full_batch(batch_size):  # one batch of all rows works on X and W themselves
+            self._xb_buf = self._xht_buf = self._wb_buf = None
+            return
+        self._xb_buf = None if self._is_sparse else be.empty((batch_size, self.n_features), self.dtype)
+        self._xht_buf = be.empty((batch_size, k), self.dtype)
+        self._wb_buf = be.empty((batch_size, k), self.dtype)
+
+    def minibatches(self, batch_size, rng):
+        """Row numbers (a backend integer array) of each minibatch, sizes differing by at most one."""
+        if self.full_batch(batch_size):
+            yield None
+            return
+        n, n_batches = self.n_samples, self.n_batches(batch_size)
+        order = self.backend.asarray(rng.permutation(n).astype(np.int64))
+        for i in range(n_batches):
+            yield order[i * n // n_batches : (i + 1) * n // n_batches]
+
+    # -- the W half -----------------------------------------------------------------------
+    def w_half(self, rows, Ht, w_sweeps):
+        """Sweeps on the rows' ``W`` against ``H``; the running ``W^T W`` changes by their Gram's change."""
+        be = self.backend
+        nb = rows.shape[0]
+        Xb = be.take_rows(self.X, rows, self._xb_buf)
+        block = objective.w_block(be, Xb, Ht, self._xht_buf[:nb])
+        Wb = be.take_rows(self.W, rows, self._wb_buf)
+        self.WtW -= be.gram(Wb)
+        objective.sweep(be, Wb, block, w_sweeps)
+        self.W[rows] = Wb
+        WbtWb = be.gram(Wb)
+        self.WtW += WbtWb
+        return nb, block.G, WbtWb, be.xbt_wb(Xb, Wb, self._ct_buf)
+
+    def refresh(self, Ht, max_sweeps, tol):
+        be = self.backend
+        block = objective.w_block(be, be.all_rows(self.X), Ht, self._p_full)
+        objective.sweep(be, self.W, block, max_sweeps, tol)
+        self.WtW = be.gram(self.W)
+        return be.inner(self.W, block.P), block.G
+
+    def all_rows_h_block(self):
+        return self.WtW, self.backend.xbt_wb(self.backend.all_rows(self.X), self.W, self._ct_buf)
+
+    def regram(self):
+        self.WtW = self.backend.gram(self.W)
+
+    def probe_blocks(self, batch_size, rng):
+        be = self.backend
+        for rows in self.minibatches(batch_size, rng):
+            if rows is None:
+                Xb, Wb, nb = be.all_rows(self.X), self.W, self.n_samples
+            else:
+                Xb = be.take_rows(self.X, rows, self._xb_buf)
+                Wb, nb = be.take_rows(self.W, rows, self._wb_buf), rows.shape[0]
+            yield (nb, *objective.h_block(be, Xb, Wb, self._ct_buf))
+
+    # -- state ----------------------------------------------------------------------------
+    def snapshot(self):
+        return self.W.copy(), self.WtW.copy()
+
+    def restore(self, snapshot):
+        W, WtW = snapshot
+        self.W[...] = W
+        self.WtW = WtW.copy()
+
+    def W_host(self):
+        return self.backend.to_host(self.W)
+
+
+def even_batch_size(n_samples, n_batches):
+    """The batch size that splits ``n_samples`` rows into ``n_batches`` minibatches of
+    nearly equal size (no small, noisy remainder)."""
+    return -(-n_samples // n_batches)
+
+
+def even_batch_size_at_most(n_samples, batch_size):
+    """The size of the fewest minibatches of at most ``batch_size`` rows that split
+    ``n_samples`` rows nearly evenly. A short last batch (say 1 row after 33) would take an
+    ``H`` step scaled by ``n / |B|`` from a handful of rows, a heavy-tailed step that the
+    bound's variance estimate, made for batches of one size, does not foresee."""
+    b = min(max(1, int(batch_size)), n_samples)
+    return even_batch_size(n_samples, -(-n_samples // b))
