@@ -21,6 +21,24 @@ SVD_INITS = ("nndsvd", "nndsvda", "nndsvdar")
 DEFAULT_INIT = "nndsvdar"
 
 
+def resolve_n_components(n_components, init, n_features, W=None, H=None):
+    """The rank: ``n_components``, or for "auto" the custom ``H``'s (or ``W``'s) with
+    ``init="custom"``, else ``n_features``."""
+    if n_components != "auto":
+        return n_components
+    if init == "custom" and H is not None:
+        return np.shape(H)[0]
+    if init == "custom" and W is not None:
+        return np.shape(W)[1]
+    return n_features
+
+
+def check_custom_factors_wanted(W, H, init):
+    """Refuse initial ``W``/``H`` given with an ``init`` other than "custom" (they would be ignored)."""
+    if (W is not None or H is not None) and init != "custom":
+        raise ValueError(f"W or H was passed but init={init!r}; set init='custom' to start from them.")
+
+
 def resolve_init(init, n_components, n_samples, n_features):
     """The init actually used: ``None`` means :data:`DEFAULT_INIT`, or "random" when
     ``n_components > min(n_samples, n_features)`` (the SVD then has too few triplets)."""

@@ -213,3 +213,24 @@ def _dask_input(X, backend, who):
             f"X.compute_chunk_sizes()) and at least one sample and one feature."
         )
     return X
+
+
+def validate_codes(X, n_components):
+    """``W``-shaped input of ``inverse_transform``: float (float64 unless float32), ``n_components`` columns.
+
+    Host input goes through scikit-learn's ``check_array`` (CSR/CSC kept sparse); device and
+    Dask input keep their kind (Dask stays lazy).
+    """
+    from sklearn.utils import check_array
+
+    if is_dask_array(X):
+        if X.ndim != 2 or X.shape[1] != n_components:
+            raise ValueError(f"X has shape {X.shape} but the model has {n_components} components.")
+        return X if X.dtype.kind == "f" else X.astype(np.float64)
+    if not is_device_array(X):
+        X = check_array(X, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
+    elif X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    if X.shape[1] != n_components:
+        raise ValueError(f"X has {X.shape[1]} columns but the model has {n_components} components.")
+    return X

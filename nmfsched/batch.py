@@ -133,13 +133,7 @@ def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", s
 
     path, out_dir = Path(path), Path(out_dir)
     t0 = time.perf_counter()
-    X = open_lazy(path, dataset=dataset) if lazy else read_matrix(path, skip_header=skip_header, dataset=dataset)
-    check_rank(path, X, rank)
-    n, m = X.shape
-    if image_shape is not None and image_shape[0] * image_shape[1] != m:
-        raise InputError(f"{path}: --image-shape {image_shape[0]},{image_shape[1]} has "
-                         f"{image_shape[0] * image_shape[1]} pixels but the matrix has {m} columns")
-    X = X.astype(dtype, copy=False)
+    X = _read_input(path, rank, dtype, skip_header=skip_header, dataset=dataset, lazy=lazy, image_shape=image_shape)
     t_read = time.perf_counter() - t0
     model = StochasticNMF(rank, verbose=verbose, **params)
     t1 = time.perf_counter()
@@ -147,19 +141,12 @@ def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", s
         W = model.fit_transform(X)
     except (ValueError, FloatingPointError) as e:
         raise InputError(f"{path}: {e}") from None
-    H = model.components_
     if lazy:
         W = W.compute()  # n x k: small next to X
     t_fit = time.perf_counter() - t1
-    if lazy:  # counting the non-zeros would read X once more
-        density, sparse = None, sp.issparse(getattr(X, "_meta", None))
-    else:
-        density, sparse = (X.nnz if sp.issparse(X) else int(np.count_nonzero(X))) / (n * m), sp.issparse(X)
     report = {
         "input": str(path),
-        "shape": [n, m],
-        "density": density,
-        "sparse": bool(sparse),
+        **_shape_record(X, lazy),
         **job_record(path, rank, params, dtype, fmt, dataset),
         "versions": _versions(),
         "stop_reason": model.stop_reason_,
@@ -171,6 +158,37 @@ def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", s
     }
     if lazy:
         report["cluster"] = model.cluster_
+    _write_outputs(out_dir, W, model, report, fmt=fmt, plot=plot, image_shape=image_shape, title=path.name,
+                   overwrite=overwrite)
+    return report
+
+
+def _read_input(path, rank, dtype, *, skip_header, dataset, lazy, image_shape):
+    """The matrix of ``path`` in ``dtype``, checked against the rank and the image shape."""
+    X = open_lazy(path, dataset=dataset) if lazy else read_matrix(path, skip_header=skip_header, dataset=dataset)
+    check_rank(path, X, rank)
+    m = X.shape[1]
+    if image_shape is not None and image_shape[0] * image_shape[1] != m:
+        raise InputError(f"{path}: --image-shape {image_shape[0]},{image_shape[1]} has "
+                         f"{image_shape[0] * image_shape[1]} pixels but the matrix has {m} columns")
+    return X.astype(dtype, copy=False)
+
+
+def _shape_record(X, lazy):
+    """The report's "shape", "density" and "sparse" (density None for lazy input: counting
+    the non-zeros would read X once more)."""
+    n, m = X.shape
+    if lazy:
+        density, sparse = None, sp.issparse(getattr(X, "_meta", None))
+    else:
+        density, sparse = (X.nnz if sp.issparse(X) else int(np.count_nonzero(X))) / (n * m), sp.issparse(X)
+    return {"shape": [n, m], "density": density, "sparse": bool(sparse)}
+
+
+def _write_outputs(out_dir, W, model, report, *, fmt, plot, image_shape, title, overwrite):
+    """Write the factors, plots and report into a folder beside ``out_dir``, then move it there
+    whole: a failure leaves no half-written ``out_dir``."""
+    H = model.components_
     staged = temporary_dir_beside(out_dir)
     try:
         t2 = time.perf_counter()
@@ -182,16 +200,15 @@ def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", s
         if plot:
             from .plots import plot_components, plot_history
 
-            plot_history(model.history_, staged / "history.png", title=path.name)
+            plot_history(model.history_, staged / "history.png", title=title)
             if image_shape is not None:
-                plot_components(H, image_shape, staged / "components.png", title=path.name)
+                plot_components(H, image_shape, staged / "components.png", title=title)
         report["seconds"]["write"] = time.perf_counter() - t2
         (staged / "report.json").write_text(json.dumps(_json_ready(report), indent=1))
         replace_dir(staged, out_dir, overwrite=overwrite)
     finally:
         if staged.exists():
             shutil.rmtree(staged, ignore_errors=True)
-    return report
 
 
 def completed(out_dir, record):

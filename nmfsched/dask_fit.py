@@ -9,7 +9,7 @@ the epochs as it does in memory, continuing from a checkpoint where one is given
 import numpy as np
 import scipy.sparse as sp
 
-from ._init import nndsvd_from_svd, random_factors, resolve_init
+from ._init import check_custom_factors_wanted, nndsvd_from_svd, random_factors, resolve_init
 from ._validation import check_factor
 from .distributed import (
     DASK_GROUP_OVERHEAD_FLOPS,
@@ -75,8 +75,7 @@ def fit_dask(X, W, H, *, k, settings, scheduler, random_state, open_checkpoint, 
 
 def _initial_factors(data, X, W, H, k, init, mean, rng, who):
     """Initial factors of a Dask ``X``: SVD-based by products over its chunks, never gathering it."""
-    if (W is not None or H is not None) and init != "custom":
-        raise ValueError(f"W or H was passed but init={init!r}; set init='custom' to start from them.")
+    check_custom_factors_wanted(W, H, init)
     init = resolve_init(init, k, *X.shape)
     dtype = X.dtype
     if init == "custom":

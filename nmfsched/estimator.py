@@ -1,6 +1,5 @@
 """StochasticNMF: a scikit-learn estimator, thin over the epoch loop (:mod:`nmfsched.epochs`) and the solver."""
 
-import copy
 import dataclasses
 import os
 import time
@@ -8,17 +7,16 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._init import INIT_METHODS
-from ._validation import is_dask_array, validate_input
+from ._init import INIT_METHODS, resolve_n_components
+from ._validation import is_dask_array, validate_codes, validate_input
 from .checkpoint import FitCheckpoint, fingerprint
 from .kernels import BackendUnavailableError, backend_names, get_backend, unavailable_reason
 from .run import FitRun, RunSettings, in_memory_solver, initial_factors, restore_rng, run_rng
 from .schedulers import SchedulerProtocol
-from .schedulers import get as get_scheduler
+from .schedulers.registry import for_run as scheduler_for_run
 from .solver import resolve_w_sweeps, solve_w
 from .theory.namespace import array_namespace, is_device_array
 
@@ -292,23 +290,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return A if is_device_array(X) else backend.to_host(A)
 
     def _resolve_n_components(self, X, W, H):
-        if self.n_components != "auto":
-            return self.n_components
-        if self.init == "custom" and H is not None:
-            return np.shape(H)[0]
-        if self.init == "custom" and W is not None:
-            return np.shape(W)[1]
-        return X.shape[1]
+        return resolve_n_components(self.n_components, self.init, X.shape[1], W, H)
 
     def _make_scheduler(self):
-        if not isinstance(self.scheduler, str):
-            if self.scheduler_params:
-                raise ValueError(
-                    "scheduler_params apply only to a scheduler given by name; "
-                    "configure the scheduler instance directly instead."
-                )
-            return copy.deepcopy(self.scheduler)
-        return get_scheduler(self.scheduler, **(self.scheduler_params or {}))
+        return scheduler_for_run(self.scheduler, self.scheduler_params)
 
     def _run_settings(self, **overrides):
         """The run's view of this estimator's parameters (``overrides`` replace some)."""
@@ -504,21 +489,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        if is_dask_array(X):  # lazy, chunk by chunk
-            if X.ndim != 2 or X.shape[1] != self.components_.shape[0]:
-                raise ValueError(f"X has shape {X.shape} but the model has {self.components_.shape[0]} components.")
-            return X @ self.components_.astype(X.dtype if X.dtype.kind == "f" else np.float64, copy=False)
-        device = is_device_array(X)
-        if not device:
-            X = check_array(X, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
-        elif X.dtype not in (np.float32, np.float64):
-            X = X.astype(np.float64)
-        if X.shape[1] != self.components_.shape[0]:
-            raise ValueError(
-                f"X has {X.shape[1]} columns but the model has {self.components_.shape[0]} components."
-            )
+        X = validate_codes(X, self.components_.shape[0])
         H = self.components_.astype(X.dtype, copy=False)
-        return X @ (array_namespace(X).asarray(H) if device else H)
+        return X @ (array_namespace(X).asarray(H) if is_device_array(X) else H)  # Dask: lazy, chunk by chunk
 
     @property
     def _n_features_out(self):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._init import initialize_factors, resolve_init
+from ._init import check_custom_factors_wanted, initialize_factors, resolve_init
 from .epochs import History, StoppingRules, run_epochs
 from .extrapolation import Extrapolation
 from .metrics import frobenius_error
@@ -66,8 +66,7 @@ def run_rng(random_state):
 
 def initial_factors(X, k, settings, rng, W=None, H=None, who="StochasticNMF"):
     """``(W0, H0)`` of ``X`` at rank ``k`` by ``settings.init`` (``W``/``H`` for "custom")."""
-    if (W is not None or H is not None) and settings.init != "custom":
-        raise ValueError(f"W or H was passed but init={settings.init!r}; set init='custom' to start from them.")
+    check_custom_factors_wanted(W, H, settings.init)
     init = resolve_init(settings.init, k, *X.shape)
     return initialize_factors(X, k, init, rng, X.dtype, W=W, H=H, who=who)
 

@@ -167,7 +167,6 @@ def train_policy(seed=0, config=ESConfig(), *, jobs=None, minutes=None, progress
     theta = Policy.initial(init_rng, config.hidden).flat()
     adam = _Adam(theta.size, config.learning_rate)
     validation = [sample_problem(validation_rng) for _ in range(config.validation_problems)]
-    half = config.population // 2
     curve, training_problems = [], []
     best = (-math.inf, theta.copy(), 0)
     stopped_by = "generations"
@@ -182,16 +181,8 @@ def train_policy(seed=0, config=ESConfig(), *, jobs=None, minutes=None, progress
 
     try:
         for generation in range(1, config.generations + 1):
-            eps = noise_rng.standard_normal((half, theta.size))
-            candidates = np.concatenate([theta + config.sigma * eps, theta - config.sigma * eps])
-            problems = [sample_problem(problem_rng) for _ in range(config.problems_per_generation)]
+            theta, returns, problems = _es_generation(theta, adam, config, evaluate, noise_rng, problem_rng)
             training_problems += problems
-            returns = np.asarray(
-                evaluate([(c, config.hidden, p) for c in candidates for p in problems])
-            ).reshape(len(candidates), len(problems))
-            fitness = np.mean([centred_ranks(returns[:, j]) for j in range(len(problems))], axis=0)
-            gradient = (fitness[:half] - fitness[half:]) @ eps / (config.population * config.sigma)
-            theta = theta + adam.step(gradient) - config.learning_rate * config.weight_decay * theta
             row = {
                 "generation": generation,
                 "seconds": round(time.perf_counter() - t_start, 2),
@@ -222,14 +213,39 @@ def train_policy(seed=0, config=ESConfig(), *, jobs=None, minutes=None, progress
         "best_generation": best[2],
         "best_validation_return": best[0],
         "seconds": round(time.perf_counter() - t_start, 1),
-        "versions": _versions(),
-        "reward": "log(loss before / loss after) per epoch, minus 0.01 per rejected epoch",
-        "action": "next epoch's rate as a fraction of its stability bound, in [0.01, 1] (the guard caps at 0.9)",
+        **_CARD_TERMS,
         "training_problems": [p.as_dict() for p in training_problems],
         "validation_problems": [p.as_dict() for p in validation],
         "curve": curve,
     }
     return policy, card
+
+
+#: What a card says of the problem the policy was trained on.
+_CARD_TERMS = {
+    "reward": "log(loss before / loss after) per epoch, minus 0.01 per rejected epoch",
+    "action": "next epoch's rate as a fraction of its stability bound, in [0.01, 1] (the guard caps at 0.9)",
+}
+
+
+def _es_generation(theta, adam, config, evaluate, noise_rng, problem_rng):
+    """One generation of antithetic evolution strategies from ``theta``.
+
+    Draws ``population / 2`` perturbations and the generation's problems, scores every
+    candidate on every problem, ranks them per problem and takes an Adam step (with weight
+    decay) along the rank-weighted perturbations. Returns ``(new theta, returns, problems)``.
+    """
+    half = config.population // 2
+    eps = noise_rng.standard_normal((half, theta.size))
+    candidates = np.concatenate([theta + config.sigma * eps, theta - config.sigma * eps])
+    problems = [sample_problem(problem_rng) for _ in range(config.problems_per_generation)]
+    returns = np.asarray(
+        evaluate([(c, config.hidden, p) for c in candidates for p in problems])
+    ).reshape(len(candidates), len(problems))
+    fitness = np.mean([centred_ranks(returns[:, j]) for j in range(len(problems))], axis=0)
+    gradient = (fitness[:half] - fitness[half:]) @ eps / (config.population * config.sigma)
+    theta = theta + adam.step(gradient) - config.learning_rate * config.weight_decay * theta
+    return theta, returns, problems
 
 
 def _versions():

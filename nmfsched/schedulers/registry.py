@@ -1,5 +1,7 @@
 """Schedulers by name: ``get("step", step_size=10)`` for the CLI and the estimator."""
 
+import copy
+
 from .base import Scheduler
 
 _REGISTRY = {}
@@ -39,3 +41,19 @@ def get(name, **params):
             f"it accepts: {', '.join(accepted) or 'no parameters'}."
         )
     return cls(**params)
+
+
+def for_run(scheduler, params=None):
+    """A scheduler for one run from the estimator's ``scheduler`` and ``scheduler_params``.
+
+    A name is built with ``params``; an instance is deep-copied (a run never changes the
+    instance it was given) and takes no ``params``.
+    """
+    if isinstance(scheduler, str):
+        return get(scheduler, **(params or {}))
+    if params:
+        raise ValueError(
+            "scheduler_params apply only to a scheduler given by name; "
+            "configure the scheduler instance directly instead."
+        )
+    return copy.deepcopy(scheduler)
