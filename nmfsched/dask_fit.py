@@ -44,6 +44,11 @@ def fit_dask(X, W, H, *, k, settings, scheduler, random_state, open_checkpoint, 
         The cluster it ran on, whether ``X`` was persisted, and its number of chunks.
     """
     n, m = X.shape
+    if settings.penalty(n, m).active:
+        raise ValueError(
+            f"{who}: penalties (alpha_W, alpha_H) are not yet available for Dask input; fit an in-memory X, "
+            "or set alpha_W=0 and alpha_H=0."
+        )
     with dask_client() as client:
         data = DaskData(X, client)
         sq_norm, mean, nnz = scan(data, who)

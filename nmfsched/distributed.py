@@ -366,6 +366,7 @@ class DaskRows:
     """
 
     supports_search = False  # trial steps would need every minibatch's rows on the driver
+    supports_penalty = False  # not yet: the chunk tasks sweep the unpenalised block
 
     def __init__(self, data, W, *, sq_norm_X, min_group=1):
         self.data = data
@@ -444,13 +445,13 @@ class DaskRows:
         self._W_host = None
         return self.data.tree_sum(stats), HHt
 
-    def w_half(self, group, Ht, w_sweeps):
+    def w_half(self, group, Ht, w_sweeps, penalty):
         (old, new, _, Ct), HHt = self._sweep_chunks(list(group), Ht, w_sweeps)
         self.WtW = self.WtW - old + new
         nb = int(sum(self.data.rows[c] for c in group))
         return nb, HHt, new, Ct
 
-    def refresh(self, Ht, max_sweeps, tol):
+    def refresh(self, Ht, max_sweeps, tol, penalty):
         """Sweeps on every chunk's ``W``; also gathers ``W`` and seeds it back (see the module's
         notes on faults), and keeps the summed ``X^T W`` for the next one-batch ``H`` step."""
         (_, WtW, cross, Ct), HHt = self._sweep_chunks(range(self.data.n_chunks), Ht, max_sweeps, tol)

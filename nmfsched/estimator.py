@@ -124,6 +124,16 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     curvature_tolerance : float, default=1.0
         How much (relative) one ``H`` update may change a component's curvature; sets the
         clipping limit ``(sqrt(1 + curvature_tolerance) - 1) ||h_j|| / sqrt(n_features)``.
+    alpha_W : float, default=0.0
+        Weight of the penalty on ``W`` (0: none), as in scikit-learn's ``NMF``: the objective
+        adds ``alpha_W * n_features * (l1_ratio * |W|_1 + (1 - l1_ratio) / 2 * ||W||_F^2)``.
+        ``transform`` solves with it too.
+    alpha_H : float or "same", default="same"
+        Weight of the penalty on ``H``, scaled by ``n_samples`` (by a chunk's rows in
+        ``partial_fit``); "same" takes ``alpha_W``.
+    l1_ratio : float in [0, 1], default=0.0
+        The share of L1 in the penalties (0: L2 only, "ridge"; 1: L1 only, "lasso"). L1 makes
+        the factors sparse. The stability bound and the clip account for both (theory/README.md).
     backend : {"auto", "cpu", "gpu", "numpy"}, default="auto"
         Where the arithmetic runs: "cpu" (Numba and BLAS), "gpu" (CuPy on an NVIDIA GPU;
         needs ``pip install 'nmfsched[gpu]'`` and a CUDA device), "numpy" (the GPU
@@ -164,7 +174,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Defined only when ``X`` has string feature names.
     history_ : dict of ndarray
         One entry per epoch: "epoch"; "seconds" (since fit started); "loss"
-        (``1/2 ||X - W H||_F^2`` at the end of the epoch); "rel_error"
+        (``1/2 ||X - W H||_F^2`` at the end of the epoch, plus the penalties when
+        ``alpha_W`` or ``alpha_H`` is set); "rel_error"
         (``||X - W H||_F / ||X||_F``); "lr" (the learning rate applied); "lr_proposed"
         (the scheduler's proposal); "lr_bound" (the stability bound in force during the
         epoch); "grad_sq" and "noise_sq" (the epoch's projected-gradient and minibatch-
@@ -214,6 +225,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "enforce_bound": ["boolean"],
         "safety_factor": [Interval(Real, 0, 1, closed="right")],
         "curvature_tolerance": [Interval(Real, 0, None, closed="neither")],
+        "alpha_W": [Interval(Real, 0, None, closed="left")],
+        "alpha_H": [Interval(Real, 0, None, closed="left"), StrOptions({"same"})],
+        "l1_ratio": [Interval(Real, 0, 1, closed="both")],
         "backend": [StrOptions(set(backend_names()))],
         "checkpoint": [str, os.PathLike, None],
         "random_state": ["random_state"],
@@ -241,6 +255,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         enforce_bound=True,
         safety_factor=0.9,
         curvature_tolerance=1.0,
+        alpha_W=0.0,
+        alpha_H="same",
+        l1_ratio=0.0,
         backend="auto",
         checkpoint=None,
         random_state=None,
@@ -264,6 +281,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.enforce_bound = enforce_bound
         self.safety_factor = safety_factor
         self.curvature_tolerance = curvature_tolerance
+        self.alpha_W = alpha_W
+        self.alpha_H = alpha_H
+        self.l1_ratio = l1_ratio
         self.backend = backend
         self.checkpoint = checkpoint
         self.random_state = random_state
@@ -473,8 +493,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
             return transform(X, H, self.transform_max_sweeps, self.transform_tol, type(self).__name__)
         backend = self._get_backend(X)
+        penalty = self._run_settings().penalty(*X.shape)  # W's weights scale with n_features only
         with backend.compute_context():
-            W = solve_w(backend, X, H, max_sweeps=self.transform_max_sweeps, tol=self.transform_tol)
+            W = solve_w(backend, X, H, max_sweeps=self.transform_max_sweeps, tol=self.transform_tol,
+                        l1=penalty.l1_W, l2=penalty.l2_W)
             return self._like_input(W, X, backend)
 
     def inverse_transform(self, X):

@@ -1,4 +1,4 @@
-"""The objective's one home: ``f(W, H) = 1/2 ||X - W H||_F^2`` and the block problems it splits into.
+"""The objective's one home: ``f(W, H) = 1/2 ||X - W H||_F^2`` (plus penalties) and its block problems.
 
 Fixing one factor leaves a non-negative least-squares problem in the other, a *block
 problem* ``min_{Y >= 0} 1/2 <Y G, Y> - <Y, P>`` given by its Gram ``G`` (``k x k``) and
@@ -13,12 +13,55 @@ solves, the searched step, the diagnostics) forms its blocks here and sweeps the
 per-component steps ``1 / G_jj`` of :func:`unit_steps`. The loss comes from the same Grams,
 without forming ``W H`` (:func:`loss_from_grams`); the bound's statistics use the component
 constants ``diag(W^T W)`` of :func:`h_lipschitz` and the clip of :func:`h_clip_limits`.
+
+Penalties (:class:`Penalty`, scikit-learn's elastic net on the factors) keep every block
+problem a block problem: an L2 weight ``l2`` adds to the Gram's diagonal (each component's
+curvature), an L1 weight ``l1`` subtracts from the cross product (shifts the gradient inside
+the projected step). The ``H`` half's minibatch takes the share ``|B| / n`` of ``H``'s
+penalties, so the minibatch gradient stays an unbiased estimate of the full one.
 """
 
 import math
 from typing import Any, NamedTuple
 
 from .theory import component_lipschitz, coordinate_steps, entry_clip_limits
+from .theory.namespace import array_namespace
+
+
+class Penalty(NamedTuple):
+    """Elastic-net penalties on the factors: ``f + l1_W |W|_1 + l2_W/2 ||W||^2 + l1_H |H|_1 + l2_H/2 ||H||^2``.
+
+    :meth:`from_params` scales scikit-learn's ``alpha_W``, ``alpha_H`` and ``l1_ratio`` by the
+    data's shape as scikit-learn 1.x does (``W``'s by ``n_features``, ``H``'s by
+    ``n_samples``), so the same parameters mean the same objective in both libraries.
+    """
+
+    l1_W: float = 0.0
+    l2_W: float = 0.0
+    l1_H: float = 0.0
+    l2_H: float = 0.0
+
+    @classmethod
+    def from_params(cls, alpha_W, alpha_H, l1_ratio, n_samples, n_features):
+        """The penalties of ``alpha_W``, ``alpha_H`` ("same": ``alpha_W``) and ``l1_ratio`` on an
+        ``n_samples x n_features`` matrix."""
+        alpha_H = alpha_W if alpha_H == "same" else alpha_H
+        return cls(
+            l1_W=float(n_features * alpha_W * l1_ratio), l2_W=float(n_features * alpha_W * (1.0 - l1_ratio)),
+            l1_H=float(n_samples * alpha_H * l1_ratio), l2_H=float(n_samples * alpha_H * (1.0 - l1_ratio)),
+        )
+
+    @property
+    def active(self):
+        """Whether any weight is non-zero."""
+        return any(self)
+
+    def value(self, sum_W, sq_W, sum_H, sq_H):
+        """The penalties' part of the objective, from ``sum(W)``, ``||W||^2``, ``sum(H)``, ``||H||^2``."""
+        return self.l1_W * sum_W + 0.5 * self.l2_W * sq_W + self.l1_H * sum_H + 0.5 * self.l2_H * sq_H
+
+
+NO_PENALTY = Penalty()
 
 
 class BlockProblem(NamedTuple):
@@ -45,28 +88,53 @@ def h_block(backend, X_rows, W_rows, out):
     return BlockProblem(backend.gram(W_rows), backend.xbt_wb(X_rows, W_rows, out))
 
 
+def penalized(block, l1=0.0, l2=0.0):
+    """``block`` with an L1 weight ``l1`` and an L2 weight ``l2`` on its unknowns: ``(G + l2 I, P - l1)``.
+
+    New arrays (the caller's ``G`` and ``P`` are kept for the loss); ``block`` itself when
+    both weights are 0.
+    """
+    if not (l1 or l2):
+        return block
+    G, P = block
+    if l2:
+        xp = array_namespace(G)
+        G = G + l2 * xp.eye(G.shape[0], dtype=G.dtype)
+    return BlockProblem(G, P - l1 if l1 else P)
+
+
 def unit_steps(G):
     """Per-component coordinate steps ``1 / G_jj`` of a block with Gram ``G`` (0 where ``G_jj`` is 0)."""
     return coordinate_steps(component_lipschitz(G))
 
 
-def sweep(backend, Y, block, max_sweeps, tol=0.0):
-    """Projected coordinate sweeps on ``Y`` (in place) for ``block`` at its exact steps :func:`unit_steps`."""
-    backend.projected_cd(Y, block.G, block.P, unit_steps(block.G), max_sweeps=max_sweeps, tol=tol)
+def sweep(backend, Y, block, max_sweeps, tol=0.0, l1=0.0, l2=0.0):
+    """Projected coordinate sweeps on ``Y`` (in place) for ``block`` (penalised by ``l1``, ``l2``) at
+    its exact steps :func:`unit_steps`."""
+    G, P = penalized(block, l1, l2)
+    backend.projected_cd(Y, G, P, unit_steps(G), max_sweeps=max_sweeps, tol=tol)
 
 
-def stochastic_h_steps(WtW, n_samples, batch_rows):
+def stochastic_h_steps(WtW, n_samples, batch_rows, l2_H=0.0):
     """The ``H`` steps at rate 1 for a minibatch of ``batch_rows`` of ``n_samples`` rows.
 
     Component ``j`` moves by ``(n / |B|) / L_j`` times the minibatch gradient, ``L_j`` the
-    full problem's constant ``(W^T W)_jj``; the minibatch weight makes the step unbiased.
+    full problem's constant ``(W^T W)_jj + l2_H``; the minibatch weight makes the step unbiased.
     """
-    return (n_samples / batch_rows) * unit_steps(WtW)
+    return (n_samples / batch_rows) * unit_steps(WtW if not l2_H else penalized(BlockProblem(WtW, None), 0.0, l2_H).G)
 
 
-def h_lipschitz(WtW):
-    """The ``H`` components' Lipschitz constants ``diag(W^T W)``, from which the bound is computed."""
-    return component_lipschitz(WtW)
+def h_lipschitz(WtW, l2_H=0.0):
+    """The ``H`` components' Lipschitz constants ``diag(W^T W) + l2_H``, from which the bound is computed."""
+    return component_lipschitz(WtW) + l2_H if l2_H else component_lipschitz(WtW)
+
+
+def minibatch_h_block(block, penalty, batch_rows, n_samples):
+    """A minibatch's ``H`` block with its share ``|B| / n`` of ``H``'s penalties."""
+    if not (penalty.l1_H or penalty.l2_H):
+        return block
+    share = batch_rows / n_samples
+    return penalized(block, share * penalty.l1_H, share * penalty.l2_H)
 
 
 def h_clip_limits(HHt, n_features, curvature_tolerance):

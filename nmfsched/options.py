@@ -68,6 +68,17 @@ def parse_float(text):
         raise ValueError(f"must be a number, got {text!r}") from None
 
 
+def parse_nonnegative_float(text):
+    value = parse_float(text)
+    if not value >= 0:
+        raise ValueError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def parse_same_or_nonnegative_float(text):
+    return text if text == "same" else parse_nonnegative_float(text)
+
+
 def parse_json_object(text):
     try:
         value = json.loads(text)
@@ -116,6 +127,11 @@ FIT_OPTIONS = (
               "extrapolate H in one-batch epochs, with restarts"),
     FitOption("max_epochs", "max_epochs", "--max-epochs", parse_int, "maximum passes over the data"),
     FitOption("tol", "tol", "--tol", parse_float, "stop when the loss improves by less (relative); 0: never"),
+    FitOption("alpha_W", "alpha_W", "--alpha-W", parse_nonnegative_float,
+              "penalty weight on W, as scikit-learn's NMF (0: none)"),
+    FitOption("alpha_H", "alpha_H", "--alpha-H", parse_same_or_nonnegative_float,
+              "penalty weight on H, or 'same' (alpha_W's)"),
+    FitOption("l1_ratio", "l1_ratio", "--l1-ratio", parse_float, "the L1 share of the penalties, in [0, 1]"),
     FitOption("init", "init", "--init", str, f"initialisation (default: {DEFAULT_INIT}, or random where the rank is too large)",
               _inits),
     FitOption("backend", "backend", "--backend", str, "where the arithmetic runs", _backends),

@@ -33,6 +33,7 @@ class RowStore(Protocol):
     sq_norm_X: float  #: ``||X||_F^2``
     WtW: Any
     supports_search: bool  #: whether a per-minibatch step search can run here (it needs rows in memory)
+    supports_penalty: bool  #: whether the W half takes the penalties on W
 
     def even_batch_size(self, batch_size: int) -> int:
         """The batch size this store runs for a requested ``batch_size``."""
@@ -50,11 +51,15 @@ class RowStore(Protocol):
         """The selections of one epoch, in a fresh random order drawn from ``rng`` (a single None
         when one batch holds every row)."""
 
-    def w_half(self, selection, Ht, w_sweeps: int) -> tuple:
-        """Sweep the selected rows of ``W`` against ``H``; ``(|B|, H H^T, W_B^T W_B, X_B^T W_B)``."""
+    def w_half(self, selection, Ht, w_sweeps: int, penalty) -> tuple:
+        """Sweep the selected rows of ``W`` against ``H`` (with ``penalty``'s weights on ``W``);
+        ``(|B|, H H^T, W_B^T W_B, X_B^T W_B)``, unpenalised."""
 
-    def refresh(self, Ht, max_sweeps: int, tol: float) -> tuple:
+    def refresh(self, Ht, max_sweeps: int, tol: float, penalty) -> tuple:
         """Sweep every row of ``W`` against ``H`` and make ``WtW`` exact; ``(<W, X H^T>, H H^T)``."""
+
+    def W_sum(self) -> float:
+        """``sum(W)`` (an L1 penalty's value)."""
 
     def all_rows_h_block(self) -> tuple:
         """``(W^T W, X^T W)`` over every row, right after :meth:`refresh` (a one-batch ``H`` step)."""
@@ -88,6 +93,7 @@ class InMemoryRows:
     """
 
     supports_search = True
+    supports_penalty = True
 
     def __init__(self, X, W, backend, dtype):
         self.backend = be = backend
@@ -133,7 +139,7 @@ class InMemoryRows:
             yield order[i * n // n_batches : (i + 1) * n // n_batches]
 
     # -- the W half -----------------------------------------------------------------------
-    def w_half(self, rows, Ht, w_sweeps):
+    def w_half(self, rows, Ht, w_sweeps, penalty):
         """Sweeps on the rows' ``W`` against ``H``; the running ``W^T W`` changes by their Gram's change."""
         be = self.backend
         nb = rows.shape[0]
@@ -141,16 +147,16 @@ class InMemoryRows:
         block = objective.w_block(be, Xb, Ht, self._xht_buf[:nb])
         Wb = be.take_rows(self.W, rows, self._wb_buf)
         self.WtW -= be.gram(Wb)
-        objective.sweep(be, Wb, block, w_sweeps)
+        objective.sweep(be, Wb, block, w_sweeps, 0.0, penalty.l1_W, penalty.l2_W)
         self.W[rows] = Wb
         WbtWb = be.gram(Wb)
         self.WtW += WbtWb
         return nb, block.G, WbtWb, be.xbt_wb(Xb, Wb, self._ct_buf)
 
-    def refresh(self, Ht, max_sweeps, tol):
+    def refresh(self, Ht, max_sweeps, tol, penalty):
         be = self.backend
         block = objective.w_block(be, be.all_rows(self.X), Ht, self._p_full)
-        objective.sweep(be, self.W, block, max_sweeps, tol)
+        objective.sweep(be, self.W, block, max_sweeps, tol, penalty.l1_W, penalty.l2_W)
         self.WtW = be.gram(self.W)
         return be.inner(self.W, block.P), block.G
 
@@ -181,6 +187,9 @@ class InMemoryRows:
 
     def W_host(self):
         return self.backend.to_host(self.W)
+
+    def W_sum(self):
+        return float(self.backend.to_host(self.W.sum()))
 
 
 def even_batch_size(n_samples, n_batches):

@@ -26,6 +26,7 @@ from ._init import check_custom_factors_wanted, initialize_factors, resolve_init
 from .epochs import History, StoppingRules, run_epochs
 from .extrapolation import Extrapolation
 from .metrics import frobenius_error
+from .objective import Penalty
 from .solver import MAX_FIRST_EPOCH_BATCHES, StochasticSolver, resolve_batch_size, resolve_w_sweeps, solve_w
 from .stability import StabilityGuard, StabilityWarning
 from .theory.namespace import is_device_array
@@ -50,7 +51,14 @@ class RunSettings:
     enforce_bound: bool = True
     safety_factor: float = 0.9
     curvature_tolerance: float = 1.0
+    alpha_W: float = 0.0
+    alpha_H: float | str = "same"
+    l1_ratio: float = 0.0
     verbose: int = 0
+
+    def penalty(self, n_samples, n_features):
+        """The factors' penalties on an ``n_samples x n_features`` matrix (:class:`~nmfsched.objective.Penalty`)."""
+        return Penalty.from_params(self.alpha_W, self.alpha_H, self.l1_ratio, n_samples, n_features)
 
     @property
     def first_epoch_batches(self):
@@ -84,7 +92,8 @@ def in_memory_solver(X, W, H, rng, backend, settings, batch_size=None):
         settings.batch_size if batch_size is None else batch_size, *X.shape, k, nnz, w_sweeps,
         backend.batch_overhead_flops, settings.first_epoch_batches,
     )
-    return StochasticSolver(X, W, H, backend=backend, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng)
+    return StochasticSolver(X, W, H, backend=backend, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng,
+                            penalty=settings.penalty(*X.shape))
 
 
 class FitRun:
@@ -210,7 +219,7 @@ class FitRun:
         solver, settings = self.solver, self.settings
         H = solver.H
         W = solve_w(solver.backend, solver.X, H, W=solver.W, max_sweeps=settings.transform_max_sweeps,
-                    tol=settings.transform_tol)
+                    tol=settings.transform_tol, l1=solver.penalty.l1_W, l2=solver.penalty.l2_W)
         W = W if is_device_array(X) else solver.backend.to_host(W)
         return W, frobenius_error(X, W, H)
 

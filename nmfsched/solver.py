@@ -151,19 +151,28 @@ class StochasticSolver:
         Coordinate sweeps on each minibatch's ``W`` rows per visit.
     rng : numpy.random.Generator
         Draws the row order of every epoch.
+    penalty : Penalty, default=no penalty
+        Elastic-net weights on ``W`` and ``H`` (:class:`nmfsched.objective.Penalty`); losses
+        are then of the penalised objective.
     """
 
-    def __init__(self, X, W, H, *, backend, batch_size, w_sweeps, rng):
-        self._setup(InMemoryRows(X, W, backend, W.dtype), H, batch_size, w_sweeps, rng)
+    def __init__(self, X, W, H, *, backend, batch_size, w_sweeps, rng, penalty=objective.NO_PENALTY):
+        self._setup(InMemoryRows(X, W, backend, W.dtype), H, batch_size, w_sweeps, rng, penalty)
 
     @classmethod
-    def over(cls, rows, H, *, batch_size, w_sweeps, rng):
+    def over(cls, rows, H, *, batch_size, w_sweeps, rng, penalty=objective.NO_PENALTY):
         """A solver over the row store ``rows`` (which holds ``X`` and the initial ``W``)."""
         solver = cls.__new__(cls)
-        solver._setup(rows, H, batch_size, w_sweeps, rng)
+        solver._setup(rows, H, batch_size, w_sweeps, rng, penalty)
         return solver
 
-    def _setup(self, rows, H, batch_size, w_sweeps, rng):
+    def _setup(self, rows, H, batch_size, w_sweeps, rng, penalty):
+        if penalty.active and not rows.supports_penalty:
+            raise ValueError(
+                f"Penalties (alpha_W, alpha_H) are not available for rows in {type(rows).__name__} yet; "
+                f"fit in memory, or with alpha_W=0."
+            )
+        self.penalty = penalty
         self.rows = rows
         self.backend = be = rows.backend
         self.n_samples, self.n_features, self.k, self.dtype = rows.n_samples, rows.n_features, rows.k, rows.dtype
@@ -294,8 +303,9 @@ class StochasticSolver:
             nb, HHt = self.n_samples, self._hht
             WbtWb, Ct = self.rows.all_rows_h_block()
         else:
-            nb, HHt, WbtWb, Ct = self.rows.w_half(selection, self.Ht, self.w_sweeps)
+            nb, HHt, WbtWb, Ct = self.rows.w_half(selection, self.Ht, self.w_sweeps, self.penalty)
         self._refreshed = False  # H moves next
+        WbtWb, Ct = objective.minibatch_h_block((WbtWb, Ct), self.penalty, nb, self.n_samples)
         return nb, HHt, WbtWb, Ct
 
     def _h_step(self, Ct, HHt, WbtWb, nb, lr, curvature_tolerance, search, n_batches, one_batch):
@@ -305,7 +315,7 @@ class StochasticSolver:
         ``H W_B^T W_B - X_B^T W_B`` (``Ct`` is the latter), ``L_j`` from the running
         ``W^T W``; the kernel adds the gradient to :attr:`statistics`.
         """
-        unit_steps = objective.stochastic_h_steps(self.WtW, self.n_samples, nb)
+        unit_steps = objective.stochastic_h_steps(self.WtW, self.n_samples, nb, self.penalty.l2_H)
         clips = None
         if curvature_tolerance is not None:
             clips = objective.h_clip_limits(HHt, self.n_features, curvature_tolerance)
@@ -334,9 +344,10 @@ class StochasticSolver:
         self.statistics.start_pass()
         cross = 0.0
         for nb, WbtWb, Ct in self.rows.probe_blocks(self.batch_size, self.rng):
-            # a zero step: the kernel only measures the gradient
-            be.projected_cd(self.Ht, WbtWb, Ct, be.zeros(self.k, np.float64), statistics=self.statistics.accumulator(nb))
             cross += be.inner(Ct, self.Ht)
+            G, P = objective.minibatch_h_block((WbtWb, Ct), self.penalty, nb, self.n_samples)
+            # a zero step: the kernel only measures the gradient
+            be.projected_cd(self.Ht, G, P, be.zeros(self.k, np.float64), statistics=self.statistics.accumulator(nb))
         return max(self.gram_loss(cross, be.gram(self.Ht)), 0.0)
 
     def gradient_statistics(self):
@@ -347,7 +358,7 @@ class StochasticSolver:
 
     def _lipschitz_host(self):
         """The ``H`` components' constants ``diag(W^T W)`` as a host vector (one small copy)."""
-        return self.backend.to_host(objective.h_lipschitz(self.WtW))
+        return self.backend.to_host(objective.h_lipschitz(self.WtW, self.penalty.l2_H))
 
     def gradient_cosine(self):
         """Cosine between the mean gradients of the last two passes (NaN before two, or at 0)."""
@@ -362,7 +373,7 @@ class StochasticSolver:
 
         Also resets the running ``W^T W`` to its exact value (no drift across epochs).
         """
-        cross, HHt = self.rows.refresh(self.Ht, max_sweeps, tol)
+        cross, HHt = self.rows.refresh(self.Ht, max_sweeps, tol, self.penalty)
         self._hht = HHt
         self._refreshed = True
         # The Gram identity cancels large terms; never report a negative loss from rounding.
@@ -382,9 +393,20 @@ class StochasticSolver:
         self._refreshed = True
 
     def gram_loss(self, cross, HHt):
-        """The loss at ``cross = <W, X H^T>`` with the running ``W^T W``
-        (:func:`nmfsched.objective.loss_from_grams`; not clamped)."""
-        return objective.loss_from_grams(self.sq_norm_X, cross, self.WtW, HHt)
+        """The objective at ``cross = <W, X H^T>`` with the running ``W^T W`` and ``HHt = H H^T``
+        (:func:`nmfsched.objective.loss_from_grams`, plus the penalties; not clamped)."""
+        loss = objective.loss_from_grams(self.sq_norm_X, cross, self.WtW, HHt)
+        return loss + self.penalty_value(HHt) if self.penalty.active else loss
+
+    def penalty_value(self, HHt=None):
+        """The penalties' part of the objective at the current iterate (0 without penalties)."""
+        if not self.penalty.active:
+            return 0.0
+        be = self.backend
+        HHt = be.gram(self.Ht) if HHt is None else HHt
+        sum_W = self.rows.W_sum() if self.penalty.l1_W else 0.0
+        sum_H = float(be.to_host(self.Ht.sum())) if self.penalty.l1_H else 0.0
+        return self.penalty.value(sum_W, float(be.to_host(trace(self.WtW))), sum_H, float(be.to_host(trace(HHt))))
 
     def snapshot(self):
         """A copy of the iterate (``W``, the running ``W^T W`` and ``H``)."""
@@ -397,7 +419,8 @@ class StochasticSolver:
         self._refreshed = False
 
     def rel_error(self, loss):
-        return objective.relative_error(loss, self.sq_norm_X)
+        """``||X - W H|| / ||X||`` of the current iterate, whose objective is ``loss``."""
+        return objective.relative_error(loss - self.penalty_value(), self.sq_norm_X)
 
     def h_steps(self, lr):
         steps = lr * coordinate_steps(self._lipschitz_host())
@@ -407,8 +430,13 @@ class StochasticSolver:
         return float(live.min()), float(live.max())
 
 
-def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6):
-    """``argmin_{W >= 0} 1/2 ||X - W H||^2`` by projected coordinate descent (row by row).
+def trace(A):
+    """The trace of a square (host or device) array."""
+    return A.diagonal().sum()
+
+
+def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6, l1=0.0, l2=0.0):
+    """``argmin_{W >= 0} 1/2 ||X - W H||^2 + l1 |W|_1 + l2/2 ||W||^2`` by projected coordinate descent (row by row).
 
     Each row stops on its own (relative l1 movement below ``tol``), so the result for a
     row does not depend on which other rows are solved with it. ``H`` is a host array;
@@ -423,5 +451,5 @@ def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6):
         W = backend.zeros((n, k), H.dtype)
     else:
         W = backend.asarray(W, dtype=H.dtype).copy()
-    objective.sweep(backend, W, block, max_sweeps, tol)
+    objective.sweep(backend, W, block, max_sweeps, tol, l1, l2)
     return W
