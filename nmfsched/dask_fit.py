@@ -44,11 +44,6 @@ def fit_dask(X, W, H, *, k, settings, scheduler, random_state, open_checkpoint, 
         The cluster it ran on, whether ``X`` was persisted, and its number of chunks.
     """
     n, m = X.shape
-    if settings.penalty(n, m).active:
-        raise ValueError(
-            f"{who}: penalties (alpha_W, alpha_H) are not yet available for Dask input; fit an in-memory X, "
-            "or set alpha_W=0 and alpha_H=0."
-        )
     with dask_client() as client:
         data = DaskData(X, client)
         sq_norm, mean, nnz = scan(data, who)
@@ -61,7 +56,7 @@ def fit_dask(X, W, H, *, k, settings, scheduler, random_state, open_checkpoint, 
                 batch_size, n, m, k, nnz, w_sweeps, DASK_GROUP_OVERHEAD_FLOPS, settings.first_epoch_batches
             )
             return dask_solver(data, W0, H0, sq_norm_X=sq_norm, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng,
-                              min_group=worker_threads(client))
+                               min_group=worker_threads(client), penalty=settings.penalty(n, m))
 
         if state is None:
             rng = run_rng(random_state)
@@ -73,7 +68,8 @@ def fit_dask(X, W, H, *, k, settings, scheduler, random_state, open_checkpoint, 
             run.load_state_dict(state)
         saver = None if checkpoint is None else (lambda run, reason: checkpoint.save(run.state_dict()))
         run.run_epochs(t_start=t_start, on_epoch=saver)
-        W_final, error = run.solver.rows.finish(run.solver.H, settings.transform_max_sweeps, settings.transform_tol)
+        W_final, error = run.solver.rows.finish(run.solver.H, settings.transform_max_sweeps, settings.transform_tol,
+                                                run.solver.penalty)
         cluster = {**describe_cluster(client), "persisted": data.persisted, "n_chunks": data.n_chunks}
     return run, W_final, error, cluster
 

@@ -101,8 +101,9 @@ def _scan_task(X_c):
     return float(d @ d), float(d.sum()), nnz, *bad
 
 
-def _w_step_task(X_c, W_c, Ht, HHt, steps, sweeps, tol):
-    """``W_c`` swept against ``H``; returns ``(W_c, (old Gram, new Gram, <W_c, X_c H^T>, X_c^T W_c))``."""
+def _w_step_task(X_c, W_c, Ht, G, steps, sweeps, tol, l1=0.0):
+    """``W_c`` swept against ``H`` (``G``: ``H H^T`` plus ``W``'s L2 weight, ``l1`` its L1 weight);
+    returns ``(W_c, (old Gram, new Gram, <W_c, X_c H^T>, X_c^T W_c))``."""
     with _one_thread() as be:
         X_c = _as_kernel_input(X_c, Ht.dtype)
         k = Ht.shape[1]
@@ -110,7 +111,7 @@ def _w_step_task(X_c, W_c, Ht, HHt, steps, sweeps, tol):
         W = np.array(W_c, dtype=Ht.dtype, order="C", copy=True)
         old = be.gram(W)
         # the block's steps come from the driver, computed once for every chunk
-        be.projected_cd(W, HHt, P, steps, max_sweeps=sweeps, tol=tol)
+        be.projected_cd(W, G, P - l1 if l1 else P, steps, max_sweeps=sweeps, tol=tol)
         h = objective.h_block(be, be.all_rows(X_c), W, np.empty(Ht.shape, Ht.dtype))
         return W, (old, h.G, be.inner(W, P), h.P)
 
@@ -122,17 +123,17 @@ def _product_task(X_c, W_c):
         return tuple(objective.h_block(be, be.all_rows(X_c), W_c, np.empty((X_c.shape[1], W_c.shape[1]), W_c.dtype)))
 
 
-def _solve_task(X_c, W_c, H, max_sweeps, tol):
-    """``W_c`` solved for ``H`` (transform-grade) and ``||X_c - W_c H||^2``."""
+def _solve_task(X_c, W_c, H, max_sweeps, tol, l1=0.0, l2=0.0):
+    """``W_c`` solved for ``H`` (transform-grade, with ``W``'s penalty weights) and ``||X_c - W_c H||^2``."""
     from .metrics import frobenius_error
 
     with _one_thread() as be:
         X_c = _as_kernel_input(X_c, H.dtype)
-        W = np.asarray(solve_w(be, X_c, H, W=W_c, max_sweeps=max_sweeps, tol=tol))
+        W = np.asarray(solve_w(be, X_c, H, W=W_c, max_sweeps=max_sweeps, tol=tol, l1=l1, l2=l2))
         return W, frobenius_error(X_c, W, H) ** 2
 
 
-def _transform_block(X_c, H, max_sweeps, tol, who, block_info=None):
+def _transform_block(X_c, H, max_sweeps, tol, who, l1=0.0, l2=0.0, block_info=None):
     """One block of :func:`transform`: its entries checked (global row in the message), ``W`` solved."""
     row0 = block_info[0]["array-location"][0][0] if block_info else 0
     for is_bad, message in ((lambda a: ~np.isfinite(a), non_finite_message), (lambda a: a < 0, negative_message)):
@@ -140,7 +141,7 @@ def _transform_block(X_c, H, max_sweeps, tol, who, block_info=None):
         if count:
             raise ValueError(message("X", who, count, (row0 + first[0], first[1])) + " (counted in its chunk)")
     with _one_thread() as be:
-        return np.asarray(solve_w(be, _as_kernel_input(X_c, H.dtype), H, max_sweeps=max_sweeps, tol=tol))
+        return np.asarray(solve_w(be, _as_kernel_input(X_c, H.dtype), H, max_sweeps=max_sweeps, tol=tol, l1=l1, l2=l2))
 
 
 def _matmul_task(X_c, B):
@@ -366,7 +367,7 @@ class DaskRows:
     """
 
     supports_search = False  # trial steps would need every minibatch's rows on the driver
-    supports_penalty = False  # not yet: the chunk tasks sweep the unpenalised block
+    supports_penalty = True
 
     def __init__(self, data, W, *, sq_norm_X, min_group=1):
         self.data = data
@@ -430,15 +431,16 @@ class DaskRows:
             yield order[i * n_chunks // n_groups : (i + 1) * n_chunks // n_groups]
 
     # -- the W half and the passes ---------------------------------------------------------
-    def _sweep_chunks(self, chunks, Ht, sweeps, tol=0.0):
-        """Every chunk in ``chunks`` sweeps its ``W`` against ``H``; returns the summed
-        ``(old Grams, new Grams, <W, X H^T>, X^T W)`` and ``H H^T``."""
+    def _sweep_chunks(self, chunks, Ht, sweeps, penalty, tol=0.0):
+        """Every chunk in ``chunks`` sweeps its ``W`` against ``H`` (penalised by ``penalty``'s
+        weights on ``W``); returns the summed ``(old Grams, new Grams, <W, X H^T>, X^T W)`` and ``H H^T``."""
         HHt = self.backend.gram(Ht)
-        steps = objective.unit_steps(HHt)
+        G = objective.penalized(objective.BlockProblem(HHt, None), 0.0, penalty.l2_W).G
+        steps = objective.unit_steps(G)
         shared_Ht = self.data.submit(Ht.copy())
         W_new, stats = self.data.run(
             _w_step_task, chunks, [self.W[c] for c in chunks],
-            shared=(shared_Ht, HHt.astype(self.dtype), steps.astype(self.dtype), sweeps, tol), nout=2,
+            shared=(shared_Ht, G.astype(self.dtype), steps.astype(self.dtype), sweeps, tol, penalty.l1_W), nout=2,
         )
         for c, future in zip(chunks, W_new):
             self.W[c] = future
@@ -446,7 +448,7 @@ class DaskRows:
         return self.data.tree_sum(stats), HHt
 
     def w_half(self, group, Ht, w_sweeps, penalty):
-        (old, new, _, Ct), HHt = self._sweep_chunks(list(group), Ht, w_sweeps)
+        (old, new, _, Ct), HHt = self._sweep_chunks(list(group), Ht, w_sweeps, penalty)
         self.WtW = self.WtW - old + new
         nb = int(sum(self.data.rows[c] for c in group))
         return nb, HHt, new, Ct
@@ -454,7 +456,7 @@ class DaskRows:
     def refresh(self, Ht, max_sweeps, tol, penalty):
         """Sweeps on every chunk's ``W``; also gathers ``W`` and seeds it back (see the module's
         notes on faults), and keeps the summed ``X^T W`` for the next one-batch ``H`` step."""
-        (_, WtW, cross, Ct), HHt = self._sweep_chunks(range(self.data.n_chunks), Ht, max_sweeps, tol)
+        (_, WtW, cross, Ct), HHt = self._sweep_chunks(range(self.data.n_chunks), Ht, max_sweeps, penalty, tol)
         # the workers' sum (bitwise as the in-memory fit's order of rows allows), not a
         # second n x k^2 product on the driver
         self._set_w(self.W_host(), WtW)
@@ -475,19 +477,24 @@ class DaskRows:
             WbtWb, Ct = self.data.tree_sum(self.data.run(_product_task, chunks, [self.W[c] for c in chunks]))
             yield int(sum(self.data.rows[c] for c in chunks)), WbtWb, Ct
 
-    def finish(self, H, max_sweeps, tol):
-        """``W`` solved for the final ``H`` chunk by chunk (host), and ``||X - W H||_F``."""
+    def W_sum(self):
+        return float(self.W_host().sum())  # gathered once per change (every refresh gathers it anyway)
+
+    def finish(self, H, max_sweeps, tol, penalty=objective.NO_PENALTY):
+        """``W`` solved for the final ``H`` chunk by chunk (host, with ``penalty``'s weights on
+        ``W``), and ``||X - W H||_F``."""
         W_new, errors = self.data.run(
-            _solve_task, range(self.data.n_chunks), self.W, shared=(H, max_sweeps, tol), nout=2
+            _solve_task, range(self.data.n_chunks), self.W, shared=(H, max_sweeps, tol, penalty.l1_W, penalty.l2_W),
+            nout=2,
         )
         W = np.concatenate(self.data.gather(W_new))
         return W, math.sqrt(sum(self.data.gather(errors)))
 
 
-def dask_solver(data, W, H, *, sq_norm_X, batch_size, w_sweeps, rng, min_group=1):
+def dask_solver(data, W, H, *, sq_norm_X, batch_size, w_sweeps, rng, min_group=1, penalty=objective.NO_PENALTY):
     """A :class:`~nmfsched.solver.StochasticSolver` over the chunks of ``data`` (:class:`DaskRows`)."""
     rows = DaskRows(data, W, sq_norm_X=sq_norm_X, min_group=min_group)
-    return StochasticSolver.over(rows, H, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng)
+    return StochasticSolver.over(rows, H, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng, penalty=penalty)
 
 
 # -- the client ---------------------------------------------------------------------------------
@@ -540,13 +547,13 @@ def describe_cluster(client):
     }
 
 
-def transform(X, H, max_sweeps, tol, who):
-    """``argmin_{W >= 0} ||X - W H||`` per chunk of the Dask array ``X``, as a lazy Dask array
-    (each block checks its own entries when computed)."""
+def transform(X, H, max_sweeps, tol, who, penalty=objective.NO_PENALTY):
+    """``argmin_{W >= 0} ||X - W H||`` (plus ``penalty``'s terms on ``W``) per chunk of the Dask
+    array ``X``, as a lazy Dask array (each block checks its own entries when computed)."""
     if len(X.chunks[1]) > 1:
         X = X.rechunk({1: -1})
     k = H.shape[0]
     return X.map_blocks(
-        _transform_block, H, max_sweeps, tol, who, chunks=(X.chunks[0], (k,)), dtype=H.dtype,
+        _transform_block, H, max_sweeps, tol, who, penalty.l1_W, penalty.l2_W, chunks=(X.chunks[0], (k,)), dtype=H.dtype,
         meta=np.empty((0, 0), dtype=H.dtype),
     )

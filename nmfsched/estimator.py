@@ -488,12 +488,12 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         check_is_fitted(self)
         X = self._check_X(X, reset=False)
         H = self.components_.astype(X.dtype, copy=False)
+        penalty = self._run_settings().penalty(*X.shape)  # W's weights scale with n_features only
         if is_dask_array(X):
             from .distributed import transform
 
-            return transform(X, H, self.transform_max_sweeps, self.transform_tol, type(self).__name__)
+            return transform(X, H, self.transform_max_sweeps, self.transform_tol, type(self).__name__, penalty)
         backend = self._get_backend(X)
-        penalty = self._run_settings().penalty(*X.shape)  # W's weights scale with n_features only
         with backend.compute_context():
             W = solve_w(backend, X, H, max_sweeps=self.transform_max_sweeps, tol=self.transform_tol,
                         l1=penalty.l1_W, l2=penalty.l2_W)

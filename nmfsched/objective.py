@@ -152,7 +152,8 @@ def loss_from_grams(sq_norm_X, cross, WtW, HHt):
 
 
 def relative_error(loss, sq_norm_X):
-    """``||X - W H|| / ||X||`` from the loss (0 for an all-zero ``X``)."""
+    """``||X - W H|| / ||X||`` from the loss (0 for an all-zero ``X``; a loss that rounding left
+    below 0 counts as 0)."""
     if sq_norm_X == 0:
         return 0.0
-    return math.sqrt(2.0 * loss / sq_norm_X)
+    return math.sqrt(max(2.0 * loss, 0.0) / sq_norm_X)

@@ -126,11 +126,21 @@ def test_parameters_are_checked():
             StochasticNMF(2, **bad).fit(X)
 
 
-def test_dask_input_refuses_penalties_with_a_clear_error():
+def test_a_dask_fit_takes_the_penalties_as_in_memory():
+    """One group of every chunk is the in-memory one-batch epoch: the same penalised objective."""
     da = pytest.importorskip("dask.array")
-    X = da.from_array(low_rank(40, 6, 2), chunks=(20, 6))
-    with pytest.raises(ValueError, match="penalties .* not yet available for Dask input"):
-        StochasticNMF(2, alpha_W=0.1).fit(X)
+    pytest.importorskip("distributed")
+    X = low_rank(120, 12, 3, seed=6, noise=0.1)
+    params = dict(alpha_W=0.02, alpha_H=0.01, l1_ratio=0.5, random_state=0, max_epochs=6, tol=0, batch_size=120,
+                  grow_batch=False, init="random", extrapolate=False)
+    memory = StochasticNMF(3, **params)
+    W_memory = memory.fit_transform(X)
+    dask = StochasticNMF(3, **params)
+    W = dask.fit_transform(da.from_array(X, chunks=(40, 12))).compute()
+    np.testing.assert_allclose(dask.history_["loss"], memory.history_["loss"], rtol=1e-9)
+    np.testing.assert_allclose(W, W_memory, rtol=1e-7, atol=1e-10)  # the final solve, penalised, per chunk
+    lazy = dask.transform(da.from_array(X, chunks=(40, 12))).compute()
+    np.testing.assert_allclose(lazy, dask.transform(X), rtol=1e-9, atol=1e-12)
 
 
 problems = dict(
