@@ -436,7 +436,7 @@ class DaskRows:
         weights on ``W``); returns the summed ``(old Grams, new Grams, <W, X H^T>, X^T W)`` and ``H H^T``."""
         HHt = self.backend.gram(Ht)
         G = objective.penalized(objective.BlockProblem(HHt, None), 0.0, penalty.l2_W).G
-        steps = objective.unit_steps(G)
+        steps = objective.unit_steps(G, penalty.l1_W)
         shared_Ht = self.data.submit(Ht.copy())
         W_new, stats = self.data.run(
             _w_step_task, chunks, [self.W[c] for c in chunks],

@@ -103,25 +103,42 @@ def penalized(block, l1=0.0, l2=0.0):
     return BlockProblem(G, P - l1 if l1 else P)
 
 
-def unit_steps(G):
-    """Per-component coordinate steps ``1 / G_jj`` of a block with Gram ``G`` (0 where ``G_jj`` is 0)."""
-    return coordinate_steps(component_lipschitz(G))
+def unit_steps(G, l1=0.0):
+    """Per-component coordinate steps ``1 / G_jj`` of a block with Gram ``G`` (0 where ``G_jj`` is 0).
+
+    With an L1 weight ``l1 > 0`` a component whose ``G_jj`` is exactly 0 (the other factor's
+    component is exactly 0, so the data do not depend on this one) gets an infinite step: its
+    gradient is then exactly ``l1 > 0``, and the projected step sets it to its minimiser, 0.
+    Without it the component would keep its penalty forever.
+    """
+    curvature = component_lipschitz(G)
+    steps = coordinate_steps(curvature)
+    if l1:
+        xp = array_namespace(steps)
+        steps = xp.where(curvature == 0, xp.inf, steps)
+    return steps
+
+
+def dead_components(WtW):
+    """Components whose column of ``W`` is exactly 0 (``(W^T W)_jj == 0``)."""
+    return component_lipschitz(WtW) == 0
 
 
 def sweep(backend, Y, block, max_sweeps, tol=0.0, l1=0.0, l2=0.0):
     """Projected coordinate sweeps on ``Y`` (in place) for ``block`` (penalised by ``l1``, ``l2``) at
     its exact steps :func:`unit_steps`."""
     G, P = penalized(block, l1, l2)
-    backend.projected_cd(Y, G, P, unit_steps(G), max_sweeps=max_sweeps, tol=tol)
+    backend.projected_cd(Y, G, P, unit_steps(G, l1), max_sweeps=max_sweeps, tol=tol)
 
 
-def stochastic_h_steps(WtW, n_samples, batch_rows, l2_H=0.0):
+def stochastic_h_steps(WtW, n_samples, batch_rows, l2_H=0.0, l1_H=0.0):
     """The ``H`` steps at rate 1 for a minibatch of ``batch_rows`` of ``n_samples`` rows.
 
     Component ``j`` moves by ``(n / |B|) / L_j`` times the minibatch gradient, ``L_j`` the
     full problem's constant ``(W^T W)_jj + l2_H``; the minibatch weight makes the step unbiased.
     """
-    return (n_samples / batch_rows) * unit_steps(WtW if not l2_H else penalized(BlockProblem(WtW, None), 0.0, l2_H).G)
+    G = WtW if not l2_H else penalized(BlockProblem(WtW, None), 0.0, l2_H).G
+    return (n_samples / batch_rows) * unit_steps(G, l1_H)
 
 
 def h_lipschitz(WtW, l2_H=0.0):

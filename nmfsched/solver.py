@@ -38,6 +38,7 @@ from .gradient_statistics import GradientStatistics
 from .row_stores import InMemoryRows, even_batch_size, even_batch_size_at_most
 from .searched_step import SearchedHStep
 from .theory import batch_size_for_noise, coordinate_steps, lr_upper_bound, noise_at_batch_size
+from .theory.namespace import array_namespace
 
 
 class EpochReport(NamedTuple):
@@ -315,10 +316,14 @@ class StochasticSolver:
         ``H W_B^T W_B - X_B^T W_B`` (``Ct`` is the latter), ``L_j`` from the running
         ``W^T W``; the kernel adds the gradient to :attr:`statistics`.
         """
-        unit_steps = objective.stochastic_h_steps(self.WtW, self.n_samples, nb, self.penalty.l2_H)
+        penalty = self.penalty
+        unit_steps = objective.stochastic_h_steps(self.WtW, self.n_samples, nb, penalty.l2_H, penalty.l1_H)
         clips = None
         if curvature_tolerance is not None:
             clips = objective.h_clip_limits(HHt, self.n_features, curvature_tolerance)
+            if penalty.l1_H:  # a component with w_j = 0 shapes no W step: nothing to keep it from 0
+                xp = array_namespace(clips[1])
+                clips = (clips[0], xp.where(objective.dead_components(self.WtW), xp.inf, clips[1]))
         sweeps = ONE_BATCH_H_SWEEPS if one_batch else 1
         statistics = self.statistics.accumulator(nb)
         if search is None:

@@ -186,3 +186,14 @@ def test_peers_one_batch_work_counts_only_the_one_batch_epochs_after_the_first()
     flops, seconds, count = peers.one_batch_work(X, 2, history, 1)
     assert (count, seconds) == (3, 1.0)  # the first epoch and the minibatch one left out
     assert flops == 3 * peers.epoch_work(X, 2, 10, 1)[0]
+
+
+def test_penalties_quick_compares_the_penalised_objective_with_scikit_learns(capsys):
+    rows = load("penalties").main(["--quick", "--case", "digits", "--alphas", "0.001", "--l1-ratios", "0.5"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("| data | k | alpha_W | l1_ratio | peer |")
+    assert [r.split("|")[5].strip() for r in rows] == ["NMF(cd)", "MiniBatchNMF"]
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")]
+        assert float(cells[7]) > 0 and float(cells[9]) > 0 and float(cells[10]) > 0
+        assert cells[11] == "not reached" or float(cells[11]) > 0
