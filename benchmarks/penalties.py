@@ -7,7 +7,7 @@ any scale), ``alpha_H="same"`` and ``l1_ratio`` in ``--l1-ratios`` (default 0, 0
 
 - each peer fits at its defaults but for the penalties (``max_iter=1000``);
 - nmfsched fits at its defaults (``tol=1e-3``) and, once more, with ``tol=0`` for at most
-  three times the slowest peer's time, to time it to each peer's objective;
+  ``--budget-factor`` (3) times the slowest peer's time, to time it to each peer's objective;
 - every objective is scikit-learn NMF's documented one, evaluated on the whole data in float64
   (MiniBatchNMF minimises its own minibatch-scaled variant, so its figure is what the full
   objective says of its factors).
@@ -68,7 +68,7 @@ def zeros(A):
     return float(np.mean(np.asarray(A) == 0))
 
 
-def run_setting(name, X, k, alpha, l1_ratio, seed):
+def run_setting(name, X, k, alpha, l1_ratio, seed, budget_factor=3.0):
     penalty = Penalty.from_params(alpha, "same", l1_ratio, *X.shape)
     common = dict(alpha_W=alpha, alpha_H="same", l1_ratio=l1_ratio, random_state=seed)
     peers = {
@@ -81,7 +81,7 @@ def run_setting(name, X, k, alpha, l1_ratio, seed):
     W = model.fit_transform(X)
     ours_seconds = time.perf_counter() - start
     ours = penalised_objective(X, W, model.components_, penalty)
-    budget = 3 * max(seconds for seconds, _, _ in results.values())
+    budget = budget_factor * max(seconds for seconds, _, _ in results.values())
     long_run = StochasticNMF(k, tol=0, max_time=budget, max_epochs=100_000, **common).fit(X)
     rows = []
     for peer, (seconds, W_peer, H_peer) in results.items():
@@ -104,6 +104,8 @@ def main(argv=None):
                         help="alpha_W as multiples of the mean squared entry of X")
     parser.add_argument("--l1-ratios", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget-factor", type=float, default=3.0,
+                        help="the tol=0 run's time limit, in multiples of the slowest peer's time")
     args = parser.parse_args(argv)
     print(f"# benchmarks/penalties.py {' '.join(argv if argv is not None else sys.argv[1:])}, "
           f"{time.strftime('%Y-%m-%d')}; alpha_W = c x mean(X^2), alpha_H='same'")
@@ -118,7 +120,7 @@ def main(argv=None):
         s = scale(X)
         for c in args.alphas:
             for l1_ratio in args.l1_ratios:
-                for row in run_setting(name, X, k, c * s, l1_ratio, args.seed):
+                for row in run_setting(name, X, k, c * s, l1_ratio, args.seed, args.budget_factor):
                     print(row, flush=True)
                     rows.append(row)
     return rows

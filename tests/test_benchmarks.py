@@ -189,7 +189,8 @@ def test_peers_one_batch_work_counts_only_the_one_batch_epochs_after_the_first()
 
 
 def test_penalties_quick_compares_the_penalised_objective_with_scikit_learns(capsys):
-    rows = load("penalties").main(["--quick", "--case", "digits", "--alphas", "0.001", "--l1-ratios", "0.5"])
+    rows = load("penalties").main(["--quick", "--case", "digits", "--alphas", "0.001", "--l1-ratios", "0.5",
+                                   "--budget-factor", "1"])
     out = capsys.readouterr().out.splitlines()
     assert out[1].startswith("| data | k | alpha_W | l1_ratio | peer |")
     assert [r.split("|")[5].strip() for r in rows] == ["NMF(cd)", "MiniBatchNMF"]

@@ -193,3 +193,33 @@ def test_the_gpu_code_path_fits_the_same_penalised_objective(sparse):
     ns = StochasticNMF(3, backend="numpy", **params).fit(X)
     np.testing.assert_allclose(ns.history_["loss"], cpu.history_["loss"], rtol=1e-7)
     np.testing.assert_allclose(ns.components_, cpu.components_, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_l1_zeroes_a_component_the_data_do_not_see(backend, rng):
+    """h_j = 0 exactly: w_j has no data term, only its L1 penalty, minimised at 0 (an infinite
+    step; without L1 it is left as it is)."""
+    X, H = rng.random((30, 8)), rng.random((3, 8))
+    H[1] = 0.0
+    be = get_backend(backend)
+    W0 = rng.random((30, 3)) + 0.5
+    W = be.to_host(solve_w(be, X, H, W=W0, max_sweeps=50, tol=0.0, l1=0.1))
+    assert np.isfinite(W).all() and (W[:, 1] == 0).all() and (W[:, [0, 2]] > 0).any()
+    kept = be.to_host(solve_w(be, X, H, W=W0, max_sweeps=50, tol=0.0))
+    np.testing.assert_array_equal(kept[:, 1], W0[:, 1])
+
+
+def test_a_fit_with_pure_l1_drops_dead_components_from_both_factors():
+    X = load_digits_like()
+    model = StochasticNMF(12, alpha_W=0.05 * np.mean(X**2), l1_ratio=1.0, random_state=0).fit(X)
+    W, H = model.transform(X), model.components_
+    dead = ~W.any(axis=0)
+    assert dead.sum() >= 1  # this penalty leaves some components unused (11 of 12 when measured)
+    assert np.isfinite(H).all() and np.isfinite(model.history_["loss"]).all()
+    assert not H[dead].any()  # a component no row uses carries no H either
+
+
+def load_digits_like():
+    from sklearn.datasets import load_digits
+
+    return load_digits().data[:600]
