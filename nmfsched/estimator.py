@@ -3,10 +3,12 @@
 import dataclasses
 import os
 import time
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -92,7 +94,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         An epoch that ends above the previous loss is replaced by the plain one, so one-batch
         epochs stay monotone. ``partial_fit`` (one epoch per call) does not extrapolate.
     max_epochs : int, default=1000
-        Maximum passes over the data: a safety net, the ``tol`` test decides.
+        Maximum passes over the data: a safety net, the ``tol`` test decides. A fit that
+        reaches it with ``tol > 0`` unmet warns (scikit-learn's ``ConvergenceWarning``).
     tol : float, default=1e-3
         Stop when the best loss of the last ``n_iter_no_change`` epochs is less than
         ``tol`` (relative) below the best loss before them. 0 disables this test
@@ -409,7 +412,18 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             self.stop_reason_ = run.run_epochs(t_start=t_start, on_epoch=self._saver(checkpoint))
             W, self.reconstruction_err_ = run.finish(X)
         self._set_fitted(run)
+        self._warn_if_unconverged()
         return W
+
+    def _warn_if_unconverged(self):
+        """scikit-learn's ConvergenceWarning when the epoch limit stopped a fit that ``tol`` had not."""
+        if self.stop_reason_ == "max_epochs" and self.tol > 0:
+            warnings.warn(
+                f"{type(self).__name__} stopped at max_epochs={self.max_epochs} before the tol={self.tol:g} test "
+                "was met; increase max_epochs (or set tol=0 to run a fixed number of epochs).",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
 
     def _fit_transform_dask(self, X, W, H, t_start):
         """:meth:`fit_transform` of a Dask array on dask.distributed (see :mod:`nmfsched.dask_fit`)."""
@@ -424,6 +438,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         )
         self.stop_reason_ = run.stop_reason
         self._set_fitted(run)
+        self._warn_if_unconverged()
         return da.from_array(W, chunks=(X.chunks[0], (k,)))
 
     def fit(self, X, y=None, W=None, H=None):

@@ -1,5 +1,7 @@
 """Behaviour of StochasticNMF and factorize as a user sees them."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -241,3 +243,16 @@ def test_the_init_svd_takes_few_power_iterations_at_no_cost_in_start_quality():
         for n_iter in (2, 7)
     ]
     assert errors[0] <= 1.01 * errors[1]
+
+
+def test_a_fit_stopped_by_max_epochs_before_tol_warns_as_scikit_learn_does():
+    from sklearn.exceptions import ConvergenceWarning
+
+    X = low_rank(60, 10, 3, seed=0, noise=0.1)
+    with pytest.warns(ConvergenceWarning, match="max_epochs=2 before the tol=0.001"):
+        StochasticNMF(3, max_epochs=2, random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        StochasticNMF(3, max_epochs=2, tol=0, random_state=0).fit(X)  # a fixed number of epochs asked
+        model = StochasticNMF(3, random_state=0).fit(X)  # stops by tol
+    assert model.stop_reason_ in ("tol", "exact")
