@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import objective
 from .contracts import MinibatchSearch, Observation
 from .theory import lr_upper_bound
 
@@ -187,7 +188,7 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
 def _record(solver, epoch, seconds, loss, report, proposed, bound_in_force, grad_sq, noise_sq, batch_size, rejected,
             next_bound):
     """The :class:`EpochRecord` of an epoch that just ended (the batch size and bound it ran with)."""
-    step_min, step_max = solver.h_steps(report.lr_mean)
+    step_min, step_max = objective.step_range(report.lr_mean, solver.lipschitz())
     return EpochRecord(
         epoch=epoch,
         seconds=seconds,

@@ -159,6 +159,15 @@ def h_clip_limits(HHt, n_features, curvature_tolerance):
     return entry_clip_limits(component_lipschitz(HHt), n_features, curvature_tolerance)
 
 
+def step_range(lr, lipschitz):
+    """``(smallest, largest)`` absolute ``H`` step ``lr / L_j`` over the live components (0, 0 if none)."""
+    steps = lr * coordinate_steps(lipschitz)
+    live = steps[steps > 0]
+    if not live.size:
+        return 0.0, 0.0
+    return float(live.min()), float(live.max())
+
+
 def loss_from_grams(sq_norm_X, cross, WtW, HHt):
     """``1/2 ||X - W H||^2 = 1/2 (||X||^2 - 2 <W, X H^T> + <W^T W, H H^T>)``.
 

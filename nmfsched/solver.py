@@ -37,7 +37,7 @@ from . import objective
 from .gradient_statistics import GradientStatistics
 from .row_stores import InMemoryRows, even_batch_size, even_batch_size_at_most
 from .searched_step import SearchedHStep
-from .theory import batch_size_for_noise, coordinate_steps, lr_upper_bound, noise_at_batch_size
+from .theory import batch_size_for_noise, lr_upper_bound, noise_at_batch_size
 from .theory.namespace import array_namespace
 
 
@@ -359,9 +359,9 @@ class StochasticSolver:
         """``(grad_sq, noise_sq, lipschitz)`` per component from the last pass (see
         :meth:`GradientStatistics.per_component <nmfsched.gradient_statistics.GradientStatistics.per_component>`)."""
         grad_sq, noise_sq = self.statistics.per_component(self.Ht)
-        return grad_sq, noise_sq, self._lipschitz_host()
+        return grad_sq, noise_sq, self.lipschitz()
 
-    def _lipschitz_host(self):
+    def lipschitz(self):
         """The ``H`` components' constants ``diag(W^T W)`` as a host vector (one small copy)."""
         return self.backend.to_host(objective.h_lipschitz(self.WtW, self.penalty.l2_H))
 
@@ -427,12 +427,6 @@ class StochasticSolver:
         """``||X - W H|| / ||X||`` of the current iterate, whose objective is ``loss``."""
         return objective.relative_error(loss - self.penalty_value(), self.sq_norm_X)
 
-    def h_steps(self, lr):
-        steps = lr * coordinate_steps(self._lipschitz_host())
-        live = steps[steps > 0]
-        if not live.size:
-            return 0.0, 0.0
-        return float(live.min()), float(live.max())
 
 
 def trace(A):
