@@ -130,7 +130,7 @@ def negative_message(name, who, count, first):
 
 
 def check_factor(A, expected_shape, name, who, dtype):
-    """Validate a user-supplied factor (``W`` or ``H``): shape, finiteness, sign; return a copy."""
+    """Validate a user-supplied factor (``W`` or ``H``): shape, dtype (``X``'s), finiteness, sign; return a copy."""
     if A is None:
         raise ValueError(f"init='custom' needs both W and H; {name} is missing.")
     if is_device_array(A):  # a CuPy array or cupyx matrix: checked on the host (it is n x k at most)
@@ -145,7 +145,12 @@ def check_factor(A, expected_shape, name, who, dtype):
             f"{name} has shape {A.shape} but {who} expects {tuple(expected_shape)} "
             f"({'n_samples x n_components' if name == 'W' else 'n_components x n_features'})."
         )
-    A = np.array(A, dtype=dtype, order="C", copy=True)
+    if A.dtype != dtype:  # as scikit-learn's NMF: a silent cast would change the user's start
+        raise TypeError(
+            f"{name} has dtype {A.dtype} but X has dtype {np.dtype(dtype)}; {who} needs custom W and H of X's "
+            f"dtype (pass {name}.astype(X.dtype))."
+        )
+    A = np.array(A, order="C", copy=True)
     check_finite_nonnegative(A, name=name, who=who)
     return A
 

@@ -89,6 +89,10 @@ def test_custom_factors_are_validated():
         StochasticNMF(2, init="custom").fit(X, W=good_W)
     with pytest.raises(ValueError, match="set init='custom'"):
         StochasticNMF(2).fit(X, W=good_W, H=good_H)
+    with pytest.raises(TypeError, match="W has dtype float32 but X has dtype float64"):
+        StochasticNMF(2, init="custom").fit(X, W=good_W.astype(np.float32), H=good_H)
+    with pytest.raises(TypeError, match="H has dtype float64 but X has dtype float32"):
+        StochasticNMF(2, init="custom").fit(X.astype(np.float32), W=good_W.astype(np.float32), H=good_H)
 
 
 def test_nndsvd_needs_rank_within_shape():
