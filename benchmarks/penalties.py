@@ -5,7 +5,7 @@ Per case of ``benchmarks/peers.py`` (``--quick``: its quick cases) and per setti
 ``s = ||X||_F^2 / (n m)`` (the mean squared entry, so that a ``c`` weighs alike on matrices of
 any scale), ``alpha_H="same"`` and ``l1_ratio`` in ``--l1-ratios`` (default 0, 0.5 and 1):
 
-- each peer fits at its defaults but for the penalties (``max_iter=1000``);
+- each peer fits at its defaults but for the penalties (as ``benchmarks/peers.py`` runs them);
 - nmfsched fits at its defaults (``tol=1e-3``) and, once more, with ``tol=0`` for at most
   ``--budget-factor`` (3) times the slowest peer's time, to time it to each peer's objective;
 - every objective is scikit-learn NMF's documented one, evaluated on the whole data in float64
@@ -72,8 +72,8 @@ def run_setting(name, X, k, alpha, l1_ratio, seed, budget_factor=3.0):
     penalty = Penalty.from_params(alpha, "same", l1_ratio, *X.shape)
     common = dict(alpha_W=alpha, alpha_H="same", l1_ratio=l1_ratio, random_state=seed)
     peers = {
-        "NMF(cd)": lambda: NMF(k, solver="cd", max_iter=1000, **common),
-        "MiniBatchNMF": lambda: MiniBatchNMF(k, max_iter=1000, **common),
+        "NMF(cd)": lambda: NMF(k, solver="cd", **common),
+        "MiniBatchNMF": lambda: MiniBatchNMF(k, **common),
     }
     results = {peer: fit_peer(make, X) for peer, make in peers.items()}
     model = StochasticNMF(k, **common)
