@@ -26,17 +26,26 @@ _HISTORY, _H_PREV = "history_", "extrapolation_h_prev"
 _RESUMABLE_PARAMS = ("max_epochs", "max_time", "tol", "n_iter_no_change", "verbose", "checkpoint", "backend")
 
 
-def fingerprint(X_shape, dtype, sq_norm_X, n_components, params):
+def fingerprint(X_shape, dtype, sq_norm_X, n_components, params, defaults=None):
     """What must match for a checkpoint to continue: the data's shape, dtype and squared
-    norm, the rank, and every parameter not in ``_RESUMABLE_PARAMS``."""
+    norm, the rank, and every parameter not in ``_RESUMABLE_PARAMS``.
+
+    ``defaults`` (the estimator's) stand in for parameters a checkpoint written by an earlier
+    version does not name (parameters added since), so such a file still continues at them.
+    """
     kept = {k: v for k, v in sorted(params.items()) if k not in _RESUMABLE_PARAMS}
     return {
         "shape": [int(s) for s in X_shape],
         "dtype": str(np.dtype(dtype)),
         "sq_norm_X": float(sq_norm_X),
         "n_components": int(n_components),
-        "params": json.loads(json.dumps(kept, default=repr)),
+        "params": _as_json(kept),
+        "defaults": _as_json({k: v for k, v in (defaults or {}).items() if k in kept}),
     }
+
+
+def _as_json(params):
+    return json.loads(json.dumps(params, default=repr))
 
 
 class FitCheckpoint:
@@ -99,9 +108,10 @@ class FitCheckpoint:
                 f"checkpoint {self.path} is of a fit on other data (||X||^2 {saved['sq_norm_X']:.9g}, "
                 f"this X has {mine['sq_norm_X']:.9g}); use another checkpoint path, or delete it to start over."
             )
-        changed = sorted(k for k in set(saved["params"]) | set(mine["params"]) if saved["params"].get(k) != mine["params"].get(k))
+        theirs = {**mine.get("defaults", {}), **saved["params"]}  # parameters added since default
+        changed = sorted(k for k in set(theirs) | set(mine["params"]) if theirs.get(k) != mine["params"].get(k))
         if changed:
-            diffs = ", ".join(f"{k}={saved['params'].get(k)!r} there, {mine['params'].get(k)!r} here" for k in changed)
+            diffs = ", ".join(f"{k}={theirs.get(k)!r} there, {mine['params'].get(k)!r} here" for k in changed)
             raise ValueError(
                 f"checkpoint {self.path} was written with other parameters ({diffs}); "
                 f"use the same parameters to continue, or delete it to start over."

@@ -1,6 +1,7 @@
 """StochasticNMF: a scikit-learn estimator, thin over the epoch loop (:mod:`nmfsched.epochs`) and the solver."""
 
 import dataclasses
+import inspect
 import os
 import time
 import warnings
@@ -347,7 +348,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if self.checkpoint is None:
             return None, None
         params = self.get_params(deep=False)
-        checkpoint = FitCheckpoint(self.checkpoint, fingerprint(shape, dtype, sq_norm_X, n_components, params))
+        defaults = {name: p.default for name, p in inspect.signature(type(self)).parameters.items()}
+        checkpoint = FitCheckpoint(self.checkpoint, fingerprint(shape, dtype, sq_norm_X, n_components, params, defaults))
         return checkpoint, checkpoint.load()
 
     @staticmethod

@@ -224,8 +224,9 @@ class FitRun:
         return W, frobenius_error(X, W, H)
 
     def release(self):
-        """Drop the solver (the data and the per-batch buffers); the rest stays for :meth:`continue_on`."""
-        self.solver = None
+        """Drop the solver (the data and the per-batch buffers) and the extrapolation's last ``H``;
+        the scheduler, guard, history and generator stay for :meth:`carry_on`."""
+        self.solver = self.extrapolation = None
 
     # -- results --------------------------------------------------------------------------
     def certificate(self):

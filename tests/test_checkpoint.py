@@ -133,3 +133,28 @@ def test_partial_fit_ignores_the_checkpoint(tmp_path):
     X = low_rank(100, 20, 4)
     StochasticNMF(4, checkpoint=tmp_path / "run.npz", random_state=0).partial_fit(X)
     assert not (tmp_path / "run.npz").exists()
+
+
+def _drop_params_from_file(path, names):
+    """Rewrite a checkpoint as an earlier version wrote it: without ``names`` in its fingerprint."""
+    import json
+
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {key: f[key] for key in f.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    for name in names:
+        del meta["fingerprint"]["params"][name]
+    del meta["fingerprint"]["defaults"]
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def test_a_checkpoint_from_before_the_penalties_continues_at_their_defaults(tmp_path):
+    X = low_rank(60, 8, 3, seed=1)
+    path = tmp_path / "run.npz"
+    StochasticNMF(3, max_epochs=4, tol=0, random_state=0, checkpoint=path).fit(X)
+    _drop_params_from_file(path, ["alpha_W", "alpha_H", "l1_ratio"])
+    resumed = StochasticNMF(3, max_epochs=6, tol=0, random_state=0, checkpoint=path).fit(X)
+    assert resumed.n_iter_ == 6
+    _drop_params_from_file(path, ["alpha_W", "alpha_H", "l1_ratio"])
+    with pytest.raises(ValueError, match="alpha_W=0.0 there, 0.1 here"):  # the old file meant no penalty
+        StochasticNMF(3, max_epochs=8, tol=0, random_state=0, checkpoint=path, alpha_W=0.1).fit(X)
