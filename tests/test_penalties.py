@@ -223,3 +223,36 @@ def load_digits_like():
     from sklearn.datasets import load_digits
 
     return load_digits().data[:600]
+
+
+@pytest.mark.parametrize("kernel", ["cpu", "numpy", "cuda source"])
+def test_every_kernel_takes_an_infinite_step_to_zero_without_nan(kernel, rng, tmp_path):
+    """The L1 rule for a component the data do not see: its step is inf and its gradient exactly
+    l1 > 0, in every implementation of the sweep (the CUDA source compiled as C++ on the CPU)."""
+    from nmfsched.objective import BlockProblem, unit_steps
+
+    k, j, l1 = 4, 2, 0.3
+    A = rng.random((6, k))
+    A[:, j] = 0.0
+    G = A.T @ A
+    P = rng.random((15, k))
+    P[:, j] = 0.0
+    G, P = penalized(BlockProblem(G, P), l1=l1)
+    steps = unit_steps(G, l1)
+    assert np.isinf(steps[j]) and np.isfinite(np.delete(steps, j)).all()
+    Y = rng.random((15, k)) + 0.5
+    rel, absolute = np.full(k, 0.2), np.full(k, np.inf)  # the H clip lifted for the dead component
+    grad, sq = np.zeros_like(Y), np.zeros(k)
+    if kernel == "cuda source":
+        from cuda_emulation import EmulatedSweep, compiler
+
+        if compiler() is None:
+            pytest.skip("no C++ compiler")
+        EmulatedSweep(tmp_path)(Y, G, P, steps, 3, 0.0, rel, absolute, (grad, 1.0, sq))
+    else:
+        be = get_backend(kernel)
+        Yd = be.asarray(Y)
+        be.projected_cd(Yd, be.asarray(G), be.asarray(P), be.asarray(steps), max_sweeps=3, clips=(rel, absolute))
+        Y = be.to_host(Yd)
+    assert np.isfinite(Y).all() and (Y[:, j] == 0).all() and (np.delete(Y, j, axis=1) > 0).any()
+    assert np.isfinite(grad).all() and np.isfinite(sq).all()
