@@ -81,6 +81,10 @@ class History:
     def losses(self):
         return self._rows["loss"]
 
+    def last(self, key):
+        """The last epoch's ``key`` entry (the history must not be empty)."""
+        return self._rows[key][-1]
+
     def as_arrays(self):
         out = {key: np.asarray(values, dtype=np.float64) for key, values in self._rows.items()}
         out["epoch"] = out["epoch"].astype(np.int64)

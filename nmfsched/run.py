@@ -196,7 +196,7 @@ class FitRun:
             return self.stop_reason
         t_start = time.perf_counter() if t_start is None else t_start
         if len(self.history):
-            t_start -= float(self.history.as_arrays()["seconds"][-1])
+            t_start -= float(self.history.last("seconds"))
         stopping = StoppingRules(remaining, settings.tol, settings.n_iter_no_change, settings.max_time)
         self.stop_reason = run_epochs(
             self.solver, self.scheduler, self.guard, self.history, start_loss=self.start_loss, stopping=stopping,
