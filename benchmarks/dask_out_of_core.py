@@ -3,7 +3,7 @@
 Writes (once; it is reused when present) a float32 zarr matrix of ``--gigabytes`` on disk
 (rank ``--rank`` plus 10% noise, ``--columns`` columns, chunks of about 64 MB), starts a
 LocalCluster of worker processes capped at ``--worker-memory`` in all (Dask pauses a worker
-at 80% of its limit and kills it at 95%), and fits it with ``max_epochs=--epochs``. X is
+at 80% of its limit and kills it at 95%), and fits it with ``max_iter=--epochs``. X is
 read from disk in every pass (it does not fit, so it is not persisted).
 
 Reports: seconds per epoch, the peak memory of each worker (its resident set's high-water
@@ -79,7 +79,7 @@ def main(argv=None):
     write_matrix(path, n, m, k, rows)
     print(f"X: {n} x {m} float32 = {n * m * 4 / 1e9:.2f} GB at {path} ({time.perf_counter() - t:.0f} s to write or find)")
     limit = parse_bytes(args.worker_memory)
-    params = dict(random_state=0, max_epochs=args.epochs, init=args.init, tol=0)
+    params = dict(random_state=0, max_iter=args.epochs, init=args.init, tol=0)
 
     with LocalCluster(
         n_workers=args.workers, threads_per_worker=args.threads, processes=True, memory_limit=limit,

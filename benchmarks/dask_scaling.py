@@ -54,7 +54,7 @@ def median_epoch(history):
 
 
 def in_memory(X, k, epochs, batch_size):
-    model = StochasticNMF(k, init="random", random_state=0, max_epochs=epochs, tol=0, batch_size=batch_size)
+    model = StochasticNMF(k, init="random", random_state=0, max_iter=epochs, tol=0, batch_size=batch_size)
     model.fit(X)
     return median_epoch(model.history_), model.reconstruction_err_ / np.sqrt(_sq_norm(X))
 
@@ -81,7 +81,7 @@ def on_dask(X, k, epochs, batch_size, n_chunks, workers, threads):
     ) as cluster, Client(cluster) as client:
         Xd = client.persist(Xd)
         client.wait_for_workers(workers)
-        model = StochasticNMF(k, init="random", random_state=0, max_epochs=epochs, tol=0, batch_size=batch_size)
+        model = StochasticNMF(k, init="random", random_state=0, max_iter=epochs, tol=0, batch_size=batch_size)
         t = time.perf_counter()
         model.fit(Xd)
         fit_seconds = time.perf_counter() - t

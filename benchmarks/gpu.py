@@ -152,7 +152,7 @@ def on_device(backend, X):
 
 # -- runs -----------------------------------------------------------------------------------
 def fit(X, k, seed, backend, epochs, max_time=None, **params):
-    model = StochasticNMF(k, backend=backend, random_state=seed, tol=0.0, max_epochs=epochs,
+    model = StochasticNMF(k, backend=backend, random_state=seed, tol=0.0, max_iter=epochs,
                           max_time=max_time, **params)
     start = time.perf_counter()
     model.fit(X)

@@ -353,7 +353,7 @@ def run_case(X, k, seed, peers, tolerance, repeats=1):
     slowest = max(t for runs in [*peer_runs.values(), default_runs] for t, *_ in runs)
     # the same seed without the tol test, to find when each target is reached
     histories = [
-        run_nmfsched(X, k, seed, tol=0, max_epochs=100_000, max_time=slowest)[2].history_ for _ in range(repeats)
+        run_nmfsched(X, k, seed, tol=0, max_iter=100_000, max_time=slowest)[2].history_ for _ in range(repeats)
     ]
     default_error = statistics.median(e for _, e, _ in default_runs)
     results = []

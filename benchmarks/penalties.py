@@ -82,7 +82,7 @@ def run_setting(name, X, k, alpha, l1_ratio, seed, budget_factor=3.0):
     ours_seconds = time.perf_counter() - start
     ours = penalised_objective(X, W, model.components_, penalty)
     budget = budget_factor * max(seconds for seconds, _, _ in results.values())
-    long_run = StochasticNMF(k, tol=0, max_time=budget, max_epochs=100_000, **common).fit(X)
+    long_run = StochasticNMF(k, tol=0, max_time=budget, max_iter=100_000, **common).fit(X)
     rows = []
     for peer, (seconds, W_peer, H_peer) in results.items():
         theirs = penalised_objective(X, W_peer, H_peer, penalty)

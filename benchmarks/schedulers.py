@@ -58,7 +58,7 @@ FIXED_BATCH = dict(batch_size=256, grow_batch=False)
 
 
 def run(name, X, k, seed, epochs):
-    model = StochasticNMF(k, scheduler=name, max_epochs=epochs, tol=0, random_state=seed, **FIXED_BATCH)
+    model = StochasticNMF(k, scheduler=name, max_iter=epochs, tol=0, random_state=seed, **FIXED_BATCH)
     start = time.perf_counter()
     model.fit(X)
     seconds = time.perf_counter() - start

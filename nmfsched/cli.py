@@ -155,7 +155,7 @@ def _cmd_bound(args):
     except InputError as e:
         print(f"nmfsched: error: {e}", file=sys.stderr)
         return 1
-    model = StochasticNMF(args.rank, max_epochs=max(1, args.epochs), tol=0, random_state=args.random_state,
+    model = StochasticNMF(args.rank, max_iter=max(1, args.epochs), tol=0, random_state=args.random_state,
                           batch_size=args.batch_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StabilityWarning)
@@ -296,7 +296,7 @@ def build_parser():
 def main(argv=None):
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    for flag in ("rank", "jobs", "max_epochs", "generations", "population"):
+    for flag in ("rank", "jobs", "max_iter", "generations", "population"):
         value = getattr(args, flag, 1)
         if value is not None and value < 1:
             print(f"nmfsched: error: --{flag.replace('_', '-')} must be >= 1", file=sys.stderr)

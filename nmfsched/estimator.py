@@ -10,7 +10,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._init import INIT_METHODS, resolve_n_components
@@ -94,9 +94,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         refreshed, with restarts (Ang and Gillis, 2019; see :mod:`nmfsched.extrapolation`).
         An epoch that ends above the previous loss is replaced by the plain one, so one-batch
         epochs stay monotone. ``partial_fit`` (one epoch per call) does not extrapolate.
-    max_epochs : int, default=1000
-        Maximum passes over the data: a safety net, the ``tol`` test decides. A fit that
-        reaches it with ``tol > 0`` unmet warns (scikit-learn's ``ConvergenceWarning``).
+    max_iter : int, default=1000
+        Maximum passes over the data (epochs; scikit-learn's ``MiniBatchNMF`` name): a safety
+        net, the ``tol`` test decides. A fit that reaches it with ``tol > 0`` unmet warns
+        (scikit-learn's ``ConvergenceWarning``); ``stop_reason_`` is then "max_epochs".
     tol : float, default=1e-3
         Stop when the best loss of the last ``n_iter_no_change`` epochs is less than
         ``tol`` (relative) below the best loss before them. 0 disables this test
@@ -151,14 +152,17 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         state of the run: factors, history, scheduler, guard and random generator. When
         it exists at the start of ``fit``, the run continues from it instead of starting
         over (a run that had stopped on its own returns its result; a larger
-        ``max_epochs`` runs the rest). It must be of the same data and parameters, except
-        ``max_epochs``, ``max_time``, ``tol``, ``n_iter_no_change``, ``backend`` and
+        ``max_iter`` runs the rest). It must be of the same data and parameters, except
+        ``max_iter``, ``max_time``, ``tol``, ``n_iter_no_change``, ``backend`` and
         ``verbose``; anything else is refused with the difference named. Not used by
         ``partial_fit``.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and the minibatch order.
     verbose : int, default=0
         Print one line per epoch when > 0.
+    max_epochs : int
+        Deprecated: the former name of ``max_iter`` (removed in 0.4). Given, it is used, with
+        a ``FutureWarning``.
 
     Attributes
     ----------
@@ -197,7 +201,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     scheduler_ : Scheduler
         The scheduler used, in its final state.
     stop_reason_ : str
-        Why fitting stopped: "max_epochs", "tol", "max_time" or "exact".
+        Why fitting stopped: "max_epochs" (the ``max_iter`` limit), "tol", "max_time" or "exact".
 
     Examples
     --------
@@ -218,7 +222,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "grow_batch": ["boolean"],
         "extrapolate": ["boolean"],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), Hidden(StrOptions({"deprecated"}))],
         "tol": [Interval(Real, 0, None, closed="left")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "max_time": [Interval(Real, 0, None, closed="neither"), None],
@@ -248,7 +253,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         batch_size="auto",
         grow_batch=True,
         extrapolate=True,
-        max_epochs=1000,
+        max_iter=1000,
         tol=1e-3,
         n_iter_no_change=10,
         max_time=None,
@@ -266,6 +271,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         checkpoint=None,
         random_state=None,
         verbose=0,
+        max_epochs="deprecated",
     ):
         self.n_components = n_components
         self.scheduler = scheduler
@@ -274,7 +280,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.batch_size = batch_size
         self.grow_batch = grow_batch
         self.extrapolate = extrapolate
-        self.max_epochs = max_epochs
+        self.max_iter = max_iter
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.max_time = max_time
@@ -292,6 +298,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.checkpoint = checkpoint
         self.random_state = random_state
         self.verbose = verbose
+        self.max_epochs = max_epochs
 
     # ------------------------------------------------------------------ helpers
     def __sklearn_tags__(self):
@@ -321,8 +328,22 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     def _run_settings(self, **overrides):
         """The run's view of this estimator's parameters (``overrides`` replace some)."""
-        params = {field.name: getattr(self, field.name) for field in dataclasses.fields(RunSettings)}
-        return RunSettings(**{**params, **overrides})
+        fields = [field.name for field in dataclasses.fields(RunSettings) if field.name != "max_epochs"]
+        params = {name: getattr(self, name) for name in fields}
+        return RunSettings(**{**params, "max_epochs": self._max_iter(), **overrides})
+
+    def _max_iter(self):
+        """``max_iter``, or the deprecated ``max_epochs`` where one was given."""
+        return self.max_iter if self.max_epochs == "deprecated" else self.max_epochs
+
+    def _warn_if_deprecated(self):
+        if self.max_epochs != "deprecated":
+            warnings.warn(
+                "max_epochs was renamed max_iter (scikit-learn's name for full passes) in 0.2 and will be "
+                "removed in 0.4; use max_iter.",
+                FutureWarning,
+                stacklevel=3,
+            )
 
     def _new_run(self, X, W, H, backend, settings, Xd=None):
         """A run of ``X`` from its initial factors, started (probed, scheduler reset).
@@ -396,6 +417,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         t_start = time.perf_counter()
         self._validate_params()
+        self._warn_if_deprecated()
         X = self._check_X(X, reset=True)
         if is_dask_array(X):
             return self._fit_transform_dask(X, W, H, t_start)
@@ -421,8 +443,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """scikit-learn's ConvergenceWarning when the epoch limit stopped a fit that ``tol`` had not."""
         if self.stop_reason_ == "max_epochs" and self.tol > 0:
             warnings.warn(
-                f"{type(self).__name__} stopped at max_epochs={self.max_epochs} before the tol={self.tol:g} test "
-                "was met; increase max_epochs (or set tol=0 to run a fixed number of epochs).",
+                f"{type(self).__name__} stopped at max_iter={self._max_iter()} before the tol={self.tol:g} test "
+                "was met; increase max_iter (or set tol=0 to run a fixed number of epochs).",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -468,6 +490,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         first = not hasattr(self, "components_")
         if first:
             self._validate_params()
+            self._warn_if_deprecated()
         if is_dask_array(X):
             raise TypeError(
                 "partial_fit takes in-memory chunks; fit a Dask array with fit or fit_transform, which "

@@ -2,7 +2,7 @@
 
 A CSV manifest has a header row with a ``path`` column and optional columns: ``rank`` and
 the keys of :data:`nmfsched.options.FIT_OPTIONS` (``scheduler``, ``scheduler_params`` as
-JSON, ``lr``, ``batch_size``, ``grow_batch``, ``max_epochs``, ``tol``, ``init``,
+JSON, ``lr``, ``batch_size``, ``grow_batch``, ``max_iter`` (or the former ``max_epochs``), ``tol``, ``init``,
 ``backend``, ``seed``). A TOML manifest has one ``[[input]]`` table per file with the same
 keys (``scheduler_params`` as a table). Empty cells fall back to the command line.
 Relative paths are relative to the manifest's folder.

@@ -25,6 +25,7 @@ class FitOption(NamedTuple):
     parse: Callable[[str], object]  #: text of a flag or a CSV cell -> value; ValueError says why not
     help: str
     choices: Callable[[], list] | None = None  #: the allowed values, asked when needed
+    aliases: tuple = ()  #: former flags and manifest keys, still accepted
 
 
 def _auto_or_positive(text, kind, what, is_positive, positive):
@@ -125,7 +126,8 @@ FIT_OPTIONS = (
     FitOption("grow_batch", "grow_batch", "--grow-batch", parse_bool, "grow the batch after every epoch (at least twofold, more where gradient noise dominates)"),
     FitOption("extrapolate", "extrapolate", "--extrapolate", parse_bool,
               "extrapolate H in one-batch epochs, with restarts"),
-    FitOption("max_epochs", "max_epochs", "--max-epochs", parse_int, "maximum passes over the data"),
+    FitOption("max_iter", "max_iter", "--max-iter", parse_int, "maximum passes over the data (epochs)",
+              aliases=("max_epochs",)),
     FitOption("tol", "tol", "--tol", parse_float, "stop when the loss improves by less (relative); 0: never"),
     FitOption("alpha_W", "alpha_W", "--alpha-W", parse_nonnegative_float,
               "penalty weight on W, as scikit-learn's NMF (0: none)"),
@@ -142,8 +144,8 @@ FIT_OPTIONS = (
 #: The estimator parameters these options set (what report.json records of a job).
 FIT_PARAMS = tuple(o.param for o in FIT_OPTIONS)
 
-#: Manifest key -> option.
-BY_KEY = {o.key: o for o in FIT_OPTIONS}
+#: Manifest key -> option (former keys too).
+BY_KEY = {key: o for o in FIT_OPTIONS for key in (o.key, *o.aliases)}
 
 
 def estimator_default(param):
@@ -192,7 +194,8 @@ def add_fit_arguments(parser, only=None):
                 kwargs["metavar"] = option.key.upper()
             if default is not None:
                 kwargs["help"] += " (default: %(default)s)"
-        parser.add_argument(option.flag, **kwargs)
+        former = [f"--{alias.replace('_', '-')}" for alias in option.aliases]
+        parser.add_argument(option.flag, *former, **kwargs)
 
 
 def fit_params_from_args(args):

@@ -12,4 +12,4 @@ def warm_up():
 
     from .estimator import StochasticNMF
 
-    StochasticNMF(16, max_epochs=1).fit(load_digits().data)
+    StochasticNMF(16, max_iter=1).fit(load_digits().data)

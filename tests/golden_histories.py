@@ -49,29 +49,29 @@ def _sparse():
 #: name -> (matrix, estimator parameters, partial_fit chunks or None)
 CASES = {
     # minibatch epochs, batch growth, then one-batch epochs; GreedyLR under the guard
-    "dense_greedy": (_dense, dict(n_components=6, batch_size=64, max_epochs=40, tol=0), None),
-    "sparse_default": (_sparse, dict(n_components=5, max_epochs=25), None),
+    "dense_greedy": (_dense, dict(n_components=6, batch_size=64, max_iter=40, tol=0), None),
+    "sparse_default": (_sparse, dict(n_components=5, max_iter=25), None),
     "dense_float32_step": (
         lambda: _dense().astype(np.float32),
-        dict(n_components=4, scheduler="step", batch_size=100, grow_batch=False, max_epochs=12, tol=0),
+        dict(n_components=4, scheduler="step", batch_size=100, grow_batch=False, max_iter=12, tol=0),
         None,
     ),
     "dense_line_search": (
         _dense,
-        dict(n_components=5, scheduler="line_search", batch_size=128, grow_batch=False, max_epochs=8, tol=0),
+        dict(n_components=5, scheduler="line_search", batch_size=128, grow_batch=False, max_iter=8, tol=0),
         None,
     ),
     # a rate far above the bound without enforcement: no guard, no clips
     "dense_unguarded": (
         _dense,
         dict(n_components=6, learning_rate=0.3, scheduler="constant", enforce_bound=False, batch_size=50,
-             max_epochs=10, tol=0),
+             max_iter=10, tol=0),
         None,
     ),
     # rejected epochs (the found case of test_stability): restore and halved caps
     "tiny_rejections": (
         _tiny,
-        dict(n_components=2, scheduler=_at_the_bound, learning_rate=1.0, batch_size=11, max_epochs=8, tol=0,
+        dict(n_components=2, scheduler=_at_the_bound, learning_rate=1.0, batch_size=11, max_iter=8, tol=0,
              init="nndsvd", grow_batch=False),
         None,
     ),

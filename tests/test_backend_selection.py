@@ -126,7 +126,7 @@ def test_importing_and_fitting_on_the_cpu_never_imports_cupy():
         from nmfsched.kernels import backend_names
         import nmfsched.cli
         assert "gpu" in backend_names()
-        StochasticNMF(2, backend="cpu", max_epochs=3, random_state=0).fit(np.random.default_rng(0).random((20, 5)))
+        StochasticNMF(2, backend="cpu", max_iter=3, random_state=0).fit(np.random.default_rng(0).random((20, 5)))
         print("ok")
         """
     )

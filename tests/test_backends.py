@@ -164,7 +164,7 @@ def test_whole_fit_matches_the_cpu_backend(other_backend, dtype, sparse):
     backend = other_backend
     X = low_rank(150, 40, 4, seed=3, noise=0.05, dtype=dtype)
     X = sp.csr_matrix(np.where(X > np.median(X), X, 0)) if sparse else X
-    params = dict(random_state=0, max_epochs=8, tol=0.0, batch_size=50)
+    params = dict(random_state=0, max_iter=8, tol=0.0, batch_size=50)
     with threadpool_limits(1):
         ref = StochasticNMF(4, backend="cpu", **params)
         W_ref = ref.fit_transform(X)
@@ -325,14 +325,14 @@ def test_gpu_input_stays_on_the_device(sparse):
 
     X = low_rank(200, 50, 4, seed=2, noise=0.05, dtype=np.float32)
     Xd = cupyx.scipy.sparse.csr_matrix(sp.csr_matrix(np.where(X > 1, X, 0))) if sparse else cupy.asarray(X)
-    model = StochasticNMF(4, random_state=0, max_epochs=20)
+    model = StochasticNMF(4, random_state=0, max_iter=20)
     W = model.fit_transform(Xd)
     assert isinstance(W, cupy.ndarray) and W.dtype == np.float32 and W.shape == (200, 4)
     assert isinstance(model.components_, np.ndarray)
     assert isinstance(model.transform(Xd), cupy.ndarray)
     assert isinstance(model.inverse_transform(W), cupy.ndarray)
     assert np.isfinite(model.reconstruction_err_)
-    host_model = StochasticNMF(4, random_state=0, max_epochs=20, backend="cpu").fit(X if not sparse else Xd.get())
+    host_model = StochasticNMF(4, random_state=0, max_iter=20, backend="cpu").fit(X if not sparse else Xd.get())
     assert model.reconstruction_err_ <= 1.05 * host_model.reconstruction_err_
 
 

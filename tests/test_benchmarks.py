@@ -15,7 +15,7 @@ def load(name):
 
 
 def test_core_vs_sklearn_quick(capsys):
-    load("core_vs_sklearn").main(["--quick", "--param", "max_epochs=3"])
+    load("core_vs_sklearn").main(["--quick", "--param", "max_iter=3"])
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("| data | rank | solver |")
     rows = [line for line in out if line.startswith("| digits |")]
@@ -93,7 +93,7 @@ def test_peers_time_to_target():
 
 def test_settings_quick_compares_each_setting_with_the_first(capsys):
     results = load("settings").main(
-        ["--quick", "--setting", "short={\"max_epochs\": 3}", "--setting", "shorter={\"max_epochs\": 1}"]
+        ["--quick", "--setting", "short={\"max_iter\": 3}", "--setting", "shorter={\"max_iter\": 1}"]
     )
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("| case | rank | short: error, epochs, s | shorter: error, epochs, s |")

@@ -27,7 +27,7 @@ def no_crash():
 
 
 def fit(X, path=None, **kw):
-    params = dict(scheduler=CrashingGreedy(), random_state=0, max_epochs=12, tol=0, batch_size=50, checkpoint=path)
+    params = dict(scheduler=CrashingGreedy(), random_state=0, max_iter=12, tol=0, batch_size=50, checkpoint=path)
     params.update(kw)
     return StochasticNMF(4, **params).fit(X)
 
@@ -57,11 +57,11 @@ def test_a_killed_fit_continues_from_its_checkpoint(tmp_path, batch_size):
 def test_a_finished_checkpoint_returns_its_result_and_more_epochs_continue_it(tmp_path):
     X = low_rank(150, 20, 4, noise=0.05)
     path = tmp_path / "run.npz"
-    first = fit(X, path, max_epochs=5)
-    again = fit(X, path, max_epochs=5)
+    first = fit(X, path, max_iter=5)
+    again = fit(X, path, max_iter=5)
     assert again.n_iter_ == 5 and again.stop_reason_ == "max_epochs"
     np.testing.assert_array_equal(again.components_, first.components_)
-    longer = fit(X, path, max_epochs=8)
+    longer = fit(X, path, max_iter=8)
     assert longer.n_iter_ == 8
     np.testing.assert_array_equal(longer.history_["loss"][:5], first.history_["loss"])
     assert longer.history_["loss"][-1] < first.history_["loss"][-1]
@@ -70,9 +70,9 @@ def test_a_finished_checkpoint_returns_its_result_and_more_epochs_continue_it(tm
 def test_a_run_stopped_by_tol_is_not_run_again(tmp_path):
     X = low_rank(150, 20, 4, noise=0.3)
     path = tmp_path / "run.npz"
-    first = fit(X, path, max_epochs=200, tol=1e-2, n_iter_no_change=2)
+    first = fit(X, path, max_iter=200, tol=1e-2, n_iter_no_change=2)
     assert first.stop_reason_ == "tol" and first.n_iter_ < 200
-    again = fit(X, path, max_epochs=200, tol=1e-2, n_iter_no_change=2)
+    again = fit(X, path, max_iter=200, tol=1e-2, n_iter_no_change=2)
     assert again.n_iter_ == first.n_iter_ and again.stop_reason_ == "tol"
 
 
@@ -87,7 +87,7 @@ def test_a_run_stopped_by_tol_is_not_run_again(tmp_path):
 def test_a_checkpoint_of_other_parameters_is_refused(tmp_path, change, message):
     X = low_rank(100, 20, 4)
     path = tmp_path / "run.npz"
-    fit(X, path, max_epochs=2)
+    fit(X, path, max_iter=2)
     with pytest.raises(ValueError, match=message):
         fit(X, path, **change)
 
@@ -95,7 +95,7 @@ def test_a_checkpoint_of_other_parameters_is_refused(tmp_path, change, message):
 def test_a_checkpoint_of_other_data_is_refused(tmp_path):
     X = low_rank(100, 20, 4)
     path = tmp_path / "run.npz"
-    fit(X, path, max_epochs=2)
+    fit(X, path, max_iter=2)
     with pytest.raises(ValueError, match="other data"):
         fit(X * 2, path)
     with pytest.raises(ValueError, match=r"shape \[100, 20\], this one has \[100, 19\]"):
@@ -116,7 +116,7 @@ def test_the_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):
     """A write that fails leaves the previous checkpoint whole and no temporary file."""
     X = low_rank(100, 20, 4)
     path = tmp_path / "run.npz"
-    fit(X, path, max_epochs=3)
+    fit(X, path, max_iter=3)
     saved = path.read_bytes()
 
     def broken_savez(*args, **kwargs):
@@ -124,7 +124,7 @@ def test_the_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr("nmfsched.checkpoint.np.savez", broken_savez)
     with pytest.raises(OSError, match="disk full"):
-        fit(X, path, max_epochs=6)
+        fit(X, path, max_iter=6)
     assert path.read_bytes() == saved
     assert [p.name for p in tmp_path.iterdir()] == ["run.npz"]
 
@@ -151,10 +151,10 @@ def _drop_params_from_file(path, names):
 def test_a_checkpoint_from_before_the_penalties_continues_at_their_defaults(tmp_path):
     X = low_rank(60, 8, 3, seed=1)
     path = tmp_path / "run.npz"
-    StochasticNMF(3, max_epochs=4, tol=0, random_state=0, checkpoint=path).fit(X)
+    StochasticNMF(3, max_iter=4, tol=0, random_state=0, checkpoint=path).fit(X)
     _drop_params_from_file(path, ["alpha_W", "alpha_H", "l1_ratio"])
-    resumed = StochasticNMF(3, max_epochs=6, tol=0, random_state=0, checkpoint=path).fit(X)
+    resumed = StochasticNMF(3, max_iter=6, tol=0, random_state=0, checkpoint=path).fit(X)
     assert resumed.n_iter_ == 6
     _drop_params_from_file(path, ["alpha_W", "alpha_H", "l1_ratio"])
     with pytest.raises(ValueError, match="alpha_W=0.0 there, 0.1 here"):  # the old file meant no penalty
-        StochasticNMF(3, max_epochs=8, tol=0, random_state=0, checkpoint=path, alpha_W=0.1).fit(X)
+        StochasticNMF(3, max_iter=8, tol=0, random_state=0, checkpoint=path, alpha_W=0.1).fit(X)

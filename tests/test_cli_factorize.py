@@ -204,7 +204,7 @@ def test_plots_of_history_and_components(tmp_path):
 
 def test_manifests_give_each_input_its_own_rank_and_options(mixed, tmp_path):
     (tmp_path / "jobs.csv").write_text(
-        "path,rank,scheduler,max_epochs,scheduler_params,grow_batch\n"
+        "path,rank,scheduler,max_iter,scheduler_params,grow_batch\n"
         f"{mixed / 'dense.npy'},3,step,4,\"{{\"\"step_size\"\": 1}}\",false\n"
         "in/sparse.npz,2,,,,\n"  # relative to the manifest's folder; empty cells: the command line's
     )

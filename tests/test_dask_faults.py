@@ -46,7 +46,7 @@ def process_client():
 @pytest.mark.parametrize("batch_size", [150, 600])
 def test_a_worker_killed_mid_fit_does_not_change_the_result(process_client, batch_size):
     X = da.from_array(low_rank(600, 40, 5, noise=0.05), chunks=(50, 40))
-    kw = dict(random_state=0, max_epochs=8, tol=0, batch_size=batch_size)
+    kw = dict(random_state=0, max_iter=8, tol=0, batch_size=batch_size)
     undisturbed = StochasticNMF(5, scheduler=KillingGreedy(), **kw).fit(X)
     KILL.update(at=3, client=process_client, killed=[])
     try:
@@ -122,11 +122,11 @@ def test_a_zarr_matrix_three_times_the_free_worker_memory_streams(tmp_path):
     ) as cluster, distributed.Client(cluster) as client:
         # the worker imports and compiles (or loads from Numba's cache) the kernels first: the
         # same fit on 4 chunks of the store
-        StochasticNMF(8, random_state=0, max_epochs=2, init="random").fit(da.from_zarr(store)[: 4 * rows])
+        StochasticNMF(8, random_state=0, max_iter=2, init="random").fit(da.from_zarr(store)[: 4 * rows])
         (pid,) = client.run(os.getpid).values()
         (before,) = client.run(_rss).values()
         client.run(_start_sampling_rss)
-        model = StochasticNMF(8, random_state=0, max_epochs=3, init="random")
+        model = StochasticNMF(8, random_state=0, max_iter=3, init="random")
         W = model.fit_transform(da.from_zarr(str(tmp_path / "X.zarr")))
         (peak,) = client.run(_stop_sampling_rss).values()
         assert list(client.run(os.getpid).values()) == [pid], "the worker was restarted"
@@ -136,7 +136,7 @@ def test_a_zarr_matrix_three_times_the_free_worker_memory_streams(tmp_path):
     # chunks this small make every epoch one group of all chunks ("auto"): the in-memory
     # fit of one batch runs the same algorithm
     assert set(model.history_["batch_size"]) == {n}
-    ref = StochasticNMF(8, random_state=0, max_epochs=3, init="random", batch_size=n).fit(X)
+    ref = StochasticNMF(8, random_state=0, max_iter=3, init="random", batch_size=n).fit(X)
     np.testing.assert_allclose(model.history_["loss"], ref.history_["loss"], rtol=1e-4)
     assert model.reconstruction_err_ == pytest.approx(ref.reconstruction_err_, rel=1e-4)
     assert W.shape == (n, 8)

@@ -23,7 +23,7 @@ def test_expected_change_matches_theorem_1_in_its_exact_setting(rng):
 
 def test_small_steps_descend_and_huge_steps_do_not():
     X = low_rank(300, 40, 4, noise=0.3)
-    model = StochasticNMF(4, random_state=0, max_epochs=3).fit(X)
+    model = StochasticNMF(4, random_state=0, max_iter=3).fit(X)
     W, H = model.transform(X), model.components_
     changes, bound = h_step_expected_change(X, W, H, [1e-3, 50.0])
     assert changes[0] < 0 < changes[1]

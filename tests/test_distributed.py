@@ -28,7 +28,7 @@ def chunked(X, rows):
 @pytest.mark.parametrize("init", ["random", "custom"])
 def test_one_chunk_equals_the_in_memory_full_batch_fit(client, init):
     X = low_rank(300, 40, 6, noise=0.05)
-    kw = dict(init=init, random_state=0, max_epochs=15, batch_size=300)
+    kw = dict(init=init, random_state=0, max_iter=15, batch_size=300)
     fit_kw = {}
     if init == "custom":
         rng = np.random.default_rng(1)
@@ -48,8 +48,8 @@ def test_one_chunk_equals_the_in_memory_full_batch_fit(client, init):
 @pytest.mark.parametrize("batch_size", ["auto", 200])
 def test_many_chunks_reach_the_in_memory_error_on_a_generated_matrix(client, batch_size):
     X = low_rank(1200, 60, 8, noise=0.03, seed=3)
-    ref = StochasticNMF(8, random_state=0, max_epochs=100).fit(X)
-    model = StochasticNMF(8, random_state=0, max_epochs=100, batch_size=batch_size).fit(chunked(X, 100))
+    ref = StochasticNMF(8, random_state=0, max_iter=100).fit(X)
+    model = StochasticNMF(8, random_state=0, max_iter=100, batch_size=batch_size).fit(chunked(X, 100))
     assert model.reconstruction_err_ <= 1.01 * ref.reconstruction_err_
     if batch_size != "auto":  # groups of chunks: stochastic epochs first, grown to one group
         assert model.history_["batch_size"][0] == 200 and model.history_["batch_size"][-1] == 1200
@@ -58,22 +58,22 @@ def test_many_chunks_reach_the_in_memory_error_on_a_generated_matrix(client, bat
 
 def test_many_chunks_reach_the_in_memory_error_on_olivetti(client):
     X = np.load(shared_file("olivetti.npz"))["X"].astype(np.float64) / 242
-    ref = StochasticNMF(10, random_state=0, max_epochs=60).fit(X)
-    model = StochasticNMF(10, random_state=0, max_epochs=60, batch_size=100).fit(chunked(X, 50))
+    ref = StochasticNMF(10, random_state=0, max_iter=60).fit(X)
+    model = StochasticNMF(10, random_state=0, max_iter=60, batch_size=100).fit(chunked(X, 50))
     assert model.reconstruction_err_ <= 1.01 * ref.reconstruction_err_
 
 
 def test_many_chunks_reach_the_in_memory_error_on_tdt2_sparse_chunks(client):
     X = sp.load_npz(shared_file("tdt2.npz")).tocsr()[:3000]
-    ref = StochasticNMF(10, random_state=0, max_epochs=40).fit(X)
-    model = StochasticNMF(10, random_state=0, max_epochs=40, batch_size=1000).fit(chunked(X, 250))
+    ref = StochasticNMF(10, random_state=0, max_iter=40).fit(X)
+    model = StochasticNMF(10, random_state=0, max_iter=40, batch_size=1000).fit(chunked(X, 250))
     assert model.reconstruction_err_ <= 1.01 * ref.reconstruction_err_
 
 
 def test_sparse_chunks_equal_dense_chunks(client, rng):
     X = rng.random((200, 50))
     X[X < 0.7] = 0
-    kw = dict(init="random", random_state=0, max_epochs=8, batch_size=200)
+    kw = dict(init="random", random_state=0, max_iter=8, batch_size=200)
     dense = StochasticNMF(4, **kw).fit(chunked(X, 40))
     sparse = StochasticNMF(4, **kw).fit(chunked(sp.csr_matrix(X), 40))
     np.testing.assert_allclose(sparse.history_["loss"], dense.history_["loss"], rtol=1e-9)
@@ -81,7 +81,7 @@ def test_sparse_chunks_equal_dense_chunks(client, rng):
 
 def test_float32_stays_float32(client):
     X = low_rank(200, 30, 4, dtype=np.float32)
-    model = StochasticNMF(4, random_state=0, max_epochs=5)
+    model = StochasticNMF(4, random_state=0, max_iter=5)
     W = model.fit_transform(chunked(X, 50))
     assert W.dtype == np.float32 and W.compute().dtype == np.float32
     assert model.components_.dtype == np.float32
@@ -90,13 +90,13 @@ def test_float32_stays_float32(client):
 
 def test_integer_input_becomes_float64(client, rng):
     X = rng.integers(0, 5, (100, 20))
-    W = StochasticNMF(3, random_state=0, max_epochs=3).fit_transform(chunked(X, 25))
+    W = StochasticNMF(3, random_state=0, max_iter=3).fit_transform(chunked(X, 25))
     assert W.dtype == np.float64
 
 
 def test_column_chunks_are_merged(client):
     X = low_rank(120, 40, 3)
-    kw = dict(init="random", random_state=0, max_epochs=5, batch_size=120)
+    kw = dict(init="random", random_state=0, max_iter=5, batch_size=120)
     a = StochasticNMF(3, **kw).fit(da.from_array(X, chunks=(30, 10)))
     b = StochasticNMF(3, **kw).fit(X)
     np.testing.assert_allclose(a.history_["loss"], b.history_["loss"], rtol=1e-9)
@@ -105,7 +105,7 @@ def test_column_chunks_are_merged(client):
 def test_streamed_chunks_equal_persisted_chunks(client, monkeypatch):
     """Out of core (X read from its source every pass) computes what the persisted fit does."""
     X = low_rank(300, 40, 5, noise=0.05)
-    kw = dict(random_state=0, max_epochs=10, batch_size=100)
+    kw = dict(random_state=0, max_iter=10, batch_size=100)
     persisted = StochasticNMF(5, **kw).fit(chunked(X, 50))
     monkeypatch.setattr(nd, "PERSIST_FRACTION", 0.0)
     streamed = StochasticNMF(5, **kw).fit(chunked(X, 50))
@@ -115,7 +115,7 @@ def test_streamed_chunks_equal_persisted_chunks(client, monkeypatch):
 
 def test_transform_is_lazy_and_equals_the_in_memory_transform(client):
     X = low_rank(200, 30, 4, noise=0.05)
-    model = StochasticNMF(4, random_state=0, max_epochs=10).fit(X)
+    model = StochasticNMF(4, random_state=0, max_iter=10).fit(X)
     W = model.transform(chunked(X, 64))
     assert isinstance(W, da.Array) and W.chunks == ((64, 64, 64, 8), (4,))
     np.testing.assert_allclose(W.compute(), model.transform(X), rtol=1e-10, atol=1e-12)
@@ -126,7 +126,7 @@ def test_transform_is_lazy_and_equals_the_in_memory_transform(client):
 
 def test_transform_of_a_bad_block_names_the_global_row(client):
     X = low_rank(100, 10, 2)
-    model = StochasticNMF(2, random_state=0, max_epochs=3).fit(X)
+    model = StochasticNMF(2, random_state=0, max_iter=3).fit(X)
     X[57, 3] = -1.0
     W = model.transform(chunked(X, 25))  # lazy: nothing read yet
     with pytest.raises(ValueError, match=r"1 negative entry \(first at row 57, column 3\)"):
@@ -162,7 +162,7 @@ def test_blas_threads_are_given_back(client):
     from threadpoolctl import threadpool_info
 
     before = [lib["num_threads"] for lib in threadpool_info()]
-    StochasticNMF(3, random_state=0, max_epochs=4, batch_size=40).fit(chunked(low_rank(200, 30, 3), 20))
+    StochasticNMF(3, random_state=0, max_iter=4, batch_size=40).fit(chunked(low_rank(200, 30, 3), 20))
     assert [lib["num_threads"] for lib in threadpool_info()] == before
 
 
@@ -186,7 +186,7 @@ def test_traffic_per_group_does_not_grow_with_the_rows(client):
 
 
 def test_cluster_is_described(client):
-    model = StochasticNMF(2, random_state=0, max_epochs=2).fit(chunked(low_rank(60, 10, 2), 20))
+    model = StochasticNMF(2, random_state=0, max_iter=2).fit(chunked(low_rank(60, 10, 2), 20))
     assert model.cluster_["workers"] == 1 and model.cluster_["threads"] == 2
     assert model.cluster_["n_chunks"] == 3
 
@@ -196,7 +196,7 @@ def test_a_killed_dask_fit_continues_from_its_checkpoint(client, tmp_path, batch
     from test_checkpoint import CRASH, CrashingGreedy
 
     X = chunked(low_rank(300, 30, 4, noise=0.05), 50)
-    kw = dict(random_state=0, max_epochs=8, tol=0, batch_size=batch_size)
+    kw = dict(random_state=0, max_iter=8, tol=0, batch_size=batch_size)
     whole = StochasticNMF(4, scheduler=CrashingGreedy(), **kw).fit(X)
     path = tmp_path / "run.npz"
     CRASH["at"] = 5

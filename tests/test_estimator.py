@@ -13,14 +13,14 @@ from nmfsched.row_stores import even_batch_size_at_most
 from nmfsched.schedulers import StepScheduler
 
 
-@parametrize_with_checks([StochasticNMF(n_components=3, max_epochs=15), StochasticNMF(max_epochs=5)])
+@parametrize_with_checks([StochasticNMF(n_components=3, max_iter=15), StochasticNMF(max_iter=5)])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
 def test_loss_decreases_and_history_is_consistent():
     X = low_rank(300, 40, 5, noise=0.2)
-    model = StochasticNMF(5, random_state=0, max_epochs=40).fit(X)
+    model = StochasticNMF(5, random_state=0, max_iter=40).fit(X)
     h = model.history_
     assert set(h) >= {"epoch", "seconds", "loss", "rel_error", "lr", "lr_bound"}
     lengths = {len(v) for v in h.values()}
@@ -34,7 +34,7 @@ def test_loss_decreases_and_history_is_consistent():
 def test_reaches_near_exact_fit_on_low_rank_data():
     """At the exact step (lr=1, constant), clipped updates still converge to an exact fit."""
     X = low_rank(200, 50, 4)
-    model = StochasticNMF(4, random_state=0, max_epochs=300, tol=0, scheduler="constant", learning_rate=1.0).fit(X)
+    model = StochasticNMF(4, random_state=0, max_iter=300, tol=0, scheduler="constant", learning_rate=1.0).fit(X)
     assert model.history_["rel_error"][-1] < 0.01
 
 
@@ -59,13 +59,13 @@ def test_sparse_input_is_not_densified(monkeypatch):
 
     monkeypatch.setattr(sp.csr_matrix, "toarray", refuse)
     monkeypatch.setattr(sp.csr_matrix, "todense", refuse)
-    StochasticNMF(3, max_epochs=3, random_state=0).fit(X)
+    StochasticNMF(3, max_iter=3, random_state=0).fit(X)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dtype_is_preserved(dtype):
     X = low_rank(50, 20, 3).astype(dtype)
-    model = StochasticNMF(3, max_epochs=5, random_state=0)
+    model = StochasticNMF(3, max_iter=5, random_state=0)
     W = model.fit_transform(X)
     assert W.dtype == dtype and model.components_.dtype == dtype
     assert model.transform(X).dtype == dtype
@@ -73,14 +73,14 @@ def test_dtype_is_preserved(dtype):
 
 def test_integer_input_is_accepted_as_float64():
     X = (low_rank(30, 10, 2) * 10).astype(np.int64)
-    assert StochasticNMF(2, max_epochs=3).fit_transform(X).dtype == np.float64
+    assert StochasticNMF(2, max_iter=3).fit_transform(X).dtype == np.float64
 
 
 def test_random_state_makes_runs_reproducible():
     X = low_rank(100, 30, 3, noise=0.3)
-    a = StochasticNMF(3, random_state=42, max_epochs=8).fit(X)
-    b = StochasticNMF(3, random_state=42, max_epochs=8).fit(X)
-    c = StochasticNMF(3, random_state=43, max_epochs=8, init="random").fit(X)
+    a = StochasticNMF(3, random_state=42, max_iter=8).fit(X)
+    b = StochasticNMF(3, random_state=42, max_iter=8).fit(X)
+    c = StochasticNMF(3, random_state=43, max_iter=8, init="random").fit(X)
     np.testing.assert_array_equal(a.components_, b.components_)
     assert not np.allclose(a.components_, c.components_)
 
@@ -88,7 +88,7 @@ def test_random_state_makes_runs_reproducible():
 @pytest.mark.parametrize("init", ["nndsvd", "nndsvda", "nndsvdar", "random"])
 def test_every_init_method_fits(init):
     X = low_rank(80, 20, 3, noise=0.1)
-    model = StochasticNMF(3, init=init, random_state=0, max_epochs=30).fit(X)
+    model = StochasticNMF(3, init=init, random_state=0, max_iter=30).fit(X)
     assert model.history_["rel_error"][-1] < 0.2
 
 
@@ -113,7 +113,7 @@ def test_custom_init_is_used_and_not_modified():
     X = low_rank(40, 12, 2)
     W0, H0 = np.full((40, 2), 0.5), np.full((2, 12), 0.5)
     W0c, H0c = W0.copy(), H0.copy()
-    model = StochasticNMF(init="custom", max_epochs=1, random_state=0)
+    model = StochasticNMF(init="custom", max_iter=1, random_state=0)
     model.fit(X, W=W0, H=H0)
     assert model.n_components_ == 2  # "auto" taken from H
     np.testing.assert_array_equal(W0, W0c)
@@ -131,7 +131,7 @@ def test_transform_matches_fit_transform_and_inverse_transform_reconstructs():
 
 
 def test_inverse_transform_checks_columns():
-    model = StochasticNMF(3, max_epochs=2).fit(low_rank(20, 10, 3))
+    model = StochasticNMF(3, max_iter=2).fit(low_rank(20, 10, 3))
     with pytest.raises(ValueError, match="X has 2 columns but the model has 3 components"):
         model.inverse_transform(np.ones((4, 2)))
 
@@ -159,7 +159,7 @@ def test_partial_fit_streams_chunks():
 
 def test_scheduler_instance_is_copied_and_fitted_one_exposed():
     sched = StepScheduler(step_size=1, gamma=0.5)
-    model = StochasticNMF(2, scheduler=sched, max_epochs=4, tol=0).fit(low_rank(30, 10, 2))
+    model = StochasticNMF(2, scheduler=sched, max_iter=4, tol=0).fit(low_rank(30, 10, 2))
     assert np.isnan(sched.lr)  # the user's object was not touched
     np.testing.assert_allclose(model.history_["lr"], [1.0, 0.5, 0.25, 0.125])
     assert model.scheduler_.lr == 1.0 / 16
@@ -168,54 +168,54 @@ def test_scheduler_instance_is_copied_and_fitted_one_exposed():
 def test_scheduler_by_name_with_params_and_learning_rate():
     model = StochasticNMF(
         2, scheduler="step", scheduler_params=dict(step_size=2, gamma=0.1), learning_rate=0.3,
-        max_epochs=4, tol=0,
+        max_iter=4, tol=0,
     ).fit(low_rank(30, 10, 2))
     np.testing.assert_allclose(model.history_["lr"], [0.3, 0.3, 0.03, 0.03])
 
 
 def test_max_time_stops_early():
-    model = StochasticNMF(3, max_epochs=10_000, tol=0, max_time=0.2).fit(low_rank(300, 50, 3, noise=0.5))
+    model = StochasticNMF(3, max_iter=10_000, tol=0, max_time=0.2).fit(low_rank(300, 50, 3, noise=0.5))
     assert model.stop_reason_ == "max_time"
     assert model.n_iter_ < 10_000
 
 
 def test_verbose_prints_one_line_per_epoch(capsys):
-    StochasticNMF(2, max_epochs=3, tol=0, verbose=1).fit(low_rank(20, 8, 2))
+    StochasticNMF(2, max_iter=3, tol=0, verbose=1).fit(low_rank(20, 8, 2))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
     assert len(lines) == 3 and "rel_error" in lines[0]
 
 
 def test_zero_matrix_gives_zero_error_not_nan():
-    model = StochasticNMF(2, max_epochs=3, init="random").fit(np.zeros((10, 5)))
+    model = StochasticNMF(2, max_iter=3, init="random").fit(np.zeros((10, 5)))
     assert model.reconstruction_err_ == 0.0
     assert np.isfinite(model.components_).all()
 
 
 def test_factorize_returns_factors_and_history():
     X = low_rank(60, 15, 3)
-    W, H, history = factorize(X, 3, random_state=0, max_epochs=20)
+    W, H, history = factorize(X, 3, random_state=0, max_iter=20)
     assert W.shape == (60, 3) and H.shape == (3, 15)
     assert len(history["loss"]) == 20 or history["loss"].size < 20
-    model = StochasticNMF(3, random_state=0, max_epochs=20).fit(X)
+    model = StochasticNMF(3, random_state=0, max_iter=20).fit(X)
     np.testing.assert_array_equal(H, model.components_)
 
 
 def test_get_feature_names_out():
-    model = StochasticNMF(3, max_epochs=2).fit(low_rank(20, 10, 3))
+    model = StochasticNMF(3, max_iter=2).fit(low_rank(20, 10, 3))
     assert list(model.get_feature_names_out()) == ["stochasticnmf0", "stochasticnmf1", "stochasticnmf2"]
 
 
 def test_batch_grows_where_noise_dominates_and_can_be_held_fixed():
     X = low_rank(3000, 40, 4, noise=0.3)
-    grown = StochasticNMF(4, random_state=0, max_epochs=30, tol=0, batch_size=100).fit(X)
+    grown = StochasticNMF(4, random_state=0, max_iter=30, tol=0, batch_size=100).fit(X)
     sizes = grown.history_["batch_size"]
     assert sizes[0] == 100 and (np.diff(sizes) >= 0).all() and sizes[-1] > sizes[0]  # only ever grows
     assert grown.batch_size_ == sizes[-1]
     assert grown.stability_certificate_["descent"]
-    fixed = StochasticNMF(4, random_state=0, max_epochs=30, tol=0, grow_batch=False, batch_size=100).fit(X)
+    fixed = StochasticNMF(4, random_state=0, max_iter=30, tol=0, grow_batch=False, batch_size=100).fit(X)
     assert (fixed.history_["batch_size"] == 100).all() and fixed.batch_size_ == 100
     # "auto" on a narrow matrix: per-batch overheads dominate, so one batch from the start
-    assert StochasticNMF(4, random_state=0, max_epochs=1).fit(X).history_["batch_size"][0] == 3000
+    assert StochasticNMF(4, random_state=0, max_iter=1).fit(X).history_["batch_size"][0] == 3000
 
 
 def test_partial_fit_carries_the_batch_size_over():
@@ -245,14 +245,25 @@ def test_the_init_svd_takes_few_power_iterations_at_no_cost_in_start_quality():
     assert errors[0] <= 1.01 * errors[1]
 
 
-def test_a_fit_stopped_by_max_epochs_before_tol_warns_as_scikit_learn_does():
+def test_a_fit_stopped_by_max_iter_before_tol_warns_as_scikit_learn_does():
     from sklearn.exceptions import ConvergenceWarning
 
     X = low_rank(60, 10, 3, seed=0, noise=0.1)
-    with pytest.warns(ConvergenceWarning, match="max_epochs=2 before the tol=0.001"):
-        StochasticNMF(3, max_epochs=2, random_state=0).fit(X)
+    with pytest.warns(ConvergenceWarning, match="max_iter=2 before the tol=0.001"):
+        StochasticNMF(3, max_iter=2, random_state=0).fit(X)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        StochasticNMF(3, max_epochs=2, tol=0, random_state=0).fit(X)  # a fixed number of epochs asked
+        StochasticNMF(3, max_iter=2, tol=0, random_state=0).fit(X)  # a fixed number of epochs asked
         model = StochasticNMF(3, random_state=0).fit(X)  # stops by tol
     assert model.stop_reason_ in ("tol", "exact")
+
+
+def test_max_epochs_is_the_deprecated_name_of_max_iter():
+    X = low_rank(30, 8, 2, seed=0)
+    with pytest.warns(FutureWarning, match="max_epochs was renamed max_iter"):
+        model = StochasticNMF(2, max_epochs=3, tol=0, random_state=0).fit(X)
+    assert model.n_iter_ == 3
+    assert StochasticNMF(2).get_params()["max_epochs"] == "deprecated"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        assert StochasticNMF(2, max_iter=3, tol=0, random_state=0).fit(X).n_iter_ == 3

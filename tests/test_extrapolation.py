@@ -111,7 +111,7 @@ def test_state_dict_round_trip_continues_identically():
 
 def test_one_batch_fits_differ_with_it_and_end_lower_on_digits():
     X = load_digits().data
-    params = dict(random_state=0, tol=0, max_epochs=100)
+    params = dict(random_state=0, tol=0, max_iter=100)
     plain = StochasticNMF(16, extrapolate=False, **params).fit(X)
     moved = StochasticNMF(16, **params).fit(X)
     assert np.mean(moved.history_["batch_size"] == X.shape[0]) > 0.9  # the batch grows to every row early
@@ -123,7 +123,7 @@ def test_one_batch_fits_differ_with_it_and_end_lower_on_digits():
 
 def test_minibatch_fits_are_unchanged_by_it():
     X = low_rank(300, 40, 4, noise=0.05)
-    params = dict(random_state=0, tol=0, max_epochs=3, batch_size=50, grow_batch=False)
+    params = dict(random_state=0, tol=0, max_iter=3, batch_size=50, grow_batch=False)
     plain = StochasticNMF(4, extrapolate=False, **params).fit(X)
     moved = StochasticNMF(4, **params).fit(X)
     np.testing.assert_array_equal(moved.history_["loss"], plain.history_["loss"])

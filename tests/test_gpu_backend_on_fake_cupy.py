@@ -43,7 +43,7 @@ def test_host_input_on_the_gpu_backend_fits_as_the_cpu_backend_does(cupy, dtype,
     _, state = cupy
     X = low_rank(120, 30, 4, seed=5, noise=0.05, dtype=dtype)
     X = sp.csr_matrix(np.where(X > np.median(X), X, 0)) if sparse else X
-    params = dict(random_state=0, max_epochs=6, tol=0.0, batch_size=40, grow_batch=False)
+    params = dict(random_state=0, max_iter=6, tol=0.0, batch_size=40, grow_batch=False)
     with threadpool_limits(1):
         ref = StochasticNMF(4, backend="cpu", **params).fit(X)
         model = StochasticNMF(4, backend="gpu", **params)
@@ -62,13 +62,13 @@ def test_device_input_stays_on_the_device_and_comes_back_as_device_arrays(cupy, 
     X = low_rank(150, 40, 5, seed=6, noise=0.05, dtype=np.float32)
     X = np.where(X > np.median(X), X, 0).astype(np.float32)
     Xd = fake_cupy.csr_matrix(sp.csr_matrix(X)) if sparse else cp.asarray(X)
-    model = StochasticNMF(5, random_state=0, max_epochs=15)  # backend "auto"
+    model = StochasticNMF(5, random_state=0, max_iter=15)  # backend "auto"
     W = model.fit_transform(Xd)
     assert isinstance(W, cp.ndarray) and W.dtype == np.float32 and W.shape == (150, 5)
     assert type(model.components_) is np.ndarray and model.n_features_in_ == 40
     assert isinstance(model.transform(Xd), cp.ndarray)
     assert isinstance(model.inverse_transform(W), cp.ndarray)
-    host = StochasticNMF(5, random_state=0, max_epochs=15, backend="cpu").fit(sp.csr_matrix(X) if sparse else X)
+    host = StochasticNMF(5, random_state=0, max_iter=15, backend="cpu").fit(sp.csr_matrix(X) if sparse else X)
     # the device initialisation (its own randomized SVD) starts elsewhere: the same quality, not the same path
     assert model.reconstruction_err_ == pytest.approx(host.reconstruction_err_, rel=0.05)
     direct = np.linalg.norm(X - W.get() @ model.components_)
@@ -81,7 +81,7 @@ def test_device_input_is_checked_on_the_device(cupy):
     X[4, 1] = -1
     with pytest.raises(ValueError, match=r"1 negative entry \(first at row 4, column 1\)"):
         StochasticNMF(2).fit(cp.asarray(X))
-    model = StochasticNMF(2, max_epochs=2).fit(cp.asarray(np.ones((6, 4))))
+    model = StochasticNMF(2, max_iter=2).fit(cp.asarray(np.ones((6, 4))))
     with pytest.raises(ValueError, match="X has 3 features, but StochasticNMF is expecting 4"):
         model.transform(cp.asarray(np.ones((2, 3))))
 

@@ -131,7 +131,7 @@ def test_a_dask_fit_takes_the_penalties_as_in_memory():
     da = pytest.importorskip("dask.array")
     pytest.importorskip("distributed")
     X = low_rank(120, 12, 3, seed=6, noise=0.1)
-    params = dict(alpha_W=0.02, alpha_H=0.01, l1_ratio=0.5, random_state=0, max_epochs=6, tol=0, batch_size=120,
+    params = dict(alpha_W=0.02, alpha_H=0.01, l1_ratio=0.5, random_state=0, max_iter=6, tol=0, batch_size=120,
                   grow_batch=False, init="random", extrapolate=False)
     memory = StochasticNMF(3, **params)
     W_memory = memory.fit_transform(X)
@@ -162,7 +162,7 @@ def test_penalised_one_batch_epochs_below_two_never_raise_the_objective(n, m, k,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = StochasticNMF(k, alpha_W=alpha, l1_ratio=l1_ratio, scheduler="constant", learning_rate=lr,
-                              enforce_bound=False, batch_size=n, max_epochs=12, tol=0, init="random",
+                              enforce_bound=False, batch_size=n, max_iter=12, tol=0, init="random",
                               random_state=seed).fit(X)
     losses = np.concatenate([[model.stability_certificate_["initial_loss"]], model.history_["loss"]])
     assert np.isfinite(losses).all()
@@ -175,7 +175,7 @@ def test_penalised_minibatch_fits_stay_finite_and_under_the_cap(n, m, k, sparse,
                                                                 batch_size):
     X = make_matrix(np.random.default_rng(seed), n, m, 10.0**log_scale, sparse, np.float64)
     alpha = alpha * 10.0**log_scale / max(n, m)
-    model = StochasticNMF(k, alpha_W=alpha, l1_ratio=l1_ratio, batch_size=batch_size, max_epochs=10, tol=0,
+    model = StochasticNMF(k, alpha_W=alpha, l1_ratio=l1_ratio, batch_size=batch_size, max_iter=10, tol=0,
                           init="random", random_state=seed).fit(X)
     h = model.history_
     assert np.isfinite(h["loss"]).all() and np.isfinite(model.components_).all()
@@ -188,7 +188,7 @@ def test_the_gpu_code_path_fits_the_same_penalised_objective(sparse):
     """The array-namespace backend (the GPU backend's code, on NumPy) takes the same steps."""
     X = low_rank(150, 20, 3, seed=5, noise=0.1)
     X = sp.csr_matrix(X * (X > 0.8)) if sparse else X
-    params = dict(alpha_W=0.01, alpha_H=0.02, l1_ratio=0.4, random_state=0, max_epochs=15, tol=0)
+    params = dict(alpha_W=0.01, alpha_H=0.02, l1_ratio=0.4, random_state=0, max_iter=15, tol=0)
     cpu = StochasticNMF(3, backend="cpu", **params).fit(X)
     ns = StochasticNMF(3, backend="numpy", **params).fit(X)
     np.testing.assert_allclose(ns.history_["loss"], cpu.history_["loss"], rtol=1e-7)

@@ -187,7 +187,7 @@ def test_env_runs_the_estimators_loop():
         losses.append(info["loss"])
         done = terminated or truncated
     model = StochasticNMF(spec.n_components, scheduler=RLScheduler(TINY_POLICY), batch_size=spec.batch_size,
-                          grow_batch=False, max_epochs=spec.epochs, tol=0.0, random_state=spec.seed)
+                          grow_batch=False, max_iter=spec.epochs, tol=0.0, random_state=spec.seed)
     model.fit(make_matrix(spec))
     np.testing.assert_array_equal(model.history_["loss"], losses)
 
@@ -256,7 +256,7 @@ def test_rl_resumes_a_partial_fit_run_exactly_after_a_json_round_trip():
 def test_rl_instances_clone_and_grid_search():
     X = load_digits().data[:300]
     grid = GridSearchCV(
-        StochasticNMF(6, max_epochs=4, batch_size=64, random_state=0),
+        StochasticNMF(6, max_iter=4, batch_size=64, random_state=0),
         {"scheduler": [RLScheduler(), RLScheduler(TINY_POLICY)]},
         cv=2, scoring=lambda est, X, y=None: -est.reconstruction_err_,
     )
@@ -272,7 +272,7 @@ def test_rl_by_name_from_the_estimator_and_the_cli(tmp_path):
     from nmfsched.cli import main
 
     X = load_digits().data[:200]
-    model = StochasticNMF(5, scheduler="rl", max_epochs=5, random_state=0).fit(X)
+    model = StochasticNMF(5, scheduler="rl", max_iter=5, random_state=0).fit(X)
     assert model.scheduler_.name == "rl" and np.isfinite(model.reconstruction_err_)
     np.save(tmp_path / "x.npy", X)
     code = main(["factorize", str(tmp_path / "x.npy"), "--rank", "5", "--out", str(tmp_path / "out"),
@@ -289,7 +289,7 @@ def test_rl_by_name_from_the_estimator_and_the_cli(tmp_path):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_rl_never_exceeds_the_guards_cap_and_the_loss_stays_finite(n, m, k, seed, batch, scale):
     X = np.random.default_rng(seed).random((n, m)) * scale
-    model = StochasticNMF(min(k, m), scheduler="rl", batch_size=batch, max_epochs=8, tol=0, random_state=seed)
+    model = StochasticNMF(min(k, m), scheduler="rl", batch_size=batch, max_iter=8, tol=0, random_state=seed)
     model.fit(X)
     h = model.history_
     assert np.all(np.isfinite(h["loss"]))

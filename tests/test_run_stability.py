@@ -57,7 +57,7 @@ def test_following_the_bound_converges_without_enforcement(n, m, k, sparse, log_
     if init in (None, "nndsvd") and k > min(n, m):
         init = "random"
     model = fit(X, n_components=k, scheduler=FollowTheBound(0.9), enforce_bound=False, batch_size=batch_size,
-                grow_batch=grow_batch, max_epochs=30, init=init, random_state=seed)
+                grow_batch=grow_batch, max_iter=30, init=init, random_state=seed)
     h, start = model.history_, model.stability_certificate_["initial_loss"]
     assert np.isfinite(h["loss"]).all()
     # Bounded by the start: no blow-up on the way. The bound makes each epoch descend in
@@ -81,7 +81,7 @@ def test_one_batch_epochs_below_two_never_raise_the_loss(n, m, k, sparse, log_sc
     if init in (None, "nndsvd") and k > min(n, m):
         init = "random"
     model = fit(X, n_components=k, scheduler="constant", learning_rate=lr, enforce_bound=False, batch_size=n,
-                max_epochs=15, init=init, random_state=seed)
+                max_iter=15, init=init, random_state=seed)
     losses = np.concatenate([[model.stability_certificate_["initial_loss"]], model.history_["loss"]])
     assert np.isfinite(losses).all()
     assert (np.diff(losses) <= rounding_slack(X)).all()
@@ -91,7 +91,7 @@ def near_fit(rng, n, m, k, scale):
     """A dense matrix with an interior fit of rank ``k <= min(n, m) / 2``, and factors near
     that fit but not at it (a start that is not stationary)."""
     X = (rng.random((n, k)) + 0.1) @ (rng.random((k, m)) + 0.1) * scale * (1 + 0.2 * rng.random((n, m)))
-    model = fit(X, n_components=k, scheduler="constant", learning_rate=1.0, batch_size=n, max_epochs=60,
+    model = fit(X, n_components=k, scheduler="constant", learning_rate=1.0, batch_size=n, max_iter=60,
                 random_state=0)
     W = model.transform(X)
     return X, W, model.components_ * (1 + 0.1 * rng.random((k, m)))
@@ -114,7 +114,7 @@ def test_the_limit_two_is_sharp_near_a_fit(n, m, k, log_scale, below, above, see
     an extrapolated epoch that lands lower is kept, and may rescue a rate above 2)."""
     k = max(1, min(k, min(n, m) // 2))
     X, W, H = near_fit(np.random.default_rng(seed), n, m, k, 10.0**log_scale)
-    common = dict(n_components=k, scheduler="constant", enforce_bound=False, batch_size=n, max_epochs=20,
+    common = dict(n_components=k, scheduler="constant", enforce_bound=False, batch_size=n, max_iter=20,
                   init="custom", random_state=seed, extrapolate=False)
     calm = fit(X, learning_rate=below, W=W, H=H, **common)
     start = calm.stability_certificate_["initial_loss"]
@@ -126,12 +126,12 @@ def test_the_limit_two_is_sharp_near_a_fit(n, m, k, log_scale, below, above, see
 def test_a_full_batch_fit_applies_the_over_relaxed_rate_it_is_given():
     """The guard's one-batch cap is 0.9 x 2, not the exact step 1."""
     X = np.random.default_rng(0).random((120, 30))
-    model = fit(X, n_components=4, scheduler="constant", learning_rate=1.6, batch_size=120, max_epochs=5,
+    model = fit(X, n_components=4, scheduler="constant", learning_rate=1.6, batch_size=120, max_iter=5,
                 random_state=0)
     h = model.history_
     np.testing.assert_array_equal(h["lr"], 1.6)
     np.testing.assert_array_equal(h["lr_bound"][1:], 2.0)  # one batch: no noise, the limit itself
     assert model.stability_certificate_["n_capped_epochs"] == 0
-    capped = fit(X, n_components=4, scheduler="constant", learning_rate=1.95, batch_size=120, max_epochs=5,
+    capped = fit(X, n_components=4, scheduler="constant", learning_rate=1.95, batch_size=120, max_iter=5,
                  random_state=0)
     assert (capped.history_["lr"][1:] == 0.9 * 2.0).all()

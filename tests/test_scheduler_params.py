@@ -150,7 +150,7 @@ def test_grid_search_over_a_pipeline_with_a_scheduler_instance_and_names():
     X, y = _digits()
     instance = GreedyLR(factor=0.5)
     pipe = Pipeline([
-        ("nmf", StochasticNMF(8, scheduler=instance, max_epochs=3, tol=0, random_state=0)),
+        ("nmf", StochasticNMF(8, scheduler=instance, max_iter=3, tol=0, random_state=0)),
         ("clf", LogisticRegression(max_iter=300)),
     ])
     grid = [
@@ -174,7 +174,7 @@ def test_grid_search_over_a_pipeline_with_a_scheduler_instance_and_names():
 def test_cross_validate_clones_a_scheduler_instance_per_fold():
     X, y = _digits()
     pipe = Pipeline([
-        ("nmf", StochasticNMF(6, scheduler=StepScheduler(step_size=1, gamma=0.5), max_epochs=2, tol=0)),
+        ("nmf", StochasticNMF(6, scheduler=StepScheduler(step_size=1, gamma=0.5), max_iter=2, tol=0)),
         ("clf", LogisticRegression(max_iter=300)),
     ])
     out = cross_validate(pipe, X, y, cv=3, return_estimator=True)
@@ -205,7 +205,7 @@ class HalvingByHand:
 
 def test_the_estimator_takes_exactly_what_the_protocol_declares():
     X = load_digits().data[:200]
-    model = StochasticNMF(4, scheduler=HalvingByHand(), learning_rate=0.8, max_epochs=3, tol=0, random_state=0).fit(X)
+    model = StochasticNMF(4, scheduler=HalvingByHand(), learning_rate=0.8, max_iter=3, tol=0, random_state=0).fit(X)
     np.testing.assert_allclose(model.history_["lr_proposed"], [0.8, 0.4, 0.2])
     assert isinstance(clone(model).scheduler, HalvingByHand)  # no get_params: clone deep-copies it
 

@@ -415,7 +415,7 @@ def test_every_scheduler_drives_a_guarded_fit(name):
 
     rng = np.random.default_rng(1)
     X = rng.random((120, 4)) @ rng.random((4, 30)) + 0.05 * rng.random((120, 30))
-    model = StochasticNMF(4, scheduler=name, batch_size=32, max_epochs=15, tol=0, random_state=0).fit(X)
+    model = StochasticNMF(4, scheduler=name, batch_size=32, max_iter=15, tol=0, random_state=0).fit(X)
     cert, hist = model.stability_certificate_, model.history_
     assert cert["all_losses_finite"] and cert["descent"]
     assert np.all(hist["lr"] <= model.safety_factor * hist["lr_bound"] * (1 + 1e-12))

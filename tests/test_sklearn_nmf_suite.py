@@ -1,7 +1,8 @@
 """scikit-learn's own NMF tests, adapted to StochasticNMF: a drop-in check for its users.
 
 Adapted mechanically from ``sklearn/decomposition/tests/test_nmf.py`` (scikit-learn 1.9):
-``NMF``/``MiniBatchNMF`` build ``StochasticNMF``; ``max_iter`` (full passes) is ``max_epochs``;
+``NMF``/``MiniBatchNMF`` build ``StochasticNMF`` (``max_iter`` counts full passes, as in
+MiniBatchNMF);
 ``solver``, ``beta_loss`` and MiniBatchNMF-only arguments (``fresh_restarts``,
 ``batch_size`` in rows of a fixed size) are dropped; no assertion is loosened. Where nmfsched
 differs on purpose the test says how (messages are nmfsched's own, the feature-name prefix is
@@ -34,10 +35,10 @@ INITS = (None, "nndsvd", "nndsvda", "nndsvdar", "random")
 
 def test_convergence_warning():
     # scikit-learn: "Maximum number of iterations 1 reached" for any 1-iteration fit; nmfsched
-    # warns when max_epochs stops a fit before its tol test could (its message, its names)
+    # warns when max_iter stops a fit before its tol test could (its own message)
     A = np.abs(np.random.RandomState(0).randn(20, 6))
-    with pytest.warns(ConvergenceWarning, match="max_epochs=1"):
-        StochasticNMF(max_epochs=1, n_components="auto").fit(A)
+    with pytest.warns(ConvergenceWarning, match="max_iter=1"):
+        StochasticNMF(max_iter=1, n_components="auto").fit(A)
 
 
 @pytest.mark.parametrize("init", INITS)
@@ -52,7 +53,7 @@ def test_nmf_fit_nn_output(init, alpha_W, alpha_H):
 
 def test_nmf_fit_close():
     rng = np.random.mtrand.RandomState(42)
-    pnmf = StochasticNMF(5, init="nndsvdar", random_state=0, max_epochs=600)
+    pnmf = StochasticNMF(5, init="nndsvdar", random_state=0, max_iter=600)
     X = np.abs(rng.randn(6, 5))
     assert pnmf.fit(X).reconstruction_err_ < 0.1
 
@@ -81,7 +82,7 @@ def test_nmf_transform_custom_init():
 def test_nmf_inverse_transform():
     random_state = np.random.RandomState(0)
     A = np.abs(random_state.randn(6, 4))
-    m = StochasticNMF(n_components=4, init="random", random_state=0, max_epochs=1000)
+    m = StochasticNMF(n_components=4, init="random", random_state=0, max_iter=1000)
     ft = m.fit_transform(A)
     A_new = m.inverse_transform(ft)
     assert_array_almost_equal(A, A_new, decimal=2)
@@ -102,7 +103,7 @@ def test_nmf_sparse_input(sparse_container, alpha_W, alpha_H):
     A[:, 2 * np.arange(5)] = 0
     A_sparse = sparse_container(A)
     est1 = StochasticNMF(n_components=5, init="random", alpha_W=alpha_W, alpha_H=alpha_H, random_state=0, tol=0,
-                         max_epochs=100)
+                         max_iter=100)
     est2 = clone(est1)
     W1 = est1.fit_transform(A)
     W2 = est2.fit_transform(A_sparse)
@@ -116,7 +117,7 @@ def test_nmf_sparse_transform(csc_container):
     A = np.abs(rng.randn(3, 2))
     A[1, 1] = 0
     A = csc_container(A)
-    model = StochasticNMF(random_state=0, n_components=2, max_epochs=400)
+    model = StochasticNMF(random_state=0, n_components=2, max_iter=400)
     A_fit_tr = model.fit_transform(A)
     A_tr = model.transform(A)
     assert_allclose(A_fit_tr, A_tr, atol=1e-1)

@@ -242,9 +242,9 @@ def test_a_growing_batch_starts_with_few_minibatches():
         "auto", 1797, 64, 16, 1797 * 64, 1
     )
     X = np.random.default_rng(0).random((4000, 300))
-    growing = StochasticNMF(20, max_epochs=1, random_state=0).fit(X)
+    growing = StochasticNMF(20, max_iter=1, random_state=0).fit(X)
     assert growing.history_["batch_size"][0] == 4000 // MAX_FIRST_EPOCH_BATCHES
-    fixed = StochasticNMF(20, max_epochs=1, random_state=0, grow_batch=False).fit(X)
+    fixed = StochasticNMF(20, max_iter=1, random_state=0, grow_batch=False).fit(X)
     assert fixed.history_["batch_size"][0] == resolve_batch_size("auto", 4000, 300, 20, 4000 * 300, 2) < 500
 
 

@@ -53,7 +53,7 @@ def test_enforced_runs_stay_finite_and_never_end_above_their_start(
     factor = 10.0**log_factor
     model = fit_quietly(
         X, n_components=k, scheduler=Adversarial(factor), learning_rate=factor,
-        batch_size=batch_size, max_epochs=4, tol=0, init=init, random_state=seed,
+        batch_size=batch_size, max_iter=4, tol=0, init=init, random_state=seed,
     )
     h, cert = model.history_, model.stability_certificate_
     assert np.isfinite(h["loss"]).all() and cert["all_losses_finite"]
@@ -66,7 +66,7 @@ def test_enforced_runs_stay_finite_and_never_end_above_their_start(
 
 
 def converged_start(X, k):
-    model = StochasticNMF(k, random_state=0, max_epochs=300, tol=0, scheduler="step").fit(X)
+    model = StochasticNMF(k, random_state=0, max_iter=300, tol=0, scheduler="step").fit(X)
     return model.transform(X), model.components_
 
 
@@ -80,7 +80,7 @@ def test_enforcement_is_what_keeps_an_adversarial_run_from_ending_above_its_star
         warnings.simplefilter("ignore", StabilityWarning)
         model = StochasticNMF(
             4, init="custom", scheduler="constant", learning_rate=50.0, batch_size=16,
-            max_epochs=5, tol=0, random_state=0, enforce_bound=enforce,
+            max_iter=5, tol=0, random_state=0, enforce_bound=enforce,
         ).fit(X, W=W0, H=H0)
     cert = model.stability_certificate_
     if enforce:
@@ -111,7 +111,7 @@ def test_rejected_epochs_restore_the_iterate_and_halve_the_cap(monkeypatch):
 
     monkeypatch.setattr(StochasticSolver, "sgd_epoch", spoiled_epoch)
     X = low_rank(60, 12, 3, noise=0.05, seed=0)
-    params = dict(n_components=3, scheduler=Adversarial(1.0), batch_size=20, max_epochs=6, tol=0, random_state=0)
+    params = dict(n_components=3, scheduler=Adversarial(1.0), batch_size=20, max_iter=6, tol=0, random_state=0)
     model = fit_quietly(X, **params)
     h, cert = model.history_, model.stability_certificate_
     np.testing.assert_array_equal(h["rejected"], [False, True, True, False, False, False])
@@ -137,7 +137,7 @@ def test_the_case_hypothesis_found_no_longer_needs_a_rejection():
     X = make_matrix(np.random.default_rng(0), 23, 4, 1.0, False, np.float64)
     params = dict(
         n_components=2, scheduler=Adversarial(1.0), learning_rate=1.0, batch_size=11,
-        max_epochs=8, tol=0, init="nndsvd", random_state=0, grow_batch=False,
+        max_iter=8, tol=0, init="nndsvd", random_state=0, grow_batch=False,
     )
     model = fit_quietly(X, **params)
     h, cert = model.history_, model.stability_certificate_
@@ -151,7 +151,7 @@ def test_the_case_hypothesis_found_no_longer_needs_a_rejection():
 def test_learning_rate_1e6_finishes_finite_and_below_its_start():
     X = low_rank(500, 60, 6, noise=0.3, seed=2)
     with pytest.warns(StabilityWarning) as record:
-        model = StochasticNMF(6, learning_rate=1e6, random_state=0, max_epochs=50).fit(X)
+        model = StochasticNMF(6, learning_rate=1e6, random_state=0, max_iter=50).fit(X)
     stability = [r for r in record if issubclass(r.category, StabilityWarning)]
     assert len(stability) == 1  # one warning, not one per epoch (a ConvergenceWarning may come too)
     message = str(stability[0].message)
@@ -169,14 +169,14 @@ def test_auto_learning_rate_starts_at_half_the_bound_and_no_warning():
     X = low_rank(200, 30, 3, noise=0.2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", StabilityWarning)
-        model = StochasticNMF(3, scheduler="constant", random_state=0, max_epochs=3).fit(X)
+        model = StochasticNMF(3, scheduler="constant", random_state=0, max_iter=3).fit(X)
     h = model.history_
     assert h["lr_proposed"][0] == pytest.approx(h["lr_bound"][0] / 2)
 
 
 def test_certificate_contents():
     X = low_rank(200, 30, 3, noise=0.2)
-    cert = StochasticNMF(3, random_state=0, max_epochs=10).fit(X).stability_certificate_
+    cert = StochasticNMF(3, random_state=0, max_iter=10).fit(X).stability_certificate_
     assert set(cert) == {
         "enforced", "safety_factor", "curvature_tolerance", "max_lr_to_bound", "n_capped_epochs",
         "n_clipped_steps", "n_rejected_epochs", "initial_loss", "final_loss", "all_losses_finite",
@@ -190,7 +190,7 @@ def test_unenforced_run_records_the_bound_but_applies_the_proposal():
     with warnings.catch_warnings():
         warnings.simplefilter("error", StabilityWarning)  # no warning without enforcement
         model = StochasticNMF(
-            3, scheduler="constant", learning_rate=7.0, enforce_bound=False, max_epochs=3, random_state=0
+            3, scheduler="constant", learning_rate=7.0, enforce_bound=False, max_iter=3, random_state=0
         ).fit(X)
     h = model.history_
     np.testing.assert_array_equal(h["lr"], 7.0)
@@ -219,7 +219,7 @@ def test_probe_gives_the_exact_initial_loss_and_full_gradient():
 
 def test_full_batch_has_no_noise_and_the_bound_is_2():
     X = low_rank(40, 20, 3, noise=0.3)
-    model = StochasticNMF(3, batch_size=100, random_state=0, max_epochs=5).fit(X)
+    model = StochasticNMF(3, batch_size=100, random_state=0, max_iter=5).fit(X)
     np.testing.assert_allclose(model.history_["noise_sq"], 0, atol=1e-9 * model.history_["grad_sq"].max())
     np.testing.assert_allclose(model.history_["lr_bound"], 2.0)
 

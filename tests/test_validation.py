@@ -101,7 +101,7 @@ def test_nndsvd_needs_rank_within_shape():
 
 
 def test_transform_checks_feature_count_and_sign():
-    model = StochasticNMF(2, max_epochs=3, random_state=0).fit(np.random.default_rng(0).random((10, 6)))
+    model = StochasticNMF(2, max_iter=3, random_state=0).fit(np.random.default_rng(0).random((10, 6)))
     with pytest.raises(ValueError, match="X has 5 features, but StochasticNMF is expecting 6"):
         model.transform(np.ones((3, 5)))
     X = np.ones((3, 6))
@@ -115,7 +115,7 @@ def test_bad_parameters_name_the_parameter():
     for params, name in [
         (dict(batch_size=0), "batch_size"),
         (dict(learning_rate=-1.0), "learning_rate"),
-        (dict(max_epochs=0), "max_epochs"),
+        (dict(max_iter=0), "max_iter"),
         (dict(backend="tpu"), "backend"),
         (dict(init="svd"), "init"),
     ]:

@@ -25,7 +25,7 @@ STEP_GRID = tuple((step, gamma) for step in (5, 10, 20, 40) for gamma in (0.3, 0
 
 def fit_history(X, k, scheduler, seed, epochs, regime):
     """``history_`` of one fit (its "seconds" count from the fit's start), with "stop_reason"."""
-    model = StochasticNMF(k, scheduler=scheduler, max_epochs=epochs, random_state=seed, **regime)
+    model = StochasticNMF(k, scheduler=scheduler, max_iter=epochs, random_state=seed, **regime)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StabilityWarning)
         model.fit(X)

@@ -42,7 +42,7 @@ class Scheduler:
     def reset(self, lr0, total_epochs=None):
         """Start a new run from the learning rate ``lr0``.
 
-        ``total_epochs`` is the run's epoch budget (the estimator passes ``max_epochs``);
+        ``total_epochs`` is the run's epoch budget (the estimator passes ``max_iter``);
         schedules defined over a horizon (cosine, linear) use it when not given their own.
         """
         lr0 = float(lr0)
