@@ -111,7 +111,7 @@ def _w_step_task(X_c, W_c, Ht, G, steps, sweeps, tol, l1=0.0):
         W = np.array(W_c, dtype=Ht.dtype, order="C", copy=True)
         old = be.gram(W)
         # the block's steps come from the driver, computed once for every chunk
-        be.projected_cd(W, G, P - l1 if l1 else P, steps, max_sweeps=sweeps, tol=tol)
+        be.projected_cd(W, *objective.penalized(objective.BlockProblem(G, P), l1), steps, max_sweeps=sweeps, tol=tol)
         h = objective.h_block(be, be.all_rows(X_c), W, np.empty(Ht.shape, Ht.dtype))
         return W, (old, h.G, be.inner(W, P), h.P)
 
@@ -367,7 +367,6 @@ class DaskRows:
     """
 
     supports_search = False  # trial steps would need every minibatch's rows on the driver
-    supports_penalty = True
 
     def __init__(self, data, W, *, sq_norm_X, min_group=1):
         self.data = data
@@ -435,7 +434,7 @@ class DaskRows:
         """Every chunk in ``chunks`` sweeps its ``W`` against ``H`` (penalised by ``penalty``'s
         weights on ``W``); returns the summed ``(old Grams, new Grams, <W, X H^T>, X^T W)`` and ``H H^T``."""
         HHt = self.backend.gram(Ht)
-        G = objective.penalized(objective.BlockProblem(HHt, None), 0.0, penalty.l2_W).G
+        G = objective.add_to_diagonal(HHt, penalty.l2_W) if penalty.l2_W else HHt
         steps = objective.unit_steps(G, penalty.l1_W)
         shared_Ht = self.data.submit(Ht.copy())
         W_new, stats = self.data.run(

@@ -97,10 +97,13 @@ def penalized(block, l1=0.0, l2=0.0):
     if not (l1 or l2):
         return block
     G, P = block
-    if l2:
-        xp = array_namespace(G)
-        G = G + l2 * xp.eye(G.shape[0], dtype=G.dtype)
-    return BlockProblem(G, P - l1 if l1 else P)
+    return BlockProblem(add_to_diagonal(G, l2) if l2 else G, P - l1 if l1 else P)
+
+
+def add_to_diagonal(G, value):
+    """``G + value I`` (a new array, in ``G``'s namespace): an L2 weight on a block's unknowns."""
+    xp = array_namespace(G)
+    return G + value * xp.eye(G.shape[0], dtype=G.dtype)
 
 
 def unit_steps(G, l1=0.0):
@@ -119,11 +122,6 @@ def unit_steps(G, l1=0.0):
     return steps
 
 
-def dead_components(WtW):
-    """Components whose column of ``W`` is exactly 0 (``(W^T W)_jj == 0``)."""
-    return component_lipschitz(WtW) == 0
-
-
 def sweep(backend, Y, block, max_sweeps, tol=0.0, l1=0.0, l2=0.0):
     """Projected coordinate sweeps on ``Y`` (in place) for ``block`` (penalised by ``l1``, ``l2``) at
     its exact steps :func:`unit_steps`."""
@@ -137,7 +135,7 @@ def stochastic_h_steps(WtW, n_samples, batch_rows, l2_H=0.0, l1_H=0.0):
     Component ``j`` moves by ``(n / |B|) / L_j`` times the minibatch gradient, ``L_j`` the
     full problem's constant ``(W^T W)_jj + l2_H``; the minibatch weight makes the step unbiased.
     """
-    G = WtW if not l2_H else penalized(BlockProblem(WtW, None), 0.0, l2_H).G
+    G = add_to_diagonal(WtW, l2_H) if l2_H else WtW
     return (n_samples / batch_rows) * unit_steps(G, l1_H)
 
 
@@ -154,9 +152,18 @@ def minibatch_h_block(block, penalty, batch_rows, n_samples):
     return penalized(block, share * penalty.l1_H, share * penalty.l2_H)
 
 
-def h_clip_limits(HHt, n_features, curvature_tolerance):
-    """Per-entry limits on one ``H`` update (see :func:`nmfsched.theory.entry_clip_limits`)."""
-    return entry_clip_limits(component_lipschitz(HHt), n_features, curvature_tolerance)
+def h_clip_limits(HHt, n_features, curvature_tolerance, WtW=None, l1_H=0.0):
+    """Per-entry limits on one ``H`` update (see :func:`nmfsched.theory.entry_clip_limits`).
+
+    With an L1 weight ``l1_H > 0`` a component whose column of ``W`` is exactly 0 (``WtW``'s
+    diagonal) is not limited: it shapes no ``W`` curvature, and :func:`unit_steps` takes it
+    to 0 in one step.
+    """
+    relative, absolute = entry_clip_limits(component_lipschitz(HHt), n_features, curvature_tolerance)
+    if l1_H:
+        xp = array_namespace(absolute)
+        absolute = xp.where(component_lipschitz(WtW) == 0, xp.inf, absolute)
+    return relative, absolute
 
 
 def step_range(lr, lipschitz):

@@ -33,7 +33,6 @@ class RowStore(Protocol):
     sq_norm_X: float  #: ``||X||_F^2``
     WtW: Any
     supports_search: bool  #: whether a per-minibatch step search can run here (it needs rows in memory)
-    supports_penalty: bool  #: whether the W half takes the penalties on W
 
     def even_batch_size(self, batch_size: int) -> int:
         """The batch size this store runs for a requested ``batch_size``."""
@@ -93,7 +92,6 @@ class InMemoryRows:
     """
 
     supports_search = True
-    supports_penalty = True
 
     def __init__(self, X, W, backend, dtype):
         self.backend = be = backend

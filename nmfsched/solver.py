@@ -38,7 +38,6 @@ from .gradient_statistics import GradientStatistics
 from .row_stores import InMemoryRows, even_batch_size, even_batch_size_at_most
 from .searched_step import SearchedHStep
 from .theory import batch_size_for_noise, lr_upper_bound, noise_at_batch_size
-from .theory.namespace import array_namespace
 
 
 class EpochReport(NamedTuple):
@@ -168,11 +167,6 @@ class StochasticSolver:
         return solver
 
     def _setup(self, rows, H, batch_size, w_sweeps, rng, penalty):
-        if penalty.active and not rows.supports_penalty:
-            raise ValueError(
-                f"Penalties (alpha_W, alpha_H) are not available for rows in {type(rows).__name__} yet; "
-                f"fit in memory, or with alpha_W=0."
-            )
         self.penalty = penalty
         self.rows = rows
         self.backend = be = rows.backend
@@ -320,10 +314,7 @@ class StochasticSolver:
         unit_steps = objective.stochastic_h_steps(self.WtW, self.n_samples, nb, penalty.l2_H, penalty.l1_H)
         clips = None
         if curvature_tolerance is not None:
-            clips = objective.h_clip_limits(HHt, self.n_features, curvature_tolerance)
-            if penalty.l1_H:  # a component with w_j = 0 shapes no W step: nothing to keep it from 0
-                xp = array_namespace(clips[1])
-                clips = (clips[0], xp.where(objective.dead_components(self.WtW), xp.inf, clips[1]))
+            clips = objective.h_clip_limits(HHt, self.n_features, curvature_tolerance, self.WtW, penalty.l1_H)
         sweeps = ONE_BATCH_H_SWEEPS if one_batch else 1
         statistics = self.statistics.accumulator(nb)
         if search is None:
