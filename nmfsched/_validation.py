@@ -52,8 +52,11 @@ def _plural(n, word):
     return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
 
 
-def check_finite_nonnegative(X, name="X", who="NMF"):
+def check_finite_nonnegative(X, name="X", who="NMF", missing="error"):
     """Raise ``ValueError`` naming how many entries of ``X`` are non-finite or negative.
+
+    With ``missing`` other than "error" a NaN marks a missing entry and is let through (its
+    observed entries are checked for sign when they are gathered); infinity never is.
 
     Parameters
     ----------
@@ -63,16 +66,23 @@ def check_finite_nonnegative(X, name="X", who="NMF"):
         How the array is called in the message (``"X"``, ``"W"``, ``"H"``).
     who : str
         The estimator or function whose input this is.
+    missing : {"error", "nan", "unstored"}, default="error"
+        The estimator's ``missing`` parameter.
     """
-    count, first = find_bad_entries(X, lambda a: ~np.isfinite(a))
-    if count:
-        raise ValueError(non_finite_message(name, who, count, first))
-    count, first = find_bad_entries(X, lambda a: a < 0)
+    if missing == "error":
+        count, first = find_bad_entries(X, lambda a: ~np.isfinite(a))
+        if count:
+            raise ValueError(non_finite_message(name, who, count, first, nan_hint=name == "X"))
+    else:
+        count, first = find_bad_entries(X, np.isinf)
+        if count:
+            raise ValueError(infinite_message(name, who, count, first))
+    count, first = find_bad_entries(X, lambda a: a < 0)  # NaN < 0 is false
     if count:
         raise ValueError(negative_message(name, who, count, first))
 
 
-def check_device_X(X, who):
+def check_device_X(X, who, missing="error"):
     """Validate a CuPy array or cupyx sparse matrix on its device; return it as float CSR or dense.
 
     The checks :func:`check_finite_nonnegative` makes on the host, made with CuPy (only the
@@ -96,10 +106,11 @@ def check_device_X(X, who):
     else:
         X = xp.ascontiguousarray(X)
         values = X.ravel()
-    for is_bad, message in (
-        (lambda a: ~xp.isfinite(a), non_finite_message),
-        (lambda a: a < 0, negative_message),
-    ):
+    non_finite = (
+        (lambda a: ~xp.isfinite(a), lambda *args: non_finite_message(*args, nan_hint=True))
+        if missing == "error" else (xp.isinf, infinite_message)
+    )
+    for is_bad, message in (non_finite, (lambda a: a < 0, negative_message)):
         mask = is_bad(values)
         count = int(mask.sum())
         if count:
@@ -112,11 +123,21 @@ def check_device_X(X, who):
     return X
 
 
-def non_finite_message(name, who, count, first):
-    """The error for ``count`` non-finite entries of input ``name`` of ``who``, the first at ``first``."""
+def non_finite_message(name, who, count, first, nan_hint=False):
+    """The error for ``count`` non-finite entries of input ``name`` of ``who``, the first at ``first``
+    (``nan_hint``: say that ``missing="nan"`` lets NaN mark missing entries)."""
+    hint = " (or pass missing='nan' to treat NaN as a missing entry)" if nan_hint else ""
     return (
         f"Input {name} contains NaN or infinity: {_plural(count, 'non-finite entry')} "
-        f"(first at row {first[0]}, column {first[1]}); {who} needs finite values."
+        f"(first at row {first[0]}, column {first[1]}); {who} needs finite values{hint}."
+    )
+
+
+def infinite_message(name, who, count, first):
+    """The error for ``count`` infinite entries of input ``name`` of ``who`` (NaN being allowed: missing)."""
+    return (
+        f"Input {name} contains infinity: {_plural(count, 'infinite entry')} "
+        f"(first at row {first[0]}, column {first[1]}); {who} needs finite values (NaN marks a missing entry)."
     )
 
 
@@ -155,7 +176,7 @@ def check_factor(A, expected_shape, name, who, dtype):
     return A
 
 
-def validate_input(estimator, X, *, reset, backend):
+def validate_input(estimator, X, *, reset, backend, missing="error"):
     """``X`` checked for ``estimator`` (``fit`` when ``reset``, else ``transform``), ready for a run.
 
     Host input goes through scikit-learn's ``validate_data`` (float64 or float32, CSR for
@@ -163,13 +184,14 @@ def validate_input(estimator, X, *, reset, backend):
     non-negative. A CuPy array or cupyx matrix is checked on its device (it stays there); a
     Dask array is checked for shape and dtype only (its entries by the fit's first pass, so it
     is never read twice or gathered). ``backend`` is the estimator's parameter: device input
-    needs "gpu" or "auto", Dask input "cpu" or "auto".
+    needs "gpu" or "auto", Dask input "cpu" or "auto". ``missing`` other than "error" lets NaN
+    through (a missing entry; see :func:`nmfsched.observed.observed_entries`).
     """
     from sklearn.utils.validation import validate_data
 
     who = type(estimator).__name__
     if is_device_array(X):
-        X = _device_input(X, backend, who)
+        X = _device_input(X, backend, who, missing)
     elif is_dask_array(X):
         X = _dask_input(X, backend, who)
     else:
@@ -177,7 +199,7 @@ def validate_input(estimator, X, *, reset, backend):
                           ensure_all_finite=False)
         if sp.issparse(X):
             X = X.tocsr()  # one conversion; the kernels and the checks read CSR
-        check_finite_nonnegative(X, name="X", who=who)
+        check_finite_nonnegative(X, name="X", who=who, missing=missing)
         return X
     if reset:
         estimator.n_features_in_ = int(X.shape[1])
@@ -190,13 +212,13 @@ def validate_input(estimator, X, *, reset, backend):
     return X
 
 
-def _device_input(X, backend, who):
+def _device_input(X, backend, who, missing):
     if backend not in ("auto", "gpu"):
         raise ValueError(
             f"X is a {type(X).__module__.split('.')[0]} array on the GPU but backend={backend!r}; "
             f"use backend='gpu' (or 'auto'), or pass cupy.asnumpy(X) to run on the CPU."
         )
-    return check_device_X(X, who=who)
+    return check_device_X(X, who=who, missing=missing)
 
 
 def _dask_input(X, backend, who):

@@ -322,10 +322,17 @@ def stored_bytes(shape, dtype, nnz, sparse):
     return shape[0] * shape[1] * itemsize
 
 
+def _dask_non_finite_message(name, who, count, first):
+    return non_finite_message(name, who, count, first)[:-1] + (
+        "; missing entries (NaN) are fitted in memory only (pass the matrix, or its CSR of ratings, as a NumPy "
+        "or SciPy input)."
+    )
+
+
 def scan(data, who):
     """``(||X||^2, mean(X), nnz)`` in one pass; a non-finite or negative entry raises with its place."""
     results = data.gather(data.run(_scan_task, range(data.n_chunks)))
-    for index, message in ((3, non_finite_message), (4, negative_message)):
+    for index, message in ((3, _dask_non_finite_message), (4, negative_message)):
         count = sum(r[index][0] for r in results)
         if count:
             c = next(i for i, r in enumerate(results) if r[index][0])
@@ -367,6 +374,7 @@ class DaskRows:
     """
 
     supports_search = False  # trial steps would need every minibatch's rows on the driver
+    observed = False  # missing entries are refused before a Dask fit starts
 
     def __init__(self, data, W, *, sq_norm_X, min_group=1):
         self.data = data
@@ -450,7 +458,7 @@ class DaskRows:
         (old, new, _, Ct), HHt = self._sweep_chunks(list(group), Ht, w_sweeps, penalty)
         self.WtW = self.WtW - old + new
         nb = int(sum(self.data.rows[c] for c in group))
-        return nb, HHt, new, Ct
+        return nb, HHt, objective.BlockProblem(new, Ct)
 
     def refresh(self, Ht, max_sweeps, tol, penalty):
         """Sweeps on every chunk's ``W``; also gathers ``W`` and seeds it back (see the module's
@@ -460,21 +468,21 @@ class DaskRows:
         # second n x k^2 product on the driver
         self._set_w(self.W_host(), WtW)
         self._ct_full = Ct
-        return cross, HHt
+        return objective.loss_from_grams(self.sq_norm_X, cross, WtW, HHt), HHt
 
     def all_rows_h_block(self):
-        return self.WtW, self._ct_full
+        return objective.BlockProblem(self.WtW, self._ct_full)
 
-    def regram(self):
+    def regram(self, Ht):
         """``W^T W`` and the summed ``X^T W`` again by one product pass (no sweeps)."""
         chunks = range(self.data.n_chunks)
         self.WtW, self._ct_full = self.data.tree_sum(self.data.run(_product_task, chunks, self.W))
 
-    def probe_blocks(self, batch_size, rng):
+    def probe_blocks(self, batch_size, rng, Ht):
         for group in self.minibatches(batch_size, rng):
             chunks = range(self.data.n_chunks) if group is None else list(group)
             WbtWb, Ct = self.data.tree_sum(self.data.run(_product_task, chunks, [self.W[c] for c in chunks]))
-            yield int(sum(self.data.rows[c] for c in chunks)), WbtWb, Ct
+            yield int(sum(self.data.rows[c] for c in chunks)), objective.BlockProblem(WbtWb, Ct)
 
     def W_sum(self):
         return float(self.W_host().sum())  # gathered once per change (every refresh gathers it anyway)

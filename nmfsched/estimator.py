@@ -13,6 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from . import observed
 from ._init import INIT_METHODS, resolve_n_components
 from ._validation import is_dask_array, validate_codes, validate_input
 from .checkpoint import FitCheckpoint, fingerprint
@@ -139,6 +140,17 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     l1_ratio : float in [0, 1], default=0.0
         The share of L1 in the penalties (0: L2 only, "ridge"; 1: L1 only, "lasso"). L1 makes
         the factors sparse. The stability bound and the clip account for both (theory/README.md).
+    missing : {"nan", "unstored", "error"}, default="nan"
+        Which entries of ``X`` are missing: the objective, its steps and the stability bound
+        then run over the observed entries only (see :mod:`nmfsched.observed`). "nan": a NaN
+        is missing (as in scikit-learn's estimators that accept missing values; a sparse
+        ``X``'s unstored entries are zeros). "unstored": a sparse ``X``'s stored entries are
+        its observed ones, NaN among them excluded (ratings: an unrated item is unknown, not
+        0); a dense ``X`` as "nan". "error": a NaN is an error. ``observed_fraction_`` says how
+        much was observed. ``transform`` solves each row over its observed entries, and
+        ``inverse_transform(transform(X))`` fills the missing ones (imputation). A row or
+        column with no observed entry gets 0 in ``W`` or ``components_``, with a warning.
+        Dask input must be complete.
     backend : {"auto", "cpu", "gpu", "numpy"}, default="auto"
         Where the arithmetic runs: "cpu" (Numba and BLAS), "gpu" (CuPy on an NVIDIA GPU;
         needs ``pip install 'nmfsched[gpu]'`` and a CUDA device), "numpy" (the GPU
@@ -170,8 +182,12 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         The factor ``H``.
     n_components_ : int
     reconstruction_err_ : float
-        ``||X - W H||_F`` on the training data with ``W = transform(X)`` (after
-        ``partial_fit``: on the last chunk, with its ``W`` refreshed for the final ``H``).
+        ``||X - W H||_F`` on the training data with ``W = transform(X)``, over the observed
+        entries when some are missing (after ``partial_fit``: on the last chunk, with its
+        ``W`` refreshed for the final ``H``).
+    observed_fraction_ : float
+        The share of the training data's entries that were observed (1.0 without missing
+        entries; see ``missing``).
     batch_size_ : int
         The batch size in force at the end (see ``grow_batch``); "batch_size" in
         ``history_`` has it per epoch.
@@ -237,6 +253,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "alpha_W": [Interval(Real, 0, None, closed="left")],
         "alpha_H": [Interval(Real, 0, None, closed="left"), StrOptions({"same"})],
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+        "missing": [StrOptions(set(observed.MISSING_MODES))],
         "backend": [StrOptions(set(backend_names()))],
         "checkpoint": [str, os.PathLike, None],
         "random_state": ["random_state"],
@@ -267,6 +284,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         alpha_W=0.0,
         alpha_H="same",
         l1_ratio=0.0,
+        missing="nan",
         backend="auto",
         checkpoint=None,
         random_state=None,
@@ -294,6 +312,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.alpha_W = alpha_W
         self.alpha_H = alpha_H
         self.l1_ratio = l1_ratio
+        self.missing = missing
         self.backend = backend
         self.checkpoint = checkpoint
         self.random_state = random_state
@@ -305,11 +324,33 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         tags.input_tags.positive_only = True
+        tags.input_tags.allow_nan = self.missing != "error"  # NaN marks a missing entry
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
     def _check_X(self, X, *, reset):
-        return validate_input(self, X, reset=reset, backend=self.backend)
+        return validate_input(self, X, reset=reset, backend=self.backend, missing=self.missing)
+
+    def _observed(self, X, backend):
+        """The observed entries of a validated ``X`` (CSR, on ``X``'s side), or None when none is missing."""
+        if self.missing == "error" or is_dask_array(X):
+            return None
+        return observed.observed_entries(X, self.missing, type(self).__name__, observed.sparse_module(backend))
+
+    def _warn_unobserved(self, X_observed, W=None, H=None, what="rows"):
+        """Warn about rows (and columns) without an observed entry and set their ``W`` rows (``H``
+        columns) to 0, the value the model then imputes there."""
+        rows, columns = observed.empty_lines(array_namespace(X_observed.data), X_observed)
+        who = type(self).__name__
+        if len(rows):
+            if W is not None:
+                W[rows] = 0
+            warnings.warn(f"X has {observed.describe_lines(rows, 'row')} with no observed entry; {who} sets their "
+                          f"rows of W to 0 (nothing is known of them).", UserWarning, stacklevel=4)
+        if len(columns) and H is not None:
+            H[:, columns] = 0
+            warnings.warn(f"X has {observed.describe_lines(columns, 'column')} with no observed entry; {who} sets "
+                          f"their columns of components_ to 0, so they are imputed as 0.", UserWarning, stacklevel=4)
 
     def _get_backend(self, X):
         """The backend for ``X``: device input always runs on its device."""
@@ -345,16 +386,22 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 stacklevel=3,
             )
 
-    def _new_run(self, X, W, H, backend, settings, Xd=None):
+    def _new_run(self, X, W, H, backend, settings, Xd=None, X_observed=None):
         """A run of ``X`` from its initial factors, started (probed, scheduler reset).
 
-        ``X`` as validated (initialised from); ``Xd`` the same data on the backend's device
-        when the caller has it there already.
+        ``X`` as validated (initialised from); ``Xd`` the data the run uses on the backend's
+        device when the caller has it there already; ``X_observed`` the observed entries when
+        some are missing (the run then uses them).
         """
         rng = run_rng(self.random_state)
         k = self._resolve_n_components(X, W, H)
-        W0, H0 = initial_factors(X, k, settings, rng, W=W, H=H, who=type(self).__name__)
-        solver = in_memory_solver(X if Xd is None else Xd, W0, H0, rng, backend, settings)
+        data = X if X_observed is None else X_observed
+        X_init = data if X_observed is None else observed.init_matrix(X_observed, X.shape)
+        W0, H0 = initial_factors(X_init, k, settings, rng, W=W, H=H, who=type(self).__name__)
+        if X_observed is not None:
+            self._warn_unobserved(X_observed, W0, H0)
+        solver = in_memory_solver(data if Xd is None else Xd, W0, H0, rng, backend, settings,
+                                  observed=X_observed is not None)
         return FitRun(solver, self._make_scheduler(), settings, rng).start(warn_stacklevel=3)
 
     def _resumed_run(self, state, make_solver, settings):
@@ -402,7 +449,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             chunked by rows (dense or SciPy CSR chunks; zarr, HDF5, ``.npy`` memmap or
             in memory) is fitted on dask.distributed without being gathered: its chunks
             are the minibatches' parts (see :mod:`nmfsched.distributed`), on the ambient
-            ``Client`` or a ``LocalCluster`` started for the fit.
+            ``Client`` or a ``LocalCluster`` started for the fit. Missing entries are
+            NaN (or unstored, see ``missing``); Dask input must be complete.
         y : Ignored
         W : array-like of shape (n_samples, n_components), default=None
             Initial ``W`` when ``init="custom"``.
@@ -423,18 +471,22 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             return self._fit_transform_dask(X, W, H, t_start)
         backend = self._get_backend(X)
         settings = self._run_settings()
+        X_observed = self._observed(X, backend)
+        masked = X_observed is not None
         with backend.compute_context():
-            Xd = backend.to_device(X)
+            Xd = backend.to_device(X if X_observed is None else X_observed)
             k = self._resolve_n_components(X, W, H)
             sq_norm = backend.squared_norm(Xd) if self.checkpoint is not None else None
             checkpoint, state = self._checkpoint(X.shape, X.dtype, sq_norm, k)
             if state is None:
-                run = self._new_run(X, W, H, backend, settings, Xd)
+                run = self._new_run(X, W, H, backend, settings, Xd, X_observed)
             else:
                 run = self._resumed_run(state, lambda rng: in_memory_solver(
-                    Xd, state["W"], state["H"], rng, backend, settings, batch_size=state["batch_size"]), settings)
+                    Xd, state["W"], state["H"], rng, backend, settings, batch_size=state["batch_size"],
+                    observed=masked), settings)
             self.stop_reason_ = run.run_epochs(t_start=t_start, on_epoch=self._saver(checkpoint))
             W, self.reconstruction_err_ = run.finish(X)
+        self.observed_fraction_ = observed.observed_fraction(X_observed, X.shape)
         self._set_fitted(run)
         self._warn_if_unconverged()
         return W
@@ -461,6 +513,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             random_state=self.random_state, open_checkpoint=self._checkpoint, t_start=t_start, who=type(self).__name__,
         )
         self.stop_reason_ = run.stop_reason
+        self.observed_fraction_ = 1.0  # the scan refused NaN
         self._set_fitted(run)
         self._warn_if_unconverged()
         return da.from_array(W, chunks=(X.chunks[0], (k,)))
@@ -498,20 +551,27 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             )
         X = self._check_X(X, reset=first)
         backend = self._get_backend(X)
+        X_observed = self._observed(X, backend)
         # one epoch a call: no stopping rule but an exact fit, no extrapolation across chunks
         settings = self._run_settings(extrapolate=False, tol=0.0, max_time=None)
         with backend.compute_context():
             if first:
-                run = self._new_run(X, W, H, backend, settings)
+                run = self._new_run(X, W, H, backend, settings, X_observed=X_observed)
             else:
                 if W is not None or H is not None:
                     raise ValueError("W and H can only be passed to the first partial_fit call.")
                 H0 = self.components_
-                W0 = solve_w(backend, X, H0, max_sweeps=resolve_w_sweeps(self.w_sweeps, *H0.shape), tol=0.0)
+                w_sweeps = resolve_w_sweeps(self.w_sweeps, *H0.shape)
+                if X_observed is None:
+                    W0 = solve_w(backend, X, H0, max_sweeps=w_sweeps, tol=0.0)
+                else:
+                    W0 = self._solve_observed(X_observed, H0, backend, w_sweeps, 0.0, settings.penalty(*X.shape))
                 # the batch size carries over from the previous call (as the scheduler does)
-                solver = in_memory_solver(X, W0, H0, self._run.rng, backend, settings, batch_size=self.batch_size_)
+                solver = in_memory_solver(X if X_observed is None else X_observed, W0, H0, self._run.rng, backend,
+                                          settings, batch_size=self.batch_size_, observed=X_observed is not None)
                 run = self._run.carry_on(solver, settings)
             self.stop_reason_ = run.run_epochs(1, t_start=t_start)
+        self.observed_fraction_ = observed.observed_fraction(X_observed, X.shape)
         # The epoch already refreshed W for the final H and computed the exact loss; a
         # full transform-grade solve per streamed chunk would double the cost of a call.
         self.reconstruction_err_ = float(np.sqrt(2.0 * run.loss))
@@ -521,6 +581,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def transform(self, X):
         """Solve ``W`` for the fitted ``H``: ``argmin_{W >= 0} ||X - W H||_F``.
 
+        With missing entries (see ``missing``) each row is solved over its observed entries;
+        a row with none gets 0 (with a warning).
+
         Returns
         -------
         W : ndarray of shape (n_samples, n_components)
@@ -529,18 +592,35 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         X = self._check_X(X, reset=False)
         H = self.components_.astype(X.dtype, copy=False)
         penalty = self._run_settings().penalty(*X.shape)  # W's weights scale with n_features only
+        backend = None if is_dask_array(X) else self._get_backend(X)
+        X_observed = None if backend is None else self._observed(X, backend)
+        if X_observed is not None:
+            self._warn_unobserved(X_observed)
+            with backend.compute_context():
+                W = self._solve_observed(X_observed, H, backend, self.transform_max_sweeps, self.transform_tol, penalty)
+                return self._like_input(W, X, backend)
         if is_dask_array(X):
             from .distributed import transform
 
             return transform(X, H, self.transform_max_sweeps, self.transform_tol, type(self).__name__, penalty)
-        backend = self._get_backend(X)
         with backend.compute_context():
             W = solve_w(backend, X, H, max_sweeps=self.transform_max_sweeps, tol=self.transform_tol,
                         l1=penalty.l1_W, l2=penalty.l2_W)
             return self._like_input(W, X, backend)
 
+    @staticmethod
+    def _solve_observed(X_observed, H, backend, max_sweeps, tol, penalty):
+        """``W`` (a backend array) solved over the observed entries ``X_observed`` for fixed ``H``, from 0."""
+        W = backend.zeros((X_observed.shape[0], H.shape[0]), H.dtype)
+        Ht = backend.asarray(np.asarray(H).T, dtype=H.dtype)
+        observed.solve_w(backend, backend.to_device(X_observed), Ht, W, max_sweeps, tol, penalty.l1_W, penalty.l2_W)
+        return W
+
     def inverse_transform(self, X):
         """Map ``W`` back to data space: ``X @ components_``.
+
+        For data with missing entries, ``inverse_transform(transform(X))`` is the model's
+        completion of ``X``: every entry, the missing ones filled in.
 
         Parameters
         ----------

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from . import objective
+from . import objective, observed
 
 
 @runtime_checkable
@@ -33,6 +33,7 @@ class RowStore(Protocol):
     sq_norm_X: float  #: ``||X||_F^2``
     WtW: Any
     supports_search: bool  #: whether a per-minibatch step search can run here (it needs rows in memory)
+    observed: bool  #: whether only some entries are observed (the ``H`` constants are then per entry)
 
     def even_batch_size(self, batch_size: int) -> int:
         """The batch size this store runs for a requested ``batch_size``."""
@@ -52,23 +53,26 @@ class RowStore(Protocol):
 
     def w_half(self, selection, Ht, w_sweeps: int, penalty) -> tuple:
         """Sweep the selected rows of ``W`` against ``H`` (with ``penalty``'s weights on ``W``);
-        ``(|B|, H H^T, W_B^T W_B, X_B^T W_B)``, unpenalised."""
+        ``(|B|, H H^T, block)``, the block being the minibatch's unpenalised ``H`` problem: an
+        :class:`~nmfsched.objective.BlockProblem` ``(W_B^T W_B, X_B^T W_B)``, or an
+        :class:`~nmfsched.observed.ObservedBlock` when only some entries are observed."""
 
     def refresh(self, Ht, max_sweeps: int, tol: float, penalty) -> tuple:
-        """Sweep every row of ``W`` against ``H`` and make ``WtW`` exact; ``(<W, X H^T>, H H^T)``."""
+        """Sweep every row of ``W`` against ``H`` and make ``WtW`` exact; ``(1/2 ||X - W H||^2, H H^T)``
+        (the data's part of the loss, not clamped at 0)."""
 
     def W_sum(self) -> float:
         """``sum(W)`` (an L1 penalty's value)."""
 
-    def all_rows_h_block(self) -> tuple:
-        """``(W^T W, X^T W)`` over every row, right after :meth:`refresh` (a one-batch ``H`` step)."""
+    def all_rows_h_block(self) -> Any:
+        """The ``H`` block over every row, right after :meth:`refresh` (a one-batch ``H`` step)."""
 
-    def regram(self) -> None:
+    def regram(self, Ht) -> None:
         """Make ``WtW`` (and what :meth:`all_rows_h_block` returns) exact for the current ``W``
-        without sweeping it (a continued run)."""
+        and ``H`` without sweeping ``W`` (a continued run)."""
 
-    def probe_blocks(self, batch_size: int, rng: np.random.Generator):
-        """Per minibatch of one epoch, ``(|B|, W_B^T W_B, X_B^T W_B)`` at the current ``W``."""
+    def probe_blocks(self, batch_size: int, rng: np.random.Generator, Ht):
+        """Per minibatch of one epoch, ``(|B|, block)`` at the current ``W`` and ``H`` (as :meth:`w_half`'s)."""
 
     def snapshot(self) -> Any:
         """A copy of ``W`` and ``WtW`` for :meth:`restore`."""
@@ -92,6 +96,7 @@ class InMemoryRows:
     """
 
     supports_search = True
+    observed = False
 
     def __init__(self, X, W, backend, dtype):
         self.backend = be = backend
@@ -149,22 +154,23 @@ class InMemoryRows:
         self.W[rows] = Wb
         WbtWb = be.gram(Wb)
         self.WtW += WbtWb
-        return nb, block.G, WbtWb, be.xbt_wb(Xb, Wb, self._ct_buf)
+        return nb, block.G, objective.BlockProblem(WbtWb, be.xbt_wb(Xb, Wb, self._ct_buf))
 
     def refresh(self, Ht, max_sweeps, tol, penalty):
         be = self.backend
         block = objective.w_block(be, be.all_rows(self.X), Ht, self._p_full)
         objective.sweep(be, self.W, block, max_sweeps, tol, penalty.l1_W, penalty.l2_W)
         self.WtW = be.gram(self.W)
-        return be.inner(self.W, block.P), block.G
+        return objective.loss_from_grams(self.sq_norm_X, be.inner(self.W, block.P), self.WtW, block.G), block.G
 
     def all_rows_h_block(self):
-        return self.WtW, self.backend.xbt_wb(self.backend.all_rows(self.X), self.W, self._ct_buf)
+        be = self.backend
+        return objective.BlockProblem(self.WtW, be.xbt_wb(be.all_rows(self.X), self.W, self._ct_buf))
 
-    def regram(self):
+    def regram(self, Ht):
         self.WtW = self.backend.gram(self.W)
 
-    def probe_blocks(self, batch_size, rng):
+    def probe_blocks(self, batch_size, rng, Ht):
         be = self.backend
         for rows in self.minibatches(batch_size, rng):
             if rows is None:
@@ -172,7 +178,7 @@ class InMemoryRows:
             else:
                 Xb = be.take_rows(self.X, rows, self._xb_buf)
                 Wb, nb = be.take_rows(self.W, rows, self._wb_buf), rows.shape[0]
-            yield (nb, *objective.h_block(be, Xb, Wb, self._ct_buf))
+            yield nb, objective.h_block(be, Xb, Wb, self._ct_buf)
 
     # -- state ----------------------------------------------------------------------------
     def snapshot(self):
@@ -188,6 +194,81 @@ class InMemoryRows:
 
     def W_sum(self):
         return float(self.backend.to_host(self.W.sum()))
+
+
+class ObservedRows(InMemoryRows):
+    """Rows of an ``X`` with missing entries, in one process on any backend.
+
+    ``X`` is the CSR matrix of the observed entries (its explicit zeros are observed zeros;
+    see :func:`nmfsched.observed.observed_entries`). The minibatches' ``W`` sweeps and ``H``
+    blocks run over those entries only (:mod:`nmfsched.observed`), and the ``H`` steps'
+    constants are per entry: :attr:`curvature` (``m x k``) is kept up to date as rows of
+    ``W`` change, as ``WtW`` is.
+    """
+
+    supports_search = False  # the searched step's trials are written for Gram blocks
+    observed = True
+
+    def __init__(self, X, W, backend, dtype):
+        self.backend = be = backend
+        self.X = be.to_device(X)
+        self.n_samples, self.n_features = X.shape
+        self.dtype = np.dtype(dtype)
+        self.k = W.shape[1]
+        self.W = be.asarray(W, dtype=self.dtype)
+        self.sq_norm_X = be.squared_norm(self.X)
+        self.WtW = be.gram(self.W)
+        self.curvature = observed.h_curvature(be, self.X, self.W)
+        self._all = None  # every row's block, from the last refresh
+
+    def resize(self, batch_size):
+        pass  # a minibatch's entries are selected afresh (CSR row selection)
+
+    def w_half(self, rows, Ht, w_sweeps, penalty):
+        be = self.backend
+        Xb, Wb = self.X[rows], self.W[rows]
+        self.WtW -= be.gram(Wb)
+        self.curvature -= observed.h_curvature(be, Xb, Wb)
+        block = observed.block(be, Xb, Wb, Ht)
+        observed.w_sweeps(be, block, Ht, w_sweeps, 0.0, penalty.l1_W, penalty.l2_W)
+        self.W[rows] = Wb
+        self.WtW += be.gram(Wb)
+        self.curvature += observed.h_curvature(be, Xb, Wb)
+        return rows.shape[0], be.gram(Ht), block
+
+    def refresh(self, Ht, max_sweeps, tol, penalty):
+        be = self.backend
+        self._all = observed.block(be, self.X, self.W, Ht)
+        observed.w_sweeps(be, self._all, Ht, max_sweeps, tol, penalty.l1_W, penalty.l2_W)
+        self.regram(None)
+        return observed.fit_loss(self._all), be.gram(Ht)
+
+    def all_rows_h_block(self):
+        return self._all
+
+    def regram(self, Ht):
+        be = self.backend
+        self.WtW = be.gram(self.W)
+        self.curvature = observed.h_curvature(be, self.X, self.W)
+        if Ht is not None:
+            self._all = observed.block(be, self.X, self.W, Ht)
+
+    def probe_blocks(self, batch_size, rng, Ht):
+        be = self.backend
+        for rows in self.minibatches(batch_size, rng):
+            if rows is None:
+                yield self.n_samples, observed.block(be, self.X, self.W, Ht)
+            else:
+                yield rows.shape[0], observed.block(be, self.X[rows], self.W[rows], Ht)
+
+    def snapshot(self):
+        return self.W.copy(), self.WtW.copy(), self.curvature.copy()
+
+    def restore(self, snapshot):
+        W, WtW, curvature = snapshot
+        self.W[...] = W
+        self.WtW, self.curvature = WtW.copy(), curvature.copy()
+        self._all = None
 
 
 def even_batch_size(n_samples, n_batches):

@@ -15,6 +15,7 @@ the scheduler, the history, the random generator and the extrapolation's state. 
 :meth:`FitRun.state_dict` holds everything a continuation needs; the checkpoint file writes it.
 """
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils import check_random_state
 
+from . import observed
 from ._init import check_custom_factors_wanted, initialize_factors, resolve_init
 from .epochs import History, StoppingRules, run_epochs
 from .extrapolation import Extrapolation
@@ -79,11 +81,12 @@ def initial_factors(X, k, settings, rng, W=None, H=None, who="StochasticNMF"):
     return initialize_factors(X, k, init, rng, X.dtype, W=W, H=H, who=who)
 
 
-def in_memory_solver(X, W, H, rng, backend, settings, batch_size=None):
+def in_memory_solver(X, W, H, rng, backend, settings, batch_size=None, observed=False):
     """A :class:`~nmfsched.solver.StochasticSolver` of ``X`` (already on the backend's device or not).
 
     ``batch_size`` (a continued run's) replaces ``settings.batch_size``; "auto" is resolved
-    from the shape and the backend's per-minibatch overhead.
+    from the shape and the backend's per-minibatch overhead. ``observed``: ``X`` is the CSR
+    matrix of the observed entries of a matrix with missing entries.
     """
     k = W.shape[1]
     w_sweeps = resolve_w_sweeps(settings.w_sweeps, k, X.shape[1])
@@ -93,7 +96,7 @@ def in_memory_solver(X, W, H, rng, backend, settings, batch_size=None):
         backend.batch_overhead_flops, settings.first_epoch_batches,
     )
     return StochasticSolver(X, W, H, backend=backend, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng,
-                            penalty=settings.penalty(*X.shape))
+                            penalty=settings.penalty(*X.shape), observed=observed)
 
 
 class FitRun:
@@ -212,12 +215,18 @@ class FitRun:
         on_epoch(self, reason)
 
     def finish(self, X):
-        """The final ``W``, solved transform-grade for the final ``H``, and ``||X - W H||_F``.
+        """The final ``W``, solved transform-grade for the final ``H``, and ``||X - W H||_F`` (over
+        the observed entries when some are missing).
 
         ``X`` is the data as the caller holds it: device input gets a device ``W`` back.
         """
         solver, settings = self.solver, self.settings
         H = solver.H
+        if solver.rows.observed:  # the error over the observed entries, from the solve's residual
+            W = solver.W.copy()
+            fit = observed.solve_w(solver.backend, solver.X, solver.Ht, W, settings.transform_max_sweeps,
+                                   settings.transform_tol, solver.penalty.l1_W, solver.penalty.l2_W)
+            return (W if is_device_array(X) else solver.backend.to_host(W)), math.sqrt(2.0 * fit)
         W = solve_w(solver.backend, solver.X, H, W=solver.W, max_sweeps=settings.transform_max_sweeps,
                     tol=settings.transform_tol, l1=solver.penalty.l1_W, l2=solver.penalty.l2_W)
         W = W if is_device_array(X) else solver.backend.to_host(W)

@@ -33,9 +33,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import objective
+from . import objective, observed
 from .gradient_statistics import GradientStatistics
-from .row_stores import InMemoryRows, even_batch_size, even_batch_size_at_most
+from .row_stores import InMemoryRows, ObservedRows, even_batch_size, even_batch_size_at_most
 from .searched_step import SearchedHStep
 from .theory import batch_size_for_noise, lr_upper_bound, noise_at_batch_size
 
@@ -154,10 +154,16 @@ class StochasticSolver:
     penalty : Penalty, default=no penalty
         Elastic-net weights on ``W`` and ``H`` (:class:`nmfsched.objective.Penalty`); losses
         are then of the penalised objective.
+    observed : bool, default=False
+        ``X`` is the CSR matrix of the observed entries of a matrix with missing entries
+        (:func:`nmfsched.observed.observed_entries`): the objective runs over them only
+        (:class:`~nmfsched.row_stores.ObservedRows`).
     """
 
-    def __init__(self, X, W, H, *, backend, batch_size, w_sweeps, rng, penalty=objective.NO_PENALTY):
-        self._setup(InMemoryRows(X, W, backend, W.dtype), H, batch_size, w_sweeps, rng, penalty)
+    def __init__(self, X, W, H, *, backend, batch_size, w_sweeps, rng, penalty=objective.NO_PENALTY,
+                 observed=False):
+        rows = (ObservedRows if observed else InMemoryRows)(X, W, backend, W.dtype)
+        self._setup(rows, H, batch_size, w_sweeps, rng, penalty)
 
     @classmethod
     def over(cls, rows, H, *, batch_size, w_sweeps, rng, penalty=objective.NO_PENALTY):
@@ -273,10 +279,8 @@ class StochasticSolver:
         lr_sum, lr_max = 0.0, 0.0
         for batch in self.minibatches():
             one_batch = batch is None
-            nb, HHt, WbtWb, Ct = self._w_half(batch)
-            applied, clipped, trials = self._h_step(
-                Ct, HHt, WbtWb, nb, lr, curvature_tolerance, search, n_batches, one_batch
-            )
+            nb, HHt, block = self._w_half(batch)
+            applied, clipped, trials = self._h_step(block, HHt, nb, lr, curvature_tolerance, search, n_batches, one_batch)
             n_clipped = n_clipped + clipped
             n_trials += trials
             lr_sum += applied * nb
@@ -286,7 +290,8 @@ class StochasticSolver:
         return EpochReport(int(n_clipped), lr_sum / n, lr_max, n_trials)
 
     def _w_half(self, selection):
-        """The ``W`` half of a minibatch: ``(|B|, H H^T, W_B^T W_B, X_B^T W_B)``.
+        """The ``W`` half of a minibatch: ``(|B|, H H^T, the H block)`` (see :meth:`RowStore.w_half
+        <nmfsched.row_stores.RowStore.w_half>`).
 
         For one batch of every row, :meth:`refresh_w` (every epoch ends with one) already
         swept ``W`` against the current ``H``, so nothing is left to sweep; otherwise (the
@@ -296,27 +301,32 @@ class StochasticSolver:
             if not self._refreshed:
                 self.refresh_w(self.refresh_sweeps)
             nb, HHt = self.n_samples, self._hht
-            WbtWb, Ct = self.rows.all_rows_h_block()
+            block = self.rows.all_rows_h_block()
         else:
-            nb, HHt, WbtWb, Ct = self.rows.w_half(selection, self.Ht, self.w_sweeps, self.penalty)
+            nb, HHt, block = self.rows.w_half(selection, self.Ht, self.w_sweeps, self.penalty)
         self._refreshed = False  # H moves next
-        WbtWb, Ct = objective.minibatch_h_block((WbtWb, Ct), self.penalty, nb, self.n_samples)
-        return nb, HHt, WbtWb, Ct
+        return nb, HHt, block
 
-    def _h_step(self, Ct, HHt, WbtWb, nb, lr, curvature_tolerance, search, n_batches, one_batch):
+    def _h_step(self, block, HHt, nb, lr, curvature_tolerance, search, n_batches, one_batch):
         """The ``H`` half of a minibatch of ``nb`` rows; returns ``(rate, n_clipped, n_trials)``.
 
         Component ``j`` moves by ``rate (n / nb) / L_j`` times the minibatch gradient
-        ``H W_B^T W_B - X_B^T W_B`` (``Ct`` is the latter), ``L_j`` from the running
-        ``W^T W``; the kernel adds the gradient to :attr:`statistics`.
+        ``H W_B^T W_B - X_B^T W_B`` (the block's ``G`` and ``P``, with the minibatch's share of
+        the penalties), ``L_j`` from the running ``W^T W`` (per entry with missing entries:
+        :func:`nmfsched.observed.h_sweeps`); the kernel adds the gradient to :attr:`statistics`.
         """
         penalty = self.penalty
-        unit_steps = objective.stochastic_h_steps(self.WtW, self.n_samples, nb, penalty.l2_H, penalty.l1_H)
         clips = None
         if curvature_tolerance is not None:
             clips = objective.h_clip_limits(HHt, self.n_features, curvature_tolerance, self.WtW, penalty.l1_H)
         sweeps = ONE_BATCH_H_SWEEPS if one_batch else 1
         statistics = self.statistics.accumulator(nb)
+        if isinstance(block, observed.ObservedBlock):
+            n_clipped = observed.h_sweeps(self.backend, self.Ht, block, self.rows.curvature, lr, self.n_samples,
+                                          penalty, clips, statistics, sweeps)
+            return lr, n_clipped, 0
+        WbtWb, Ct = objective.minibatch_h_block(block, penalty, nb, self.n_samples)
+        unit_steps = objective.stochastic_h_steps(self.WtW, self.n_samples, nb, penalty.l2_H, penalty.l1_H)
         if search is None:
             n_clipped = self.backend.projected_cd(
                 self.Ht, WbtWb, Ct, lr * unit_steps, clips=clips, statistics=statistics, max_sweeps=sweeps
@@ -338,22 +348,39 @@ class StochasticSolver:
         """
         be = self.backend
         self.statistics.start_pass()
-        cross = 0.0
-        for nb, WbtWb, Ct in self.rows.probe_blocks(self.batch_size, self.rng):
-            cross += be.inner(Ct, self.Ht)
-            G, P = objective.minibatch_h_block((WbtWb, Ct), self.penalty, nb, self.n_samples)
+        cross = fit = 0.0
+        for nb, block in self.rows.probe_blocks(self.batch_size, self.rng, self.Ht):
+            statistics = self.statistics.accumulator(nb)
+            if isinstance(block, observed.ObservedBlock):
+                fit += observed.fit_loss(block)
+                observed.h_sweeps(be, self.Ht, block, self.rows.curvature, 0.0, self.n_samples, self.penalty,
+                                  statistics=statistics, max_sweeps=0)
+                continue
+            cross += be.inner(block.P, self.Ht)
+            G, P = objective.minibatch_h_block(block, self.penalty, nb, self.n_samples)
             # a zero step: the kernel only measures the gradient
-            be.projected_cd(self.Ht, G, P, be.zeros(self.k, np.float64), statistics=self.statistics.accumulator(nb))
+            be.projected_cd(self.Ht, G, P, be.zeros(self.k, np.float64), statistics=statistics)
+        if self.rows.observed:
+            return max(fit + self.penalty_value(), 0.0)
         return max(self.gram_loss(cross, be.gram(self.Ht)), 0.0)
 
     def gradient_statistics(self):
-        """``(grad_sq, noise_sq, lipschitz)`` per component from the last pass (see
-        :meth:`GradientStatistics.per_component <nmfsched.gradient_statistics.GradientStatistics.per_component>`)."""
+        """``(grad_sq, noise_sq, weights)`` per component from the last pass (see
+        :meth:`GradientStatistics.per_component <nmfsched.gradient_statistics.GradientStatistics.per_component>`),
+        in the form :func:`~nmfsched.theory.lr_upper_bound` takes: ``weights`` are the
+        component constants ``L_j``, or ones with missing entries, whose statistics were
+        divided by ``sqrt(L_jc)`` entry by entry as they were gathered (see :mod:`nmfsched.observed`)."""
         grad_sq, noise_sq = self.statistics.per_component(self.Ht)
+        if self.rows.observed:
+            return grad_sq, noise_sq, np.ones(self.k)
         return grad_sq, noise_sq, self.lipschitz()
 
     def lipschitz(self):
-        """The ``H`` components' constants ``diag(W^T W)`` as a host vector (one small copy)."""
+        """The ``H`` constants as a host array: per component ``diag(W^T W)`` (one small copy),
+        or per entry (``m x k``) with missing entries."""
+        if self.rows.observed:
+            curvature = self.rows.curvature
+            return self.backend.to_host(curvature + self.penalty.l2_H if self.penalty.l2_H else curvature)
         return self.backend.to_host(objective.h_lipschitz(self.WtW, self.penalty.l2_H))
 
     def gradient_cosine(self):
@@ -369,11 +396,11 @@ class StochasticSolver:
 
         Also resets the running ``W^T W`` to its exact value (no drift across epochs).
         """
-        cross, HHt = self.rows.refresh(self.Ht, max_sweeps, tol, self.penalty)
+        fit, HHt = self.rows.refresh(self.Ht, max_sweeps, tol, self.penalty)
         self._hht = HHt
         self._refreshed = True
         # The Gram identity cancels large terms; never report a negative loss from rounding.
-        return max(self.gram_loss(cross, HHt), 0.0)
+        return max(fit + self.penalty_value(HHt), 0.0)
 
     @property
     def refreshed(self):
@@ -384,7 +411,7 @@ class StochasticSolver:
         """Take the current ``W`` as :meth:`refresh_w`'s result for the current ``H`` (it was
         saved right after one): set what the refresh leaves for the next one-batch epoch,
         without sweeping ``W`` again, so a continued run takes the steps the first would."""
-        self.rows.regram()
+        self.rows.regram(self.Ht)
         self._hht = self.backend.gram(self.Ht)
         self._refreshed = True
 

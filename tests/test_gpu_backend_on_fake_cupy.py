@@ -99,3 +99,28 @@ def test_large_ranks_read_the_gram_from_global_memory(cupy):
     assert state["compiled"] == [(90, False)]
     with pytest.raises(ValueError, match="C-contiguous"):
         be.projected_cd(be.asarray(rng.random((k, 7))).T, G, P, 1 / np.diag(G))
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-nan", "ratings-csr"])
+def test_missing_entries_on_the_device_fit_as_on_the_cpu(cupy, sparse):
+    """The observed-entry sweeps are array code: on the GPU backend they run on device arrays,
+    and take the CPU backend's steps."""
+    cp, _ = cupy
+    rng = np.random.default_rng(3)
+    X = low_rank(90, 25, 3, seed=3, noise=0.05)
+    M = rng.random(X.shape) > 0.3
+    if sparse:
+        rows, cols = np.nonzero(M)
+        host = sp.csr_matrix((X[rows, cols], (rows, cols)), shape=X.shape)
+        device = fake_cupy.csr_matrix(host)
+    else:
+        host = np.where(M, X, np.nan)
+        device = cp.asarray(host)
+    params = dict(random_state=0, max_iter=8, tol=0, init="random", missing="unstored" if sparse else "nan")
+    ref = StochasticNMF(3, backend="cpu", **params).fit(host)
+    model = StochasticNMF(3, **params)
+    W = model.fit_transform(device)
+    assert isinstance(W, cp.ndarray)
+    assert model.observed_fraction_ == pytest.approx(M.mean())
+    np.testing.assert_allclose(model.history_["loss"], ref.history_["loss"], rtol=1e-9)
+    assert isinstance(model.transform(device), cp.ndarray)

@@ -27,7 +27,17 @@ def test_negative_entry_in_sparse_input_is_located():
 def test_non_finite_entries_are_located(bad):
     X = np.ones((5, 5))
     X[4, 0] = bad
-    with pytest.raises(ValueError, match=r"contains NaN or infinity: 1 non-finite entry \(first at row 4, column 0\)"):
+    with pytest.raises(ValueError, match=r"contains NaN or infinity: 1 non-finite entry \(first at row 4, column 0\)"
+                       r".*missing='nan'"):
+        StochasticNMF(2, missing="error").fit(X)
+
+
+def test_infinity_is_refused_where_nan_marks_missing_entries():
+    X = np.ones((5, 5))
+    X[1, 1] = np.nan
+    X[3, 2] = np.inf
+    with pytest.raises(ValueError, match=r"contains infinity: 1 infinite entry \(first at row 3, column 2\); "
+                                         r"StochasticNMF needs finite values \(NaN marks a missing entry\)"):
         StochasticNMF(2).fit(X)
 
 

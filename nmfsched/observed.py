@@ -1,0 +1,301 @@
+"""The objective over observed entries: ``1/2 sum_{(i, c) observed} (X_ic - (W H)_ic)^2`` (plus penalties).
+
+When ``X`` has missing entries (NaN, or the unstored entries of a ratings matrix), each row
+of ``W`` and each column of ``H`` sees only its observed entries, so the block problems of
+:mod:`nmfsched.objective` no longer share one Gram: row ``i``'s is ``H diag(m_i) H^T`` and
+column ``c``'s is ``W_B^T diag(m_c) W_B``. Rather than form ``n + m`` Grams (``k^2`` each),
+the sweeps here keep the *residual* ``W H - X`` at the observed entries current (the
+coordinate descent of CCD++, Yu et al. 2012): a component's gradient over all rows (or all
+columns) is one sparse product with it, and its step updates the residual in one pass over
+the entries. A sweep costs ``O(k nnz)`` whatever the pattern, against ``O(k^2 nnz)`` for the
+Grams.
+
+The steps are the exact coordinate steps of each entry: ``1 / L_ij`` with
+``L_ij = sum_{c observed in row i} H_jc^2`` for ``W`` and ``1 / L_jc`` with
+``L_jc = sum_{i observed in column c} W_ij^2`` for ``H`` (the per-entry constants of the
+full problem, kept up to date as rows of ``W`` change, as ``W^T W`` is without missing
+entries). The minibatch gradient of ``H`` sums the batch's observed entries and is scaled by
+``n / |B|``: unbiased, as every row is in exactly one minibatch.
+
+The bound (theory/README.md, "Missing entries") is Theorem 1 applied column by column: a
+column's components have their own constants, so ``S_g = sum_{j,c} G_jc^2 / L_jc``. The
+``H`` sweeps here accumulate the gradient statistics already divided by ``sqrt(L_jc)``, and
+the bound is computed from them with unit weights.
+
+Everything is written over the backend's array namespace and sparse module (NumPy and
+SciPy on the CPU, CuPy and cupyx on a GPU). The observed entries of a minibatch are a CSR
+matrix (its explicit zeros are observed zeros).
+"""
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+import scipy.sparse
+
+from ._validation import negative_message
+from .theory import coordinate_steps
+from .theory.namespace import array_namespace
+
+#: What ``missing`` may say (see :class:`~nmfsched.StochasticNMF`).
+MISSING_MODES = ("nan", "unstored", "error")
+#: Entries per slice when the residual is formed (bounds its ``nnz x k`` temporary).
+_RESIDUAL_CHUNK = 1 << 16
+
+
+class ObservedBlock(NamedTuple):
+    """A minibatch's observed entries at the current iterate: what its ``H`` step needs."""
+
+    R: Any  #: CSR ``|B| x m``: ``W_B H - X_B`` at the observed entries (updated in place by the sweeps)
+    entry_rows: Any  #: the row (within the batch) of every stored entry of ``R``
+    W: Any  #: ``W_B``
+
+
+def sparse_module(backend):
+    """The sparse-matrix module of ``backend``'s arrays (``scipy.sparse`` or ``cupyx.scipy.sparse``)."""
+    return getattr(backend, "sparse", scipy.sparse)
+
+
+def entry_rows(xp, X):
+    """The row of every stored entry of the CSR matrix ``X``."""
+    counts = xp.diff(X.indptr)
+    return xp.repeat(xp.arange(X.shape[0], dtype=X.indices.dtype), counts.astype(xp.int64))
+
+
+def pattern(backend, X):
+    """``X``'s pattern as a CSR matrix of ones (float64): the observed-entry indicator."""
+    xp = backend.xp
+    ones = xp.ones(X.data.shape[0], dtype=xp.float64)
+    return sparse_module(backend).csr_matrix((ones, X.indices, X.indptr), shape=X.shape)
+
+
+def residual(backend, X, rows_of_entries, W, Ht):
+    """``W H - X`` at the stored entries of the CSR ``X`` (``W`` its rows' factor, ``Ht`` = ``H^T``), as CSR."""
+    xp = backend.xp
+    data = xp.empty_like(X.data)
+    for s in range(0, data.shape[0], _RESIDUAL_CHUNK):
+        e = slice(s, s + _RESIDUAL_CHUNK)
+        data[e] = xp.einsum("ij,ij->i", W[rows_of_entries[e]], Ht[X.indices[e]]) - X.data[e]
+    return sparse_module(backend).csr_matrix((data, X.indices.copy(), X.indptr.copy()), shape=X.shape)
+
+
+def block(backend, X, W, Ht):
+    """The :class:`ObservedBlock` of observed entries ``X`` (CSR) with rows ``W`` of the factor."""
+    rows = entry_rows(backend.xp, X)
+    return ObservedBlock(residual(backend, X, rows, W, Ht), rows, W)
+
+
+def fit_loss(block):
+    """``1/2 ||X - W H||^2`` over the block's observed entries (float)."""
+    d = block.R.data
+    xp = array_namespace(d)
+    d64 = d.astype(xp.float64)
+    return 0.5 * float(xp.sum(d64 * d64))
+
+
+def entry_steps(curvature, l1=0.0):
+    """Per-entry coordinate steps ``1 / L`` of a curvature array (see
+    :func:`nmfsched.theory.coordinate_steps`), infinite where ``L`` is exactly 0 under an L1
+    weight (as :func:`nmfsched.objective.unit_steps`: the entry then goes to 0, its minimiser)."""
+    steps = coordinate_steps(curvature)
+    if l1:
+        xp = array_namespace(steps)
+        steps = xp.where(curvature == 0, xp.inf, steps)
+    return steps
+
+
+def w_curvature(backend, X, Ht, l2=0.0):
+    """``L_ij = sum_{c observed in row i} H_jc^2 (+ l2)`` for the rows of the CSR ``X`` (float64, ``rows x k``)."""
+    xp = backend.xp
+    H64 = Ht.astype(xp.float64)
+    curvature = xp.asarray(pattern(backend, X) @ (H64 * H64))
+    return curvature + l2 if l2 else curvature
+
+
+def h_curvature(backend, X, W):
+    """``L_jc = sum_{i observed in column c} W_ij^2`` over the rows of the CSR ``X`` (float64, ``m x k``)."""
+    xp = backend.xp
+    W64 = W.astype(xp.float64)
+    return xp.asarray(pattern(backend, X).T @ (W64 * W64))
+
+
+def w_sweeps(backend, block, Ht, max_sweeps, tol=0.0, l1=0.0, l2=0.0):
+    """Projected coordinate sweeps on the block's rows of ``W`` (in place) over their observed entries.
+
+    Each row stops on its own once a sweep moves it by at most ``tol`` times its l1 norm,
+    so a row's result does not depend on the other rows. The residual is kept exact.
+    """
+    xp = backend.xp
+    R, rows_of_entries, W = block
+    n_rows, k = W.shape
+    if n_rows == 0 or max_sweeps < 1:
+        return
+    steps = entry_steps(w_curvature(backend, R, Ht, l2), l1)
+    active = xp.ones(n_rows, dtype=bool)
+    for _ in range(max_sweeps):
+        moved = xp.zeros(n_rows, dtype=xp.float64)
+        size = xp.zeros(n_rows, dtype=xp.float64)
+        for j in range(k):
+            h = xp.ascontiguousarray(Ht[:, j])
+            old = W[:, j].copy()
+            g = xp.asarray(R @ h).astype(xp.float64)
+            if l1 or l2:
+                g = g + l1 + l2 * old
+            d = xp.where(steps[:, j] == 0, 0.0, -steps[:, j] * g)
+            new = old + d
+            new = xp.where(new < 0, 0.0, new).astype(W.dtype)  # keeps NaN, as the kernels
+            new = xp.where(active, new, old)
+            delta = new - old
+            W[:, j] = new
+            R.data += delta[rows_of_entries] * h[R.indices]
+            moved += xp.abs(delta)
+            size += xp.abs(new)
+        active &= ~(moved <= tol * size)
+        if not bool(active.any()):
+            break
+
+
+def h_sweeps(backend, Ht, block, curvature, lr, n_samples, penalty, clips=None, statistics=None, max_sweeps=1):
+    """Projected stochastic sweeps on ``H`` (given transposed, in place) from one minibatch's observed entries.
+
+    Entry ``(j, c)`` moves by ``lr (n / |B|) / (L_jc + l2_H)`` times the minibatch gradient
+    (``L_jc`` from ``curvature``, the full problem's ``m x k`` constants), component by
+    component (Gauss-Seidel, the residual kept current), each move clipped to
+    ``clips = (relative, absolute)`` as the in-memory kernel clips. The minibatch takes its
+    share ``|B| / n`` of ``H``'s penalties. ``statistics`` (the accumulator of
+    :class:`~nmfsched.gradient_statistics.GradientStatistics`) gains the gradient at the
+    start, divided entry by entry by ``sqrt(L_jc + l2_H)`` (see the module docstring).
+    ``max_sweeps=0`` only measures. Returns the clipped-step count.
+    """
+    xp = backend.xp
+    R, rows_of_entries, W = block
+    nb, k = W.shape
+    share = nb / n_samples
+    l1, l2 = share * penalty.l1_H, share * penalty.l2_H
+    full = curvature + penalty.l2_H if penalty.l2_H else curvature
+    unit = entry_steps(xp.maximum(full, 0.0), penalty.l1_H)
+    if statistics is not None:
+        grad_acc, sq_weight, sq_acc = statistics
+        G = xp.asarray(R.T @ W).astype(xp.float64)
+        if l1 or l2:
+            G = G + l1 + l2 * Ht
+        scaled = G * xp.sqrt(xp.where(xp.isfinite(unit), unit, 0.0))
+        grad_acc += scaled.astype(grad_acc.dtype)
+        sq_acc += sq_weight * xp.sum(scaled * scaled, axis=0)
+    if max_sweeps < 1:
+        return 0
+    steps = (lr * n_samples / nb) * unit
+    n_features = Ht.shape[0]
+    if clips is None:
+        rel, floor = xp.zeros(k), xp.full(k, xp.inf)
+    else:
+        rel, floor = (xp.broadcast_to(xp.asarray(c, dtype=xp.float64), (k,)) for c in clips)
+    n_clipped = xp.zeros((), dtype=xp.int64)
+    for _ in range(max_sweeps):
+        for j in range(k):
+            w = xp.ascontiguousarray(W[:, j])
+            old = Ht[:, j].copy()
+            g = xp.asarray(R.T @ w).astype(xp.float64).reshape(n_features)
+            if l1 or l2:
+                g = g + l1 + l2 * old
+            d = xp.where(steps[:, j] == 0, 0.0, -steps[:, j] * g)
+            clip = xp.maximum(rel[j] * xp.abs(old), floor[j])
+            over, under = d > clip, d < -clip
+            n_clipped += xp.sum(over | under)
+            d = xp.where(over, clip, xp.where(under, -clip, d))
+            new = old + d
+            new = xp.where(new < 0, 0.0, new).astype(Ht.dtype)
+            delta = new - old
+            Ht[:, j] = new
+            R.data += w[rows_of_entries] * delta[R.indices]
+    return int(n_clipped)
+
+
+def solve_w(backend, X, Ht, W, max_sweeps, tol, l1=0.0, l2=0.0):
+    """``argmin_{W >= 0}`` of the objective over the observed entries ``X`` (CSR on the backend)
+    for fixed ``H`` (``Ht`` = ``H^T``), from ``W`` (updated in place); returns the fit's loss."""
+    b = block(backend, X, W, Ht)
+    w_sweeps(backend, b, Ht, max_sweeps, tol, l1, l2)
+    return fit_loss(b)
+
+
+# -- the observed entries of the user's X ------------------------------------------------------
+def observed_entries(X, missing, who, sparse=scipy.sparse):
+    """The observed entries of a validated ``X`` as a CSR matrix, or None when every entry is observed.
+
+    ``X`` is a NumPy/CuPy array or a SciPy/cupyx CSR matrix whose entries are finite or NaN
+    (infinity was refused). ``missing`` is one of :data:`MISSING_MODES`: "nan" (a NaN is
+    missing; a sparse matrix's unstored entries are zeros), "unstored" (a sparse matrix's
+    stored entries are its observed ones, NaN among them excluded; a dense ``X`` as "nan"),
+    "error" (never called: NaN was refused). Observed entries must be non-negative. ``sparse``
+    is the sparse module of ``X``'s arrays (``cupyx.scipy.sparse`` for CuPy input).
+
+    Raises
+    ------
+    ValueError
+        When a sparse ``X`` has stored NaN with ``missing="nan"`` (its observed entries would
+        be all but a few: dense), when no entry is observed, or on a negative observed entry.
+    """
+    is_sparse = hasattr(X, "tocsr")
+    xp = array_namespace(X.data if is_sparse else X)
+    if is_sparse:
+        nan = xp.isnan(X.data)
+        n_nan = int(nan.sum())
+        if missing == "nan" and not n_nan:
+            return None
+        if missing == "nan":
+            raise ValueError(
+                f"X is sparse with {n_nan} stored NaN entries, and with missing='nan' its unstored entries are "
+                f"observed zeros, so almost every entry would be observed (a dense problem); pass "
+                f"missing='unstored' (only the stored, non-NaN entries are observed: ratings), or X.toarray()."
+            )
+        keep = ~nan
+        rows = entry_rows(xp, X)[keep]
+        indptr = xp.concatenate([xp.zeros(1, dtype=X.indptr.dtype),
+                                 xp.cumsum(xp.bincount(rows, minlength=X.shape[0])).astype(X.indptr.dtype)])
+        observed = sparse.csr_matrix((X.data[keep], X.indices[keep], indptr), shape=X.shape)
+    else:
+        mask = ~xp.isnan(X)
+        if bool(mask.all()):
+            return None
+        r, c = xp.nonzero(mask)
+        itype = xp.int64 if X.size >= 2**31 else xp.int32
+        indptr = xp.concatenate([xp.zeros(1, dtype=itype), xp.cumsum(mask.sum(axis=1)).astype(itype)])
+        observed = sparse.csr_matrix((X[r, c], c.astype(itype), indptr), shape=X.shape)
+    if observed.data.shape[0] == 0:
+        raise ValueError(f"X has no observed entry (every entry is missing); {who} needs at least one.")
+    negative = observed.data < 0
+    n_negative = int(negative.sum())
+    if n_negative:
+        p = int(xp.argmax(negative))
+        row = int(xp.searchsorted(observed.indptr, p, side="right")) - 1
+        raise ValueError(negative_message("X", who, n_negative, (row, int(observed.indices[p]))))
+    return observed
+
+
+def observed_fraction(observed, shape):
+    """The share of entries observed (1.0 without missing entries)."""
+    return 1.0 if observed is None else observed.data.shape[0] / (shape[0] * shape[1])
+
+
+def empty_lines(xp, observed):
+    """``(rows, columns)`` without an observed entry, as host integer arrays."""
+    n, m = observed.shape
+    row_counts = xp.diff(observed.indptr)
+    col_counts = xp.bincount(observed.indices, minlength=m)
+    to_host = (lambda a: a.get()) if xp is not np else np.asarray
+    return np.flatnonzero(to_host(row_counts) == 0), np.flatnonzero(to_host(col_counts) == 0)
+
+
+def describe_lines(indices, what):
+    """``"3 rows (first: 0, 5, 9)"``: a count and the first few indices, for a warning."""
+    first = ", ".join(str(int(i)) for i in indices[:5])
+    more = ", ..." if len(indices) > 5 else ""
+    return f"{len(indices)} {what}{'s' if len(indices) != 1 else ''} ({first}{more})"
+
+
+def init_matrix(observed, shape):
+    """The observed entries scaled by ``1 / observed fraction``: an unbiased stand-in for ``X`` that an
+    SVD start can factor (the missing entries count as 0, which alone would shrink the start)."""
+    fraction = observed_fraction(observed, shape)
+    return observed * (1.0 / fraction) if fraction > 0 and math.isfinite(1.0 / fraction) else observed
