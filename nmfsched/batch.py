@@ -152,6 +152,7 @@ def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", s
         "stop_reason": model.stop_reason_,
         "n_epochs": int(model.n_iter_),
         "relative_error": float(model.history_["rel_error"][-1]),
+        "observed_fraction": float(model.observed_fraction_),
         "stability_certificate": model.stability_certificate_,
         "history": model.history_,
         "seconds": {"read": t_read, "fit": t_fit},

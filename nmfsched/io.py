@@ -268,7 +268,7 @@ def read_matrix(path, *, skip_header=False, dataset=None):
     _check_shape(path, X)
     X = X.astype(np.float64) if X.dtype.kind in "biu" else X
     try:
-        check_finite_nonnegative(X, who="nmfsched")
+        check_finite_nonnegative(X, who="nmfsched", missing="nan")  # NaN: missing (the fit's --missing decides)
     except ValueError as e:
         raise InputError(f"{path}: {e}") from None
     return X

@@ -110,6 +110,12 @@ def _backends():
     return backend_names()
 
 
+def _missing_modes():
+    from .observed import MISSING_MODES
+
+    return list(MISSING_MODES)
+
+
 def _inits():
     return [m for m in INIT_METHODS if m != "custom"]  # "custom" needs factors, not a file
 
@@ -134,6 +140,9 @@ FIT_OPTIONS = (
     FitOption("alpha_H", "alpha_H", "--alpha-H", parse_same_or_nonnegative_float,
               "penalty weight on H, or 'same' (alpha_W's)"),
     FitOption("l1_ratio", "l1_ratio", "--l1-ratio", parse_float, "the L1 share of the penalties, in [0, 1]"),
+    FitOption("missing", "missing", "--missing", str,
+              "which entries are missing: 'nan' (NaN cells), 'unstored' (a sparse file's unstored entries: ratings), "
+              "or 'error' (NaN is an error)", _missing_modes),
     FitOption("init", "init", "--init", str, f"initialisation (default: {DEFAULT_INIT}, or random where the rank is too large)",
               _inits),
     FitOption("backend", "backend", "--backend", str, "where the arithmetic runs", _backends),

@@ -43,14 +43,14 @@ def mixed(tmp_path):
     bad[3, 4] = -1.0
     np.save(d / "negative.npy", bad)
     bad = X.copy()
-    bad[5, 2] = np.nan
-    np.save(d / "nan.npy", bad)
+    bad[5, 2] = np.inf
+    np.save(d / "inf.npy", bad)
     (d / "truncated.npy").write_bytes((d / "dense.npy").read_bytes()[:300])
     np.savetxt(d / "text_not_npy.npy", X[:10], delimiter=",")  # a wrong extension: text named .npy
     return d
 
 
-BAD = {"negative.npy": "Negative values", "nan.npy": "NaN", "truncated.npy": "cannot be read",
+BAD = {"negative.npy": "Negative values", "inf.npy": "infinity", "truncated.npy": "cannot be read",
        "text_not_npy.npy": "cannot be read"}
 
 
@@ -92,6 +92,28 @@ def test_all_good_exits_0_and_existing_outputs_are_never_overwritten_silently(mi
     replaced = nmfsched(*args, "--seed", 5, "--overwrite")
     assert replaced.returncode == 0 and (out / "dense" / "W.npy").read_bytes() != before
     assert json.loads((out / "dense" / "report.json").read_text())["params"]["random_state"] == 5
+
+
+def test_missing_entries_are_fitted_over_the_observed_ones_or_refused(tmp_path):
+    X = low_rank(50, 20, 3)
+    X[np.random.default_rng(0).random(X.shape) < 0.2] = np.nan
+    np.save(tmp_path / "gaps.npy", X)
+    ratings = sp.random(60, 25, density=0.3, random_state=0, format="csr")
+    ratings.data = np.ceil(5 * ratings.data)
+    sp.save_npz(tmp_path / "ratings.npz", ratings)
+    out = tmp_path / "out"
+    r = nmfsched("factorize", tmp_path / "gaps.npy", "--rank", 3, "--out", out, "--max-iter", 5)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "gaps" / "report.json").read_text())
+    assert report["observed_fraction"] == pytest.approx(np.mean(~np.isnan(X)))
+    assert report["params"]["missing"] == "nan"
+    r = nmfsched("factorize", tmp_path / "ratings.npz", "--rank", 3, "--out", out, "--max-iter", 5,
+                 "--missing", "unstored")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "ratings" / "report.json").read_text())["observed_fraction"] == pytest.approx(0.3)
+    r = nmfsched("factorize", tmp_path / "gaps.npy", "--rank", 3, "--out", tmp_path / "refused", "--missing", "error")
+    assert r.returncode == 1 and "gaps.npy" in r.stderr and "missing='nan'" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "refused" / "gaps").exists()
 
 
 def test_npz_format_float32_and_scheduler_params(mixed, tmp_path):
