@@ -431,6 +431,129 @@ def csr_rows_t_matmul(indptr, indices, data, rows, Wb, out, partial):  # pragma:
     _sum_blocks(partial, out)
 
 
+# --------------------------------------------------------------------------------------
+# Sweeps over observed entries (missing entries): the residual kept exact, CSR rows
+# --------------------------------------------------------------------------------------
+@_per_dtype(
+    _index_signatures(lambda f, i: nb.void(i[::1], i[::1], f[::1], f[:, ::1], f[:, ::1], nb.float64[:, ::1],
+                                           nb.int64, nb.float64, nb.float64[::1], nb.float64[::1])),
+    PARALLEL_JIT_OPTIONS,
+    dtype_arg=2,
+)
+def observed_w_cd_rows(indptr, indices, r, W, H, steps, max_sweeps, tol, l1, l2):  # pragma: no cover - compiled
+    """:func:`nmfsched.kernels.namespace.observed_w_cd` row by row, rows over Numba's threads.
+
+    ``r`` is the residual at the stored entries of the CSR ``(indptr, indices)``, updated in
+    place; a row reads and writes only its own entries, so rows run independently. ``l1`` and
+    ``l2`` are the rows' penalty weights. ``H`` is
+    ``k x m`` (not transposed): a component's entries are contiguous, so the gathers of one
+    component stay within one row of ``H`` (measured on MovieLens, k=10: 2x faster than
+    gathering from ``H^T``).
+    """
+    k = W.shape[1]
+    for i in nb.prange(W.shape[0]):
+        p0, p1 = indptr[i], indptr[i + 1]
+        for _ in range(max_sweeps):
+            moved = 0.0
+            size = 0.0
+            for j in range(k):
+                old = np.float64(W[i, j])
+                s = steps[i, j]
+                if s == 0.0:
+                    size += abs(old)
+                    continue
+                g = 0.0
+                for p in range(p0, p1):
+                    g += np.float64(r[p]) * np.float64(H[j, indices[p]])
+                g += l1[i] + l2[i] * old
+                new = old - s * g
+                new = 0.0 if new < 0.0 else new  # NaN < 0 is false: NaN stays
+                new = np.float64(W.dtype.type(new))
+                step = new - old
+                if step != 0.0:
+                    W[i, j] = new
+                    for p in range(p0, p1):
+                        r[p] += step * H[j, indices[p]]
+                moved += abs(step)
+                size += abs(new)
+            if moved <= tol * size:
+                break
+
+
+@_per_dtype(
+    _index_signatures(lambda f, i: nb.void(i[::1], i[::1], f[::1], f[:, ::1], f[:, ::1], f[::1])),
+    PARALLEL_JIT_OPTIONS,
+    dtype_arg=2,
+)
+def observed_residual_rows(indptr, indices, x, W, H, out):  # pragma: no cover - compiled
+    """``out[p] = W[i] . H[:, c] - x[p]`` at every stored entry ``p = (i, c)`` of the CSR
+    ``(indptr, indices, x)`` (``H`` is ``k x m``), accumulated in float64, rows over threads."""
+    k = W.shape[1]
+    for i in nb.prange(W.shape[0]):
+        for p in range(indptr[i], indptr[i + 1]):
+            c = indices[p]
+            acc = 0.0
+            for j in range(k):
+                acc += np.float64(W[i, j]) * np.float64(H[j, c])
+            out[p] = acc - x[p]
+
+
+@_per_dtype(
+    _index_signatures(lambda f, i: nb.int64(i[::1], i[::1], f[::1], f[:, ::1], f[:, ::1], nb.float64[:, ::1],
+                                            nb.int64, nb.float64[::1], nb.float64[::1], nb.float64[::1],
+                                            nb.float64[::1])),
+    JIT_OPTIONS,
+    dtype_arg=2,
+)
+def observed_h_cd_columns(indptr, indices, r, W, Ht, steps, max_sweeps, l1, l2, clip_rel, clip_abs):  # pragma: no cover
+    """:func:`nmfsched.kernels.namespace.observed_h_cd` in one pass per component: scatter the
+    gradient over the entries, step every column, then update the residual. Serial (the
+    scatter would race; ``l1`` and ``l2`` are the columns' penalty weights); returns the
+    clipped-step count."""
+    n_rows, k = W.shape
+    m = Ht.shape[0]
+    g = np.empty(m)
+    delta = np.empty(m)
+    n_clipped = 0
+    for _ in range(max_sweeps):
+        for j in range(k):
+            g[:] = 0.0
+            for i in range(n_rows):
+                w = np.float64(W[i, j])
+                if w != 0.0:
+                    for p in range(indptr[i], indptr[i + 1]):
+                        g[indices[p]] += w * np.float64(r[p])
+            rel, floor = clip_rel[j], clip_abs[j]
+            any_moved = False
+            for c in range(m):
+                old = np.float64(Ht[c, j])
+                s = steps[c, j]
+                if s == 0.0:
+                    delta[c] = 0.0
+                    continue
+                d = -s * (g[c] + l1[c] + l2[c] * old)
+                clip = max(rel * abs(old), floor)
+                if d > clip:
+                    d = clip
+                    n_clipped += 1
+                elif d < -clip:
+                    d = -clip
+                    n_clipped += 1
+                new = old + d
+                new = 0.0 if new < 0.0 else new
+                new = np.float64(Ht.dtype.type(new))
+                Ht[c, j] = new
+                delta[c] = new - old
+                any_moved = any_moved or delta[c] != 0.0
+            if any_moved:
+                for i in range(n_rows):
+                    w = np.float64(W[i, j])
+                    if w != 0.0:
+                        for p in range(indptr[i], indptr[i + 1]):
+                            r[p] += w * delta[indices[p]]
+    return n_clipped
+
+
 _blas_controller = None
 
 
@@ -456,6 +579,11 @@ def _compiled_operands(*arrays):
         and dtypes.pop() in (np.float32, np.float64)
         and all(isinstance(a, np.ndarray) and a.ndim == 2 and a.flags.c_contiguous for a in arrays)
     )
+
+
+def _per_line(weight, n):
+    """A penalty weight (a scalar or one per row/column) as a float64 vector of length ``n``."""
+    return np.array(np.broadcast_to(np.asarray(weight, dtype=np.float64), (n,)))
 
 
 def _n_threads():
@@ -662,6 +790,29 @@ class CPUBackend:
     @staticmethod
     def _no_accumulator(dtype):
         return np.empty((0, 0), dtype=dtype)
+
+    # -- sweeps over observed entries (missing entries) ------------------------------------
+    def observed_residual(self, X, entry_rows, W, Ht, out):
+        """``out = W H - X`` at the stored entries of the CSR ``X`` (see :func:`observed_residual_rows`)."""
+        observed_residual_rows(X.indptr, X.indices, X.data, np.ascontiguousarray(W), np.ascontiguousarray(Ht.T), out)
+        return out
+
+    def observed_w_cd(self, R, entry_rows, W, Ht, steps, *, max_sweeps=1, tol=0.0, l1=0.0, l2=0.0):
+        """Sweeps on the rows of ``W`` over their observed entries (see :func:`observed_w_cd_rows`)."""
+        n = W.shape[0]
+        observed_w_cd_rows(R.indptr, R.indices, R.data, W, np.ascontiguousarray(Ht.T), np.ascontiguousarray(steps),
+                           int(max_sweeps), float(tol), _per_line(l1, n), _per_line(l2, n))
+
+    def observed_h_cd(self, R, entry_rows, W, Ht, steps, *, max_sweeps=1, l1=0.0, l2=0.0, clips=None):
+        """Sweeps on ``H`` from a minibatch's observed entries (see :func:`observed_h_cd_columns`)."""
+        k = Ht.shape[1]
+        clip_rel, clip_abs = (np.zeros(k), np.full(k, np.inf)) if clips is None else clips
+        m = Ht.shape[0]
+        return int(observed_h_cd_columns(
+            R.indptr, R.indices, R.data, np.ascontiguousarray(W), Ht, np.ascontiguousarray(steps),
+            int(max_sweeps), _per_line(l1, m), _per_line(l2, m), np.array(np.broadcast_to(clip_rel, (k,)), dtype=np.float64),
+            np.array(np.broadcast_to(clip_abs, (k,)), dtype=np.float64),
+        ))
 
     def column_sq_norms(self, A, mask=None):
         """``sum(A**2, axis=0)`` as a float64 host vector, optionally over ``mask`` only."""

@@ -83,6 +83,83 @@ def projected_cd_rows(xp, Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, s
     return n_clipped
 
 
+#: Entries per slice when the residual is formed (bounds its ``nnz x k`` temporaries).
+_RESIDUAL_CHUNK = 1 << 16
+
+
+def observed_residual(xp, X, entry_rows, W, Ht, out):
+    """``out = W H - X`` at the stored entries of the CSR ``X`` (``W`` its rows' factor, ``Ht`` = ``H^T``)."""
+    for s in range(0, out.shape[0], _RESIDUAL_CHUNK):
+        e = slice(s, s + _RESIDUAL_CHUNK)
+        out[e] = xp.einsum("ij,ij->i", W[entry_rows[e]], Ht[X.indices[e]]) - X.data[e]
+    return out
+
+
+def observed_w_cd(xp, R, entry_rows, W, Ht, steps, max_sweeps, tol, l1, l2):
+    """Projected coordinate sweeps on the rows of ``W`` (in place) over observed entries.
+
+    ``R`` is a CSR matrix of the residual ``W H - X`` at the rows' observed entries, kept
+    exact (updated in place); ``entry_rows`` the row of each of its entries; ``steps`` the
+    per-entry steps (``rows x k``, float64; 0 leaves an entry as it is, inf takes it to 0
+    under an L1 weight); ``l1`` and ``l2`` the rows' penalty weights (scalars or vectors).
+    Component by component, every row at once: the gradient is one
+    sparse product with ``H``'s column, the residual update one pass over the entries. A
+    row stops once a sweep moves it by at most ``tol`` times its l1 norm. The oracle of
+    :func:`nmfsched.kernels.cpu.observed_w_cd`.
+    """
+    n_rows, k = W.shape
+    active = xp.ones(n_rows, dtype=bool)
+    for _ in range(max_sweeps):
+        moved = xp.zeros(n_rows, dtype=xp.float64)
+        size = xp.zeros(n_rows, dtype=xp.float64)
+        for j in range(k):
+            h = xp.ascontiguousarray(Ht[:, j])
+            old = W[:, j].copy()
+            g = xp.asarray(R @ h).astype(xp.float64) + l1 + l2 * old
+            d = xp.where(steps[:, j] == 0, 0.0, -steps[:, j] * g)
+            new = old + d
+            new = xp.where(new < 0, 0.0, new).astype(W.dtype)  # keeps NaN, as the kernels
+            new = xp.where(active, new, old)
+            delta = new - old
+            W[:, j] = new
+            R.data += delta[entry_rows] * h[R.indices]
+            moved += xp.abs(delta)
+            size += xp.abs(new)
+        active &= ~(moved <= tol * size)
+        if not bool(active.any()):
+            break
+
+
+def observed_h_cd(xp, R, entry_rows, W, Ht, steps, max_sweeps, l1, l2, clip_rel, clip_abs):
+    """Projected, clipped sweeps on ``H`` (given transposed, in place) from one minibatch's observed entries.
+
+    Component by component (Gauss-Seidel), every column at once: the gradient ``R^T w_j +
+    l1 + l2 h_j`` (``R`` the batch's residual CSR, kept exact), the step ``steps[:, j]``
+    (``m x k``, float64), each move clipped to ``max(clip_rel[j] |h|, clip_abs[j])``; ``l1``
+    and ``l2`` the columns' penalty weights (scalars or vectors).
+    Returns the clipped-step count (a 0-d integer array). The oracle of
+    :func:`nmfsched.kernels.cpu.observed_h_cd`.
+    """
+    n_features, k = Ht.shape
+    n_clipped = xp.zeros((), dtype=xp.int64)
+    for _ in range(max_sweeps):
+        for j in range(k):
+            w = xp.ascontiguousarray(W[:, j])
+            old = Ht[:, j].copy()
+            g = xp.asarray(R.T @ w).astype(xp.float64).reshape(n_features) + l1 + l2 * old
+            d = xp.where(steps[:, j] == 0, 0.0, -steps[:, j] * g)
+            clip = xp.maximum(clip_rel[j] * xp.abs(old), clip_abs[j])
+            over, under = d > clip, d < -clip
+            n_clipped += xp.sum(over | under)
+            d = xp.where(over, clip, xp.where(under, -clip, d))
+            new = old + d
+            new = xp.where(new < 0, 0.0, new).astype(Ht.dtype)
+            delta = new - old
+            Ht[:, j] = new
+            R.data += w[entry_rows] * delta[R.indices]
+    return n_clipped
+
+
 class _SparseRows:
     """A CSR minibatch: the selected rows as their own CSR matrix (gathered on the device)."""
 
@@ -215,3 +292,18 @@ class NamespaceBackend:
     def projected_cd(self, Y, G, P, steps, *, max_sweeps=1, tol=0.0, clips=None, statistics=None):
         G, steps, clip_rel, clip_abs = self._sweep_arguments(Y, G, steps, clips)
         return projected_cd_rows(self.xp, Y, G, P, steps, int(max_sweeps), float(tol), clip_rel, clip_abs, statistics)
+
+    # -- sweeps over observed entries (missing entries) ------------------------------------
+    def observed_residual(self, X, entry_rows, W, Ht, out):
+        return observed_residual(self.xp, X, entry_rows, W, Ht, out)
+
+    def observed_w_cd(self, R, entry_rows, W, Ht, steps, *, max_sweeps=1, tol=0.0, l1=0.0, l2=0.0):
+        observed_w_cd(self.xp, R, entry_rows, W, Ht, steps, int(max_sweeps), float(tol), l1, l2)
+
+    def observed_h_cd(self, R, entry_rows, W, Ht, steps, *, max_sweeps=1, l1=0.0, l2=0.0, clips=None):
+        xp, k = self.xp, Ht.shape[1]
+        if clips is None:
+            clip_rel, clip_abs = xp.zeros(k), xp.full(k, xp.inf)
+        else:
+            clip_rel, clip_abs = (xp.broadcast_to(xp.asarray(c, dtype=xp.float64), (k,)) for c in clips)
+        return observed_h_cd(xp, R, entry_rows, W, Ht, steps, int(max_sweeps), l1, l2, clip_rel, clip_abs)

@@ -105,3 +105,16 @@ class Backend(Protocol):
         """Projected, clipped coordinate sweeps on the rows of ``Y`` in place (the algorithm
         of :func:`nmfsched.kernels.cpu.projected_cd`); returns the clipped-step count (a
         Python int or a device integer scalar: ``int()`` of it synchronises)."""
+
+    # -- sweeps over observed entries (missing entries; see nmfsched.observed) ------------------
+    def observed_residual(self, X, entry_rows, W, Ht, out) -> Any:
+        """``out = W H - X`` at the stored entries of the CSR ``X`` (``entry_rows``: each entry's row)."""
+
+    def observed_w_cd(self, R, entry_rows, W, Ht, steps, *, max_sweeps=1, tol=0.0, l1=0.0, l2=0.0) -> None:
+        """Projected coordinate sweeps on the rows of ``W`` in place over their observed entries,
+        the residual CSR ``R`` kept exact (the algorithm of
+        :func:`nmfsched.kernels.namespace.observed_w_cd`)."""
+
+    def observed_h_cd(self, R, entry_rows, W, Ht, steps, *, max_sweeps=1, l1=0.0, l2=0.0, clips=None) -> Any:
+        """Projected, clipped sweeps on ``H`` (transposed) in place from a minibatch's observed
+        entries (:func:`nmfsched.kernels.namespace.observed_h_cd`); returns the clipped-step count."""

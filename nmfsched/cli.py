@@ -175,6 +175,77 @@ def _cmd_bound(args):
     return 0
 
 
+def parse_ranks(text):
+    """``"2-6,8,10"`` -> ``[2, 3, 4, 5, 6, 8, 10]``: comma-separated ranks and inclusive ranges."""
+    ranks = set()
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            low = int(low)
+            high = int(high) if dash else low
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects ranks such as 2-10 or 2,4,8, got {text!r}") from None
+        if low < 1 or high < low:
+            raise argparse.ArgumentTypeError(f"expects ranks >= 1 and ranges low-high with low <= high, got {text!r}")
+        ranks.update(range(low, high + 1))
+    return sorted(ranks)
+
+
+def _cmd_rank(args):
+    import json
+
+    from .io import InputError, check_rank, read_matrix
+    from .options import fit_params_from_args
+    from .rank_selection import select_rank
+
+    out = Path(args.out)
+    targets = [out / "rank_selection.json", out / "rank_selection.png"]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not args.overwrite:
+        raise _UsageError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
+    params = fit_params_from_args(args)
+    seed = params.pop("random_state")
+    try:
+        X = read_matrix(args.input, skip_header=args.skip_header)
+        check_rank(args.input, X, max(args.ranks))
+        result = select_rank(X, args.ranks, test_fraction=args.test_fraction, n_repeats=args.repeats, rule=args.rule,
+                             n_jobs=args.jobs, random_state=seed, progress=not args.quiet and None, **params)
+    except (InputError, ValueError) as e:
+        message = str(e) if str(e).startswith(str(args.input)) else f"{args.input}: {e}"
+        print(f"nmfsched: error: {message}", file=sys.stderr)
+        return 1
+    print(f"{args.input}: {X.shape[0]} x {X.shape[1]}, {args.repeats} splits hiding {args.test_fraction:g} of the "
+          f"observed entries")
+    print(" rank  held-out error (mean)      std")
+    for rank, mean, std in zip(result.ranks, result.mean, result.std):
+        print(f"{rank:5d}  {mean:21.6g}  {std:7.2g}{'  <- chosen' if rank == result.rank else ''}")
+    print(f"chosen rank: {result.rank} ({result.rule} rule); {result.seconds:.1f} s for {result.scores.size} fits")
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"input": str(args.input), "shape": list(X.shape), "params": params, "seed": seed, **result.as_dict()}
+    _write_atomically(targets[0], lambda path: Path(path).write_text(json.dumps(record, indent=2)))
+    from .plots import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    result.plot(ax)
+    ax.set_title(Path(args.input).name, fontsize=9)
+    fig.tight_layout()
+    _write_atomically(targets[1], lambda path: fig.savefig(path, dpi=100, format="png"))
+    plt.close(fig)
+    return 0
+
+
+def _write_atomically(path, write):
+    """``write(temporary path)`` then rename it to ``path``: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def _cmd_train_policy(args):
     from tqdm import tqdm
 
@@ -270,6 +341,28 @@ def build_parser():
     bd.add_argument("--skip-header", action="store_true")
     bd.set_defaults(func=_cmd_bound)
 
+    rk = sub.add_parser(
+        "rank", help="choose the rank of a matrix by held-out entries",
+        description="Hide a random fraction of the observed entries (several splits), fit every candidate rank on "
+        "the rest, score the hidden entries, and print the curve and the chosen rank; OUT/rank_selection.json "
+        "holds every score and OUT/rank_selection.png the curve. NaN cells are missing (never hidden or scored); "
+        "--missing unstored makes a sparse file's unstored entries missing (ratings).",
+    )
+    rk.add_argument("input")
+    rk.add_argument("--ranks", type=parse_ranks, required=True, metavar="RANKS",
+                    help="candidate ranks, e.g. 2-10 or 2,4,8,16")
+    rk.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    rk.add_argument("--test-fraction", type=float, default=0.1, help="share of observed entries hidden (default 0.1)")
+    rk.add_argument("--repeats", type=int, default=3, help="random splits (default 3)")
+    rk.add_argument("--rule", choices=["one_se", "min"], default="one_se",
+                    help="one_se: the smallest rank within one standard error of the best (default); min: the best")
+    rk.add_argument("--jobs", type=int, default=1, help="fits run in parallel processes")
+    add_fit_arguments(rk)
+    rk.add_argument("--skip-header", action="store_true")
+    rk.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    rk.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    rk.set_defaults(func=_cmd_rank)
+
     from .rl.train import ESConfig
 
     tp = sub.add_parser(
@@ -296,7 +389,7 @@ def build_parser():
 def main(argv=None):
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    for flag in ("rank", "jobs", "max_iter", "generations", "population"):
+    for flag in ("rank", "jobs", "max_iter", "generations", "population", "repeats"):
         value = getattr(args, flag, 1)
         if value is not None and value < 1:
             print(f"nmfsched: error: --{flag.replace('_', '-')} must be >= 1", file=sys.stderr)

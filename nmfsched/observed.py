@@ -17,6 +17,13 @@ full problem, kept up to date as rows of ``W`` change, as ``W^T W`` is without m
 entries). The minibatch gradient of ``H`` sums the batch's observed entries and is scaled by
 ``n / |B|``: unbiased, as every row is in exactly one minibatch.
 
+Penalties are scikit-learn's (:class:`~nmfsched.objective.Penalty`), with each row's and
+column's weight scaled by the entries it explains: row ``i`` of ``W`` takes
+``m_i / n_features`` times ``W``'s weights, ``m_i`` its observed entries, and column ``c`` of
+``H`` takes ``n_c / n_samples`` times ``H``'s (the weighted-lambda regularisation of ALS-WR,
+Zhou et al. 2008). Without missing entries both factors are 1: scikit-learn's objective. A
+user with few ratings is then shrunk no more, per rating, than one with many.
+
 The bound (theory/README.md, "Missing entries") is Theorem 1 applied column by column: a
 column's components have their own constants, so ``S_g = sum_{j,c} G_jc^2 / L_jc``. The
 ``H`` sweeps here accumulate the gradient statistics already divided by ``sqrt(L_jc)``, and
@@ -39,8 +46,6 @@ from .theory.namespace import array_namespace
 
 #: What ``missing`` may say (see :class:`~nmfsched.StochasticNMF`).
 MISSING_MODES = ("nan", "unstored", "error")
-#: Entries per slice when the residual is formed (bounds its ``nnz x k`` temporary).
-_RESIDUAL_CHUNK = 1 << 16
 
 
 class ObservedBlock(NamedTuple):
@@ -71,11 +76,7 @@ def pattern(backend, X):
 
 def residual(backend, X, rows_of_entries, W, Ht):
     """``W H - X`` at the stored entries of the CSR ``X`` (``W`` its rows' factor, ``Ht`` = ``H^T``), as CSR."""
-    xp = backend.xp
-    data = xp.empty_like(X.data)
-    for s in range(0, data.shape[0], _RESIDUAL_CHUNK):
-        e = slice(s, s + _RESIDUAL_CHUNK)
-        data[e] = xp.einsum("ij,ij->i", W[rows_of_entries[e]], Ht[X.indices[e]]) - X.data[e]
+    data = backend.observed_residual(X, rows_of_entries, W, Ht, backend.xp.empty_like(X.data))
     return sparse_module(backend).csr_matrix((data, X.indices.copy(), X.indptr.copy()), shape=X.shape)
 
 
@@ -96,20 +97,48 @@ def fit_loss(block):
 def entry_steps(curvature, l1=0.0):
     """Per-entry coordinate steps ``1 / L`` of a curvature array (see
     :func:`nmfsched.theory.coordinate_steps`), infinite where ``L`` is exactly 0 under an L1
-    weight (as :func:`nmfsched.objective.unit_steps`: the entry then goes to 0, its minimiser)."""
+    weight ``l1 > 0`` (a scalar, or one per row of ``curvature``; as
+    :func:`nmfsched.objective.unit_steps`: the entry then goes to 0, its minimiser)."""
     steps = coordinate_steps(curvature)
-    if l1:
-        xp = array_namespace(steps)
-        steps = xp.where(curvature == 0, xp.inf, steps)
+    xp = array_namespace(steps)
+    l1 = xp.asarray(l1, dtype=xp.float64)
+    if bool(xp.any(l1 > 0)):
+        positive = l1 > 0 if l1.ndim == 0 else (l1 > 0)[:, None]
+        steps = xp.where((curvature == 0) & positive, xp.inf, steps)
     return steps
 
 
+def row_scale(X):
+    """Each row's observed entries over ``n_features`` (the CSR ``X``'s rows; 1 for a complete row)."""
+    xp = array_namespace(X.indptr)
+    return xp.diff(X.indptr).astype(xp.float64) / X.shape[1]
+
+
+def column_scale(X):
+    """Each column's observed entries over ``n_samples`` (1 for a complete column)."""
+    xp = array_namespace(X.indices)
+    return xp.bincount(X.indices, minlength=X.shape[1]).astype(xp.float64) / X.shape[0]
+
+
+def penalty_value(penalty, W, Ht, rows, columns):
+    """The penalties' part of the objective with per-row scales ``rows`` and per-column ``columns``."""
+    if not penalty.active:
+        return 0.0
+    xp = array_namespace(W)
+    W64, H64 = W.astype(xp.float64), Ht.astype(xp.float64)
+    value = (rows @ (penalty.l1_W * W64.sum(axis=1) + 0.5 * penalty.l2_W * (W64 * W64).sum(axis=1))
+             + columns @ (penalty.l1_H * H64.sum(axis=1) + 0.5 * penalty.l2_H * (H64 * H64).sum(axis=1)))
+    return float(value)
+
+
 def w_curvature(backend, X, Ht, l2=0.0):
-    """``L_ij = sum_{c observed in row i} H_jc^2 (+ l2)`` for the rows of the CSR ``X`` (float64, ``rows x k``)."""
+    """``L_ij = sum_{c observed in row i} H_jc^2 (+ l2_i)`` for the rows of the CSR ``X`` (float64,
+    ``rows x k``; ``l2`` a scalar or one weight per row)."""
     xp = backend.xp
     H64 = Ht.astype(xp.float64)
     curvature = xp.asarray(pattern(backend, X) @ (H64 * H64))
-    return curvature + l2 if l2 else curvature
+    l2 = xp.asarray(l2, dtype=xp.float64)
+    return curvature + (l2 if l2.ndim == 0 else l2[:, None])
 
 
 def h_curvature(backend, X, W):
@@ -122,98 +151,62 @@ def h_curvature(backend, X, W):
 def w_sweeps(backend, block, Ht, max_sweeps, tol=0.0, l1=0.0, l2=0.0):
     """Projected coordinate sweeps on the block's rows of ``W`` (in place) over their observed entries.
 
-    Each row stops on its own once a sweep moves it by at most ``tol`` times its l1 norm,
-    so a row's result does not depend on the other rows. The residual is kept exact.
+    ``l1`` and ``l2`` are ``W``'s weights for a complete row; row ``i`` takes ``m_i / n_features``
+    of them (see the module docstring). Each row stops on its own once a sweep moves it by at
+    most ``tol`` times its l1 norm, so a row's result does not depend on the other rows. The
+    residual is kept exact.
     """
-    xp = backend.xp
     R, rows_of_entries, W = block
-    n_rows, k = W.shape
-    if n_rows == 0 or max_sweeps < 1:
+    if W.shape[0] == 0 or max_sweeps < 1:
         return
+    if l1 or l2:
+        scale = row_scale(R)
+        l1, l2 = l1 * scale, l2 * scale
     steps = entry_steps(w_curvature(backend, R, Ht, l2), l1)
-    active = xp.ones(n_rows, dtype=bool)
-    for _ in range(max_sweeps):
-        moved = xp.zeros(n_rows, dtype=xp.float64)
-        size = xp.zeros(n_rows, dtype=xp.float64)
-        for j in range(k):
-            h = xp.ascontiguousarray(Ht[:, j])
-            old = W[:, j].copy()
-            g = xp.asarray(R @ h).astype(xp.float64)
-            if l1 or l2:
-                g = g + l1 + l2 * old
-            d = xp.where(steps[:, j] == 0, 0.0, -steps[:, j] * g)
-            new = old + d
-            new = xp.where(new < 0, 0.0, new).astype(W.dtype)  # keeps NaN, as the kernels
-            new = xp.where(active, new, old)
-            delta = new - old
-            W[:, j] = new
-            R.data += delta[rows_of_entries] * h[R.indices]
-            moved += xp.abs(delta)
-            size += xp.abs(new)
-        active &= ~(moved <= tol * size)
-        if not bool(active.any()):
-            break
+    backend.observed_w_cd(R, rows_of_entries, W, Ht, steps, max_sweeps=max_sweeps, tol=tol, l1=l1, l2=l2)
 
 
-def h_sweeps(backend, Ht, block, curvature, lr, n_samples, penalty, clips=None, statistics=None, max_sweeps=1):
+def h_sweeps(backend, Ht, block, curvature, lr, n_samples, penalty, columns=1.0, clips=None, statistics=None,
+             max_sweeps=1):
     """Projected stochastic sweeps on ``H`` (given transposed, in place) from one minibatch's observed entries.
 
     Entry ``(j, c)`` moves by ``lr (n / |B|) / (L_jc + l2_H)`` times the minibatch gradient
     (``L_jc`` from ``curvature``, the full problem's ``m x k`` constants), component by
     component (Gauss-Seidel, the residual kept current), each move clipped to
-    ``clips = (relative, absolute)`` as the in-memory kernel clips. The minibatch takes its
-    share ``|B| / n`` of ``H``'s penalties. ``statistics`` (the accumulator of
+    ``clips = (relative, absolute)`` as the in-memory kernel clips. Column ``c`` takes
+    ``columns[c]`` (:func:`column_scale`) of ``H``'s penalties, and the minibatch its share
+    ``|B| / n`` of those. ``statistics`` (the accumulator of
     :class:`~nmfsched.gradient_statistics.GradientStatistics`) gains the gradient at the
     start, divided entry by entry by ``sqrt(L_jc + l2_H)`` (see the module docstring).
     ``max_sweeps=0`` only measures. Returns the clipped-step count.
     """
     xp = backend.xp
     R, rows_of_entries, W = block
-    nb, k = W.shape
-    share = nb / n_samples
-    l1, l2 = share * penalty.l1_H, share * penalty.l2_H
-    full = curvature + penalty.l2_H if penalty.l2_H else curvature
-    unit = entry_steps(xp.maximum(full, 0.0), penalty.l1_H)
+    share = W.shape[0] / n_samples
+    columns = xp.broadcast_to(xp.asarray(columns, dtype=xp.float64), (Ht.shape[0],))
+    l1_full, l2_full = penalty.l1_H * columns, penalty.l2_H * columns
+    l1, l2 = share * l1_full, share * l2_full
+    full = curvature + l2_full[:, None] if penalty.l2_H else curvature
+    unit = entry_steps(xp.maximum(full, 0.0), l1_full)
     if statistics is not None:
         grad_acc, sq_weight, sq_acc = statistics
         G = xp.asarray(R.T @ W).astype(xp.float64)
-        if l1 or l2:
-            G = G + l1 + l2 * Ht
+        if penalty.l1_H or penalty.l2_H:
+            G = G + l1[:, None] + l2[:, None] * Ht
         scaled = G * xp.sqrt(xp.where(xp.isfinite(unit), unit, 0.0))
         grad_acc += scaled.astype(grad_acc.dtype)
         sq_acc += sq_weight * xp.sum(scaled * scaled, axis=0)
     if max_sweeps < 1:
         return 0
-    steps = (lr * n_samples / nb) * unit
-    n_features = Ht.shape[0]
-    if clips is None:
-        rel, floor = xp.zeros(k), xp.full(k, xp.inf)
-    else:
-        rel, floor = (xp.broadcast_to(xp.asarray(c, dtype=xp.float64), (k,)) for c in clips)
-    n_clipped = xp.zeros((), dtype=xp.int64)
-    for _ in range(max_sweeps):
-        for j in range(k):
-            w = xp.ascontiguousarray(W[:, j])
-            old = Ht[:, j].copy()
-            g = xp.asarray(R.T @ w).astype(xp.float64).reshape(n_features)
-            if l1 or l2:
-                g = g + l1 + l2 * old
-            d = xp.where(steps[:, j] == 0, 0.0, -steps[:, j] * g)
-            clip = xp.maximum(rel[j] * xp.abs(old), floor[j])
-            over, under = d > clip, d < -clip
-            n_clipped += xp.sum(over | under)
-            d = xp.where(over, clip, xp.where(under, -clip, d))
-            new = old + d
-            new = xp.where(new < 0, 0.0, new).astype(Ht.dtype)
-            delta = new - old
-            Ht[:, j] = new
-            R.data += w[rows_of_entries] * delta[R.indices]
-    return int(n_clipped)
+    steps = (lr / share) * unit
+    return int(backend.observed_h_cd(R, rows_of_entries, W, Ht, steps, max_sweeps=max_sweeps, l1=l1, l2=l2,
+                                     clips=clips))
 
 
 def solve_w(backend, X, Ht, W, max_sweeps, tol, l1=0.0, l2=0.0):
     """``argmin_{W >= 0}`` of the objective over the observed entries ``X`` (CSR on the backend)
-    for fixed ``H`` (``Ht`` = ``H^T``), from ``W`` (updated in place); returns the fit's loss."""
+    for fixed ``H`` (``Ht`` = ``H^T``), from ``W`` (updated in place), with ``W``'s weights
+    ``l1``, ``l2`` scaled row by row (see :func:`w_sweeps`); returns the data's part of the loss."""
     b = block(backend, X, W, Ht)
     w_sweeps(backend, b, Ht, max_sweeps, tol, l1, l2)
     return fit_loss(b)

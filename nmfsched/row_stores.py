@@ -203,7 +203,8 @@ class ObservedRows(InMemoryRows):
     see :func:`nmfsched.observed.observed_entries`). The minibatches' ``W`` sweeps and ``H``
     blocks run over those entries only (:mod:`nmfsched.observed`), and the ``H`` steps'
     constants are per entry: :attr:`curvature` (``m x k``) is kept up to date as rows of
-    ``W`` change, as ``WtW`` is.
+    ``W`` change, as ``WtW`` is. :attr:`row_scale` and :attr:`column_scale` scale the
+    penalties of each row and column by its observed entries (see :mod:`nmfsched.observed`).
     """
 
     supports_search = False  # the searched step's trials are written for Gram blocks
@@ -219,6 +220,7 @@ class ObservedRows(InMemoryRows):
         self.sq_norm_X = be.squared_norm(self.X)
         self.WtW = be.gram(self.W)
         self.curvature = observed.h_curvature(be, self.X, self.W)
+        self.row_scale, self.column_scale = observed.row_scale(self.X), observed.column_scale(self.X)
         self._all = None  # every row's block, from the last refresh
 
     def resize(self, batch_size):
@@ -269,6 +271,10 @@ class ObservedRows(InMemoryRows):
         self.W[...] = W
         self.WtW, self.curvature = WtW.copy(), curvature.copy()
         self._all = None
+
+    def penalty_value(self, penalty, Ht):
+        """The penalties' part of the objective, each row and column at its own scale."""
+        return observed.penalty_value(penalty, self.W, Ht, self.row_scale, self.column_scale)
 
 
 def even_batch_size(n_samples, n_batches):

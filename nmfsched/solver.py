@@ -323,7 +323,7 @@ class StochasticSolver:
         statistics = self.statistics.accumulator(nb)
         if isinstance(block, observed.ObservedBlock):
             n_clipped = observed.h_sweeps(self.backend, self.Ht, block, self.rows.curvature, lr, self.n_samples,
-                                          penalty, clips, statistics, sweeps)
+                                          penalty, self.rows.column_scale, clips, statistics, sweeps)
             return lr, n_clipped, 0
         WbtWb, Ct = objective.minibatch_h_block(block, penalty, nb, self.n_samples)
         unit_steps = objective.stochastic_h_steps(self.WtW, self.n_samples, nb, penalty.l2_H, penalty.l1_H)
@@ -354,7 +354,7 @@ class StochasticSolver:
             if isinstance(block, observed.ObservedBlock):
                 fit += observed.fit_loss(block)
                 observed.h_sweeps(be, self.Ht, block, self.rows.curvature, 0.0, self.n_samples, self.penalty,
-                                  statistics=statistics, max_sweeps=0)
+                                  self.rows.column_scale, statistics=statistics, max_sweeps=0)
                 continue
             cross += be.inner(block.P, self.Ht)
             G, P = objective.minibatch_h_block(block, self.penalty, nb, self.n_samples)
@@ -380,7 +380,9 @@ class StochasticSolver:
         or per entry (``m x k``) with missing entries."""
         if self.rows.observed:
             curvature = self.rows.curvature
-            return self.backend.to_host(curvature + self.penalty.l2_H if self.penalty.l2_H else curvature)
+            if self.penalty.l2_H:
+                curvature = curvature + self.penalty.l2_H * self.rows.column_scale[:, None]
+            return self.backend.to_host(curvature)
         return self.backend.to_host(objective.h_lipschitz(self.WtW, self.penalty.l2_H))
 
     def gradient_cosine(self):
@@ -425,6 +427,8 @@ class StochasticSolver:
         """The penalties' part of the objective at the current iterate (0 without penalties)."""
         if not self.penalty.active:
             return 0.0
+        if self.rows.observed:
+            return self.rows.penalty_value(self.penalty, self.Ht)
         be = self.backend
         HHt = be.gram(self.Ht) if HHt is None else HHt
         sum_W = self.rows.W_sum() if self.penalty.l1_W else 0.0

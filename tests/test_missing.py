@@ -30,16 +30,18 @@ def masked_residual(X, M, W, H):
 
 
 def oracle_w_sweeps(X, M, W, H, sweeps, l1=0.0, l2=0.0):
-    """Projected coordinate descent on every row of W, one entry at a time, over the observed entries."""
+    """Projected coordinate descent on every row of W, one entry at a time, over the observed entries;
+    row i's penalty weights are ``l1``, ``l2`` times its observed share of the columns."""
     W = W.astype(np.float64).copy()
     for _ in range(sweeps):
         for i in range(W.shape[0]):
+            scale = M[i].mean()
             for j in range(W.shape[1]):
                 r = M[i] * (W[i] @ H - np.where(M[i], X[i], 0.0))
-                curvature = np.sum(M[i] * H[j] ** 2) + l2
+                curvature = np.sum(M[i] * H[j] ** 2) + l2 * scale
                 if curvature == 0:
                     continue
-                g = r @ H[j] + l1 + l2 * W[i, j]
+                g = r @ H[j] + (l1 + l2 * W[i, j]) * scale
                 W[i, j] = max(0.0, W[i, j] - g / curvature)
     return W
 
@@ -152,6 +154,13 @@ def test_the_minibatch_gradients_average_to_the_full_masked_gradient():
     assert lr_upper_bound(grad_sq, noise_sq, weights) < 2
 
 
+def masked_penalty(M, W, H, penalty):
+    """The penalties with row i of W weighted by its observed share of columns, column c of H by its share of rows."""
+    rows, cols = M.mean(axis=1), M.mean(axis=0)
+    return float(rows @ (penalty.l1_W * W.sum(1) + 0.5 * penalty.l2_W * (W**2).sum(1))
+                 + cols @ (penalty.l1_H * H.sum(0) + 0.5 * penalty.l2_H * (H**2).sum(0)))
+
+
 def test_the_epoch_loss_is_the_masked_objective_of_its_factors():
     given_X, X, M, W, H = problem(4, n=50, m=25)
     penalty = Penalty(l1_W=0.01, l2_W=0.2, l1_H=0.03, l2_H=0.1)
@@ -162,7 +171,7 @@ def test_the_epoch_loss_is_the_masked_objective_of_its_factors():
         solver.sgd_epoch(0.5, curvature_tolerance=1.0)
         loss = solver.refresh_w(solver.refresh_sweeps)
         Wf, Hf = solver.W_host(), solver.H
-        expected = masked_loss(X, M, Wf, Hf) + penalty.value(Wf.sum(), (Wf**2).sum(), Hf.sum(), (Hf**2).sum())
+        expected = masked_loss(X, M, Wf, Hf) + masked_penalty(M, Wf, Hf, penalty)
         assert loss == pytest.approx(expected, rel=1e-10)
         np.testing.assert_allclose(solver.rows.curvature, M.T @ Wf**2, rtol=1e-9, atol=1e-12)
         assert solver.rel_error(loss) == pytest.approx(
@@ -360,3 +369,32 @@ def test_dask_input_with_missing_entries_is_refused_clearly():
     X[5, 2] = np.nan
     with pytest.raises(ValueError, match=r"first at row 5, column 2.*missing entries \(NaN\) are fitted in memory"):
         StochasticNMF(2, max_iter=2).fit(da.from_array(X, chunks=(10, 10)))
+
+
+def test_without_missing_entries_the_scaled_penalties_are_scikit_learns():
+    """Row and column scales are 1 for complete data: the masked objective's penalties are
+    scikit-learn's, and a fit over a complete CSR's stored entries (missing='unstored', all
+    stored) takes the in-memory fit's steps."""
+    X = np.random.default_rng(0).random((40, 15)) + 0.1
+    params = dict(alpha_W=0.01, alpha_H=0.02, l1_ratio=0.3, random_state=0, max_iter=10, tol=0, init="random",
+                  extrapolate=False)
+    plain = StochasticNMF(3, **params).fit(X)
+    masked = StochasticNMF(3, missing="unstored", **params).fit(sp.csr_matrix(X))
+    assert masked.observed_fraction_ == 1.0
+    np.testing.assert_allclose(masked.history_["loss"], plain.history_["loss"], rtol=1e-6)
+    np.testing.assert_allclose(masked.components_, plain.components_, rtol=1e-4, atol=1e-8)
+
+
+def test_each_row_is_penalised_in_proportion_to_its_observed_entries(rng):
+    """The weighted-lambda scaling: with a row's entries half hidden its penalty weight halves,
+    so the W solve over its observed entries meets the optimality conditions at that weight."""
+    given_X, X, M, W, H = problem(11, n=20, m=16)
+    be = get_backend("cpu")
+    Xo = be.to_device(observed_of(given_X, False))
+    Ht = np.ascontiguousarray(H.T)
+    Wd = np.zeros_like(W)
+    l1, l2 = 0.05, 0.4
+    observed.solve_w(be, Xo, Ht, Wd, 500, 1e-12, l1, l2)
+    scale = M.mean(axis=1)[:, None]
+    grad = masked_residual(X, M, Wd, H) @ H.T + scale * (l1 + l2 * Wd)
+    np.testing.assert_allclose(np.where(Wd > 0, grad, np.minimum(grad, 0)), 0, atol=1e-8)
