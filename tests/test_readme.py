@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,3 +98,11 @@ def test_every_manifest_key_is_documented():
 
     text = _section("Command line")
     assert all(f"`{key}`" in text for key in BY_KEY)
+
+
+def test_readme_missing_entries_example_completes_and_chooses_the_rank():
+    blocks, _ = _python_blocks()
+    namespace = _run(blocks)
+    assert namespace["choice"].rank == 4
+    hidden, truth, completed = namespace["hidden"], namespace["truth"], namespace["completed"]
+    assert np.linalg.norm((completed - truth)[hidden]) <= 1e-3 * np.linalg.norm(truth[hidden])
