@@ -212,7 +212,7 @@ def select_rank(X, ranks, *, test_fraction=0.1, n_repeats=3, rule="one_se", miss
     4
     """
     from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     t_start = time.perf_counter()
     if is_dask_array(X) or is_device_array(X):

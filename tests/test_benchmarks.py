@@ -198,3 +198,30 @@ def test_penalties_quick_compares_the_penalised_objective_with_scikit_learns(cap
         cells = [c.strip() for c in row.split("|")]
         assert float(cells[7]) > 0 and float(cells[9]) > 0 and float(cells[10]) > 0
         assert cells[11] == "not reached" or float(cells[11]) > 0
+
+
+def test_missing_benchmark_runs_on_a_small_ratings_file(tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("surprise")
+    np = __import__("numpy")
+    rng = np.random.default_rng(0)
+    truth = 0.5 + 4.5 * (rng.random((60, 3)) @ rng.random((3, 40))) / 3
+    users, movies = np.nonzero(rng.random(truth.shape) < 0.4)
+    lines = ["userId,movieId,rating,timestamp"] + [
+        f"{u + 1},{m + 10},{np.round(truth[u, m] * 2) / 2:.1f},0" for u, m in zip(users, movies)]
+    (tmp_path / "ratings.csv").write_text("\n".join(lines))
+    out = tmp_path / "out.json"
+    assert load("missing").main(["--data", str(tmp_path / "ratings.csv"), "--seeds", "0", "--alphas", "0.01", "0.1",
+                                 "--epochs", "1", "2", "--tensorly-iters", "0", "--rank", "3", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "surprise NMF 50 epochs" in printed and "nmfsched by epochs: 1:" in printed
+    result = __import__("json").loads(out.read_text())["results"][0]
+    assert result["alpha_W"] in (0.01, 0.1) and len(result["nmfsched_curve"]) == 2
+    assert all(0 < p["rmse"] < 5 for p in result["peers"].values())
+
+
+def test_rank_selection_benchmark_runs(capsys):
+    assert load("rank_selection").main(["--seeds", "1", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "dense: true rank 4 chosen in" in out and "sparse counts: true rank 4 chosen in" in out
