@@ -9,8 +9,8 @@ Two generated families, ``--seeds`` each (true rank ``--true-rank``, candidates 
 
 For each matrix :func:`nmfsched.select_rank` runs at its defaults (3 splits hiding 10%, the
 one-standard-error rule). Its wall time is reported against a plain loop of the same fits (for
-each split and rank, hide, fit, score; written out here as a user would) and, with
-``--jobs``, run in parallel processes.
+each split and rank, hide, fit, score; written out here as a user would, with the same
+hidden entries and seeds, so the fits are identical) and, with ``--jobs``, in parallel processes.
 
     python benchmarks/rank_selection.py [--seeds 10] [--jobs 2] [--json out.json]
 """
@@ -42,20 +42,27 @@ def counts(seed, k, n=300, m=80, mean=3.0):
 
 
 def plain_loop(X, ranks, seed, test_fraction=0.1, n_repeats=3):
-    """The same held-out fits as a hand-written loop: ``(mean error per rank, seconds)``."""
+    """The same fits as ``select_rank(X, ranks, random_state=seed)`` (the same hidden entries and
+    seeds, drawn the same way) as a hand-written loop: ``(mean error per rank, seconds)``."""
     t = time.perf_counter()
     X = X.toarray() if sp.issparse(X) else np.asarray(X, dtype=float)
-    rng = np.random.default_rng(seed)
+    rows, cols = np.nonzero(~np.isnan(X))
+    rng = np.random.RandomState(seed)
+    n_hidden = int(round(test_fraction * len(rows)))
+    splits = [rng.choice(len(rows), n_hidden, replace=False) for _ in range(n_repeats)]
+    seeds = rng.randint(2**31 - 1, size=n_repeats)
     errors = np.zeros((len(ranks), n_repeats))
-    for r in range(n_repeats):
-        hidden = rng.random(X.shape) < test_fraction
-        train = np.where(hidden, np.nan, X)
+    for r, hidden in enumerate(splits):
+        train = X.copy()
+        train[rows[hidden], cols[hidden]] = np.nan
+        truth = X[rows[hidden], cols[hidden]]
         for i, k in enumerate(ranks):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = StochasticNMF(k, random_state=r)
+                model = StochasticNMF(k, random_state=int(seeds[r]))
                 W = model.fit_transform(train)
-            errors[i, r] = np.linalg.norm((W @ model.components_ - X)[hidden]) / np.linalg.norm(X[hidden])
+            predicted = (W[rows[hidden]] * model.components_[:, cols[hidden]].T).sum(axis=1)
+            errors[i, r] = np.linalg.norm(predicted - truth) / np.linalg.norm(truth)
     return errors.mean(axis=1), time.perf_counter() - t
 
 
@@ -80,7 +87,8 @@ def main(argv=None):
             X = make(seed)
             result = select_rank(X, RANKS, random_state=seed, progress=False)
             parallel = select_rank(X, RANKS, random_state=seed, progress=False, n_jobs=args.jobs)
-            _, loop_seconds = plain_loop(X, list(RANKS), seed)
+            loop_mean, loop_seconds = plain_loop(X, list(RANKS), seed)
+            assert np.allclose(loop_mean, result.mean, rtol=1e-6), "the plain loop must make the same fits"
             rows.append({"seed": seed, "rank": result.rank, "mean": result.mean.tolist(), "seconds": result.seconds,
                          "parallel_seconds": parallel.seconds, "plain_loop_seconds": loop_seconds})
             print(f"| {family} | {seed} | {result.rank} | {' '.join(f'{e:.4f}' for e in result.mean)} | "

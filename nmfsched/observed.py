@@ -77,7 +77,7 @@ def pattern(backend, X):
 def residual(backend, X, rows_of_entries, W, Ht):
     """``W H - X`` at the stored entries of the CSR ``X`` (``W`` its rows' factor, ``Ht`` = ``H^T``), as CSR."""
     data = backend.observed_residual(X, rows_of_entries, W, Ht, backend.xp.empty_like(X.data))
-    return sparse_module(backend).csr_matrix((data, X.indices.copy(), X.indptr.copy()), shape=X.shape)
+    return sparse_module(backend).csr_matrix((data, X.indices, X.indptr), shape=X.shape)  # shares the pattern
 
 
 def block(backend, X, W, Ht):
