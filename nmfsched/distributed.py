@@ -23,13 +23,15 @@ that ``W`` to disk.
 import contextlib
 import math
 import threading
+from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
-from . import objective
+from . import objective, observed
 from ._init import randomized_svd_operator
-from ._validation import find_bad_entries, negative_message, non_finite_message
+from ._validation import find_bad_entries, infinite_message, negative_message, non_finite_message
 from .kernels.cpu import CPUBackend
 from .solver import StochasticSolver, solve_w
 
@@ -88,17 +90,80 @@ def _as_kernel_input(X_c, dtype):
     return np.ascontiguousarray(X_c, dtype=dtype)
 
 
-def _scan_task(X_c):
-    """Per chunk: ``(||X_c||^2, sum(X_c), nnz, (non-finite count, first), (negative count, first))``."""
+def _scan_task(X_c, missing="error"):
+    """Per chunk: ``(||X_c||^2, sum(X_c), nnz, (non-finite count, first), (negative count, first),
+    missing-entry counts)``, over the observed entries where NaN marks missing ones (``missing``
+    other than "error"). The counts are None when the chunk misses none, else a dict of the
+    observed entries per column ("columns") and the rows with none ("empty_rows"), or of the
+    stored NaN a sparse chunk may not have ("stored_nan")."""
     if not sp.issparse(X_c):
         X_c = np.asarray(X_c)
-    data = (X_c.data if sp.issparse(X_c) else X_c).ravel()
-    bad = find_bad_entries(X_c, lambda a: ~np.isfinite(a)), find_bad_entries(X_c, lambda a: a < 0)
+    allow_nan = missing != "error"
+    non_finite = np.isinf if allow_nan else (lambda a: ~np.isfinite(a))
+    bad = find_bad_entries(X_c, non_finite), find_bad_entries(X_c, lambda a: a < 0)
     if bad[0][0]:
-        return 0.0, 0.0, 0, *bad
+        return 0.0, 0.0, 0, *bad, None
+    counts = None
+    if allow_nan and (missing == "unstored" and sp.issparse(X_c) or _has_nan(X_c)):
+        if sp.issparse(X_c) and missing == "nan":
+            return 0.0, 0.0, 0, (0, None), bad[1], {"stored_nan": int(np.isnan(X_c.data).sum())}
+        X_c = observed.observed_matrix(X_c)
+        counts = {"columns": np.bincount(X_c.indices, minlength=X_c.shape[1]),
+                  "empty_rows": np.flatnonzero(np.diff(X_c.indptr) == 0)}
+    data = (X_c.data if sp.issparse(X_c) else X_c).ravel()
     d = data.astype(np.float64, copy=False)
     nnz = X_c.nnz if sp.issparse(X_c) else int(np.count_nonzero(d))
-    return float(d @ d), float(d.sum()), nnz, *bad
+    return float(d @ d), float(d.sum()), nnz, *bad, counts
+
+
+def _has_nan(X_c):
+    return bool(np.isnan(X_c.data if sp.issparse(X_c) else X_c).any())
+
+
+def _observed_chunk(X_c, dtype):
+    """A chunk's observed entries (its non-NaN entries; a sparse chunk's stored ones) as kernel-ready CSR."""
+    return CPUBackend().to_device(observed.observed_matrix(X_c if sp.issparse(X_c) else np.asarray(X_c), dtype=dtype))
+
+
+def _observed_w_step_task(X_c, W_c, Ht, sweeps, tol, l1=0.0, l2=0.0):
+    """``W_c`` swept over its observed entries against ``H``; returns ``(W_c, (old H constants, old
+    Gram, new Gram, column Grams, column products, fit, old penalty sums, new penalty sums))``."""
+    with _one_thread() as be:
+        Xo = _observed_chunk(X_c, Ht.dtype)
+        W = np.array(W_c, dtype=Ht.dtype, order="C", copy=True)
+        old = observed.h_curvature(be, Xo, W), be.gram(W), np.array(observed.row_penalty_sums(Xo, W))
+        block = observed.block(be, Xo, W, Ht)
+        observed.w_sweeps(be, block, Ht, sweeps, tol, l1, l2)
+        G, P = observed.column_grams(be, Xo, W)
+        new_pen = np.array(observed.row_penalty_sums(Xo, W))
+        return W, (old[0], old[1], be.gram(W), G, P, observed.fit_loss(block), old[2], new_pen)
+
+
+def _observed_product_task(X_c, W_c, Ht):
+    """``(Gram, column Grams, column products, fit, penalty sums)`` of a chunk at the current iterate."""
+    with _one_thread() as be:
+        Xo = _observed_chunk(X_c, Ht.dtype)
+        W = np.asarray(W_c, dtype=Ht.dtype)
+        G, P = observed.column_grams(be, Xo, W)
+        fit = observed.fit_loss(observed.block(be, Xo, W, Ht))
+        return be.gram(W), G, P, fit, np.array(observed.row_penalty_sums(Xo, W))
+
+
+def _observed_curvature_task(X_c, W_c):
+    """``(H constants, penalty sums)`` of a chunk's rows of ``W`` over its observed entries."""
+    with _one_thread() as be:
+        Xo = _observed_chunk(X_c, W_c.dtype)
+        return observed.h_curvature(be, Xo, W_c), np.array(observed.row_penalty_sums(Xo, W_c))
+
+
+def _observed_solve_task(X_c, W_c, H, max_sweeps, tol, l1=0.0, l2=0.0):
+    """``W_c`` solved over its observed entries for ``H`` and twice its fit (``||X_c - W_c H||^2`` observed)."""
+    with _one_thread() as be:
+        Xo = _observed_chunk(X_c, H.dtype)
+        W = np.array(W_c, dtype=H.dtype, order="C", copy=True)
+        W[np.diff(Xo.indptr) == 0] = 0  # nothing known of these rows (the fit warned)
+        fit = observed.solve_w(be, Xo, np.ascontiguousarray(H.T), W, max_sweeps, tol, l1, l2)
+        return W, 2.0 * fit
 
 
 def _w_step_task(X_c, W_c, Ht, G, steps, sweeps, tol, l1=0.0):
@@ -133,23 +198,41 @@ def _solve_task(X_c, W_c, H, max_sweeps, tol, l1=0.0, l2=0.0):
         return W, frobenius_error(X_c, W, H) ** 2
 
 
-def _transform_block(X_c, H, max_sweeps, tol, who, l1=0.0, l2=0.0, block_info=None):
-    """One block of :func:`transform`: its entries checked (global row in the message), ``W`` solved."""
+def _transform_block(X_c, H, max_sweeps, tol, who, l1=0.0, l2=0.0, missing="error", block_info=None):
+    """One block of :func:`transform`: its entries checked (global row in the message), ``W`` solved
+    (over the observed entries where some are missing)."""
     row0 = block_info[0]["array-location"][0][0] if block_info else 0
-    for is_bad, message in ((lambda a: ~np.isfinite(a), non_finite_message), (lambda a: a < 0, negative_message)):
+    allow_nan = missing != "error"
+    non_finite = (np.isinf, infinite_message) if allow_nan else (lambda a: ~np.isfinite(a), non_finite_message)
+    for is_bad, message in (non_finite, (lambda a: a < 0, negative_message)):
         count, first = find_bad_entries(X_c, is_bad)
         if count:
             raise ValueError(message("X", who, count, (row0 + first[0], first[1])) + " (counted in its chunk)")
+    masked = allow_nan and (missing == "unstored" and sp.issparse(X_c) or _has_nan(X_c))
+    if masked and sp.issparse(X_c) and missing == "nan":
+        raise ValueError(observed.stored_nan_message(int(np.isnan(X_c.data).sum())))
     with _one_thread() as be:
+        if masked:
+            W = np.zeros((X_c.shape[0], H.shape[0]), dtype=H.dtype)
+            observed.solve_w(be, _observed_chunk(X_c, H.dtype), np.ascontiguousarray(H.T), W, max_sweeps, tol, l1, l2)
+            return W
         return np.asarray(solve_w(be, _as_kernel_input(X_c, H.dtype), H, max_sweeps=max_sweeps, tol=tol, l1=l1, l2=l2))
 
 
-def _matmul_task(X_c, B):
-    return np.asarray(X_c @ B)
+def _init_view(X_c, fill_scale):
+    """The chunk an SVD start factors: as it is, or (``fill_scale`` given) its missing entries 0
+    and its observed ones times ``fill_scale`` (see :func:`nmfsched.observed.init_matrix`)."""
+    if fill_scale is None:
+        return X_c
+    return observed.observed_matrix(X_c if sp.issparse(X_c) else np.asarray(X_c)) * fill_scale
 
 
-def _rmatmul_task(X_c, Q_c):
-    return np.asarray(X_c.T @ Q_c)
+def _matmul_task(X_c, B, fill_scale=None):
+    return np.asarray(_init_view(X_c, fill_scale) @ B)
+
+
+def _rmatmul_task(X_c, Q_c, fill_scale=None):
+    return np.asarray(_init_view(X_c, fill_scale).T @ Q_c)
 
 
 def _sum(*parts):
@@ -322,34 +405,58 @@ def stored_bytes(shape, dtype, nnz, sparse):
     return shape[0] * shape[1] * itemsize
 
 
-def _dask_non_finite_message(name, who, count, first):
-    return non_finite_message(name, who, count, first)[:-1] + (
-        "; missing entries (NaN) are fitted in memory only (pass the matrix, or its CSR of ratings, as a NumPy "
-        "or SciPy input)."
-    )
+class Scan(NamedTuple):
+    """What one pass over the chunks learns of ``X`` (see :func:`scan`)."""
+
+    sq_norm: float  #: ``||X||^2`` over the observed entries
+    mean: float  #: the mean observed entry
+    nnz: int  #: stored (or observed) nonzeros
+    column_counts: np.ndarray | None  #: observed entries per column; None when none is missing
+    n_observed: int  #: observed entries
+    empty_rows: np.ndarray  #: rows without an observed entry
 
 
-def scan(data, who):
-    """``(||X||^2, mean(X), nnz)`` in one pass; a non-finite or negative entry raises with its place."""
-    results = data.gather(data.run(_scan_task, range(data.n_chunks)))
-    for index, message in ((3, _dask_non_finite_message), (4, negative_message)):
+def scan(data, who, missing="error"):
+    """One pass: the norm, mean and nonzeros of ``X`` (a :class:`Scan`); a non-finite (where NaN
+    does not mark a missing entry: infinite) or negative entry raises with its place."""
+    results = data.gather(data.run(_scan_task, range(data.n_chunks), shared=(missing,)))
+    stored_nan = sum(r[5].get("stored_nan", 0) for r in results if r[5] is not None)
+    if stored_nan:
+        raise ValueError(observed.stored_nan_message(stored_nan))
+    non_finite = infinite_message if missing != "error" else partial(non_finite_message, nan_hint=True)
+    for index, message in ((3, non_finite), (4, negative_message)):
         count = sum(r[index][0] for r in results)
         if count:
             c = next(i for i, r in enumerate(results) if r[index][0])
             row, col = results[c][index][1]
             raise ValueError(message("X", who, count, (int(data.offsets[c]) + row, col)))
+    n, m = data.shape
+    counts, empty_rows = None, np.zeros(0, dtype=np.int64)
+    if any(r[5] is not None for r in results):  # some chunk misses entries: count every chunk's observed ones
+        counts = np.zeros(m, dtype=np.int64)
+        for c, r in enumerate(results):
+            if r[5] is None:
+                counts += data.rows[c]
+            else:
+                counts += r[5]["columns"]
+                empty_rows = np.concatenate([empty_rows, data.offsets[c] + r[5]["empty_rows"]])
+    n_observed = int(counts.sum()) if counts is not None else n * m
+    if n_observed == 0:
+        raise ValueError(f"X has no observed entry (every entry is missing); {who} needs at least one.")
     total = sum(r[1] for r in results)
-    return sum(r[0] for r in results), total / (data.shape[0] * data.shape[1]), sum(r[2] for r in results)
+    return Scan(sum(r[0] for r in results), total / n_observed, sum(r[2] for r in results), counts, n_observed,
+                empty_rows)
 
 
-def randomized_svd_chunks(data, k, rng):
+def randomized_svd_chunks(data, k, rng, fill_scale=None):
     """Top-``k`` singular triplets of the chunked ``X``: each product with ``X`` is one task
     per chunk, the range basis and the small factors live on the driver (see
-    :func:`nmfsched._init.randomized_svd_operator`)."""
+    :func:`nmfsched._init.randomized_svd_operator`). With missing entries, ``fill_scale``
+    (1 / the observed fraction) makes the factored matrix the observed entries scaled by it."""
     chunks = range(data.n_chunks)
     return randomized_svd_operator(
-        lambda B: np.concatenate(data.gather(data.run(_matmul_task, chunks, shared=(B,)))),
-        lambda Q: data.tree_sum(data.run(_rmatmul_task, chunks, data.split(Q))),
+        lambda B: np.concatenate(data.gather(data.run(_matmul_task, chunks, shared=(B, fill_scale)))),
+        lambda Q: data.tree_sum(data.run(_rmatmul_task, chunks, data.split(Q), shared=(fill_scale,))),
         data.shape, np.float64, k, rng,
     )
 
@@ -498,8 +605,116 @@ class DaskRows:
         return W, math.sqrt(sum(self.data.gather(errors)))
 
 
-def dask_solver(data, W, H, *, sq_norm_X, batch_size, w_sweeps, rng, min_group=1, penalty=objective.NO_PENALTY):
-    """A :class:`~nmfsched.solver.StochasticSolver` over the chunks of ``data`` (:class:`DaskRows`)."""
+class ObservedDaskRows(DaskRows):
+    """:class:`DaskRows` of an ``X`` with missing entries: the chunks sweep their ``W`` over their
+    observed entries and send per-column Grams (:class:`~nmfsched.observed.ColumnGramBlock`), from
+    which the driver takes the ``H`` step exactly as in memory; traffic per chunk and group is
+    ``m k (k + 2)`` numbers (against ``k (m + 2k)`` without missing entries).
+
+    Parameters
+    ----------
+    data : DaskData
+    W : ndarray
+    sq_norm_X : float
+        ``||X||^2`` over the observed entries.
+    column_counts : ndarray of shape (n_features,)
+        Observed entries per column.
+    min_group : int, default=1
+    """
+
+    observed = True
+
+    def __init__(self, data, W, *, sq_norm_X, column_counts, min_group=1):
+        super().__init__(data, W, sq_norm_X=sq_norm_X, min_group=min_group)
+        self.column_scale = np.asarray(column_counts, dtype=np.float64) / self.n_samples
+        self._all = None
+        curvature, pen = self.data.tree_sum(self.data.run(_observed_curvature_task, range(self.data.n_chunks), self.W))
+        self.curvature, self._penalty_sums = curvature, pen
+
+    def _sweep_chunks(self, chunks, Ht, sweeps, penalty, tol=0.0):
+        HHt = self.backend.gram(Ht)
+        shared_Ht = self.data.submit(Ht.copy())
+        W_new, stats = self.data.run(
+            _observed_w_step_task, chunks, [self.W[c] for c in chunks],
+            shared=(shared_Ht, sweeps, tol, penalty.l1_W, penalty.l2_W), nout=2,
+        )
+        for c, future in zip(chunks, W_new):
+            self.W[c] = future
+        self._W_host = None
+        return self.data.tree_sum(stats), HHt
+
+    @staticmethod
+    def _new_curvature(G):
+        return np.ascontiguousarray(np.diagonal(G, axis1=1, axis2=2))
+
+    def w_half(self, group, Ht, w_sweeps, penalty):
+        (old_curv, old_gram, new_gram, G, P, fit, old_pen, new_pen), HHt = self._sweep_chunks(
+            list(group), Ht, w_sweeps, penalty)
+        self.WtW = self.WtW - old_gram + new_gram
+        self.curvature = self.curvature - old_curv + self._new_curvature(G)
+        self._penalty_sums = self._penalty_sums - old_pen + new_pen
+        nb = int(sum(self.data.rows[c] for c in group))
+        return nb, HHt, observed.ColumnGramBlock(G, P, nb, fit)
+
+    def refresh(self, Ht, max_sweeps, tol, penalty):
+        (_, _, WtW, G, P, fit, _, pen), HHt = self._sweep_chunks(range(self.data.n_chunks), Ht, max_sweeps, penalty, tol)
+        self._set_w(self.W_host(), WtW)
+        self.curvature, self._penalty_sums = self._new_curvature(G), pen
+        self._all = observed.ColumnGramBlock(G, P, self.n_samples, fit)
+        return fit, HHt
+
+    def all_rows_h_block(self):
+        return self._all
+
+    def regram(self, Ht):
+        for _, block in self.probe_blocks(self.n_samples, None, Ht):
+            self._all = block
+            self.curvature = self._new_curvature(block.G)
+
+    def probe_blocks(self, batch_size, rng, Ht):
+        groups = [None] if rng is None else self.minibatches(batch_size, rng)
+        for group in groups:
+            chunks = range(self.data.n_chunks) if group is None else list(group)
+            WtW, G, P, fit, pen = self.data.tree_sum(
+                self.data.run(_observed_product_task, chunks, [self.W[c] for c in chunks], shared=(Ht.copy(),)))
+            if group is None:
+                self.WtW, self._penalty_sums = WtW, pen
+            nb = int(sum(self.data.rows[c] for c in chunks))
+            yield nb, observed.ColumnGramBlock(G, P, nb, fit)
+
+    def snapshot(self):
+        return super().snapshot(), self.curvature.copy(), self._penalty_sums.copy()
+
+    def restore(self, snapshot):
+        rows, curvature, pen = snapshot
+        super().restore(rows)
+        self.curvature, self._penalty_sums = curvature.copy(), pen.copy()
+        self._all = None
+
+    def penalty_value(self, penalty, Ht):
+        """The penalties' part of the objective (rows scaled on the workers, columns here)."""
+        H64 = np.asarray(Ht, dtype=np.float64)
+        a, b = self._penalty_sums
+        return float(penalty.l1_W * a + 0.5 * penalty.l2_W * b
+                     + self.column_scale @ (penalty.l1_H * H64.sum(axis=1) + 0.5 * penalty.l2_H * (H64 * H64).sum(axis=1)))
+
+    def finish(self, H, max_sweeps, tol, penalty=objective.NO_PENALTY):
+        """``W`` solved over each chunk's observed entries for the final ``H``, and ``||X - W H||_F`` over them."""
+        W_new, errors = self.data.run(
+            _observed_solve_task, range(self.data.n_chunks), self.W,
+            shared=(H, max_sweeps, tol, penalty.l1_W, penalty.l2_W), nout=2,
+        )
+        W = np.concatenate(self.data.gather(W_new))
+        return W, math.sqrt(sum(self.data.gather(errors)))
+
+
+def dask_solver(data, W, H, *, sq_norm_X, batch_size, w_sweeps, rng, min_group=1, penalty=objective.NO_PENALTY,
+                column_counts=None):
+    """A :class:`~nmfsched.solver.StochasticSolver` over the chunks of ``data`` (:class:`DaskRows`, or
+    :class:`ObservedDaskRows` given the observed ``column_counts`` of an ``X`` with missing entries)."""
+    if column_counts is not None:
+        rows = ObservedDaskRows(data, W, sq_norm_X=sq_norm_X, column_counts=column_counts, min_group=min_group)
+        return StochasticSolver.over(rows, H, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng, penalty=penalty)
     rows = DaskRows(data, W, sq_norm_X=sq_norm_X, min_group=min_group)
     return StochasticSolver.over(rows, H, batch_size=batch_size, w_sweeps=w_sweeps, rng=rng, penalty=penalty)
 
@@ -554,13 +769,14 @@ def describe_cluster(client):
     }
 
 
-def transform(X, H, max_sweeps, tol, who, penalty=objective.NO_PENALTY):
+def transform(X, H, max_sweeps, tol, who, penalty=objective.NO_PENALTY, missing="error"):
     """``argmin_{W >= 0} ||X - W H||`` (plus ``penalty``'s terms on ``W``) per chunk of the Dask
     array ``X``, as a lazy Dask array (each block checks its own entries when computed)."""
     if len(X.chunks[1]) > 1:
         X = X.rechunk({1: -1})
     k = H.shape[0]
     return X.map_blocks(
-        _transform_block, H, max_sweeps, tol, who, penalty.l1_W, penalty.l2_W, chunks=(X.chunks[0], (k,)), dtype=H.dtype,
+        _transform_block, H, max_sweeps, tol, who, penalty.l1_W, penalty.l2_W, missing, chunks=(X.chunks[0], (k,)),
+        dtype=H.dtype,
         meta=np.empty((0, 0), dtype=H.dtype),
     )

@@ -150,7 +150,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         much was observed. ``transform`` solves each row over its observed entries, and
         ``inverse_transform(transform(X))`` fills the missing ones (imputation). A row or
         column with no observed entry gets 0 in ``W`` or ``components_``, with a warning.
-        Dask input must be complete.
+        Dask input too: its chunks then send per-column Grams (``m k (k + 2)`` numbers a
+        chunk and group, see :class:`~nmfsched.distributed.ObservedDaskRows`).
     backend : {"auto", "cpu", "gpu", "numpy"}, default="auto"
         Where the arithmetic runs: "cpu" (Numba and BLAS), "gpu" (CuPy on an NVIDIA GPU;
         needs ``pip install 'nmfsched[gpu]'`` and a CUDA device), "numpy" (the GPU
@@ -337,20 +338,24 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             return None
         return observed.observed_entries(X, self.missing, type(self).__name__, observed.sparse_module(backend))
 
-    def _warn_unobserved(self, X_observed, W=None, H=None, what="rows"):
+    def _warn_unobserved(self, X_observed, W=None, H=None):
         """Warn about rows (and columns) without an observed entry and set their ``W`` rows (``H``
         columns) to 0, the value the model then imputes there."""
         rows, columns = observed.empty_lines(array_namespace(X_observed.data), X_observed)
+        if W is not None:
+            W[rows] = 0
+        if H is not None:
+            H[:, columns] = 0
+        self._warn_lines(rows, columns if H is not None else ())
+
+    def _warn_lines(self, rows, columns):
         who = type(self).__name__
         if len(rows):
-            if W is not None:
-                W[rows] = 0
             warnings.warn(f"X has {observed.describe_lines(rows, 'row')} with no observed entry; {who} sets their "
-                          f"rows of W to 0 (nothing is known of them).", UserWarning, stacklevel=4)
-        if len(columns) and H is not None:
-            H[:, columns] = 0
+                          f"rows of W to 0 (nothing is known of them).", UserWarning, stacklevel=5)
+        if len(columns):
             warnings.warn(f"X has {observed.describe_lines(columns, 'column')} with no observed entry; {who} sets "
-                          f"their columns of components_ to 0, so they are imputed as 0.", UserWarning, stacklevel=4)
+                          f"their columns of components_ to 0, so they are imputed as 0.", UserWarning, stacklevel=5)
 
     def _get_backend(self, X):
         """The backend for ``X``: device input always runs on its device."""
@@ -450,7 +455,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             in memory) is fitted on dask.distributed without being gathered: its chunks
             are the minibatches' parts (see :mod:`nmfsched.distributed`), on the ambient
             ``Client`` or a ``LocalCluster`` started for the fit. Missing entries are
-            NaN (or unstored, see ``missing``); Dask input must be complete.
+            NaN (or unstored, see ``missing``).
         y : Ignored
         W : array-like of shape (n_samples, n_components), default=None
             Initial ``W`` when ``init="custom"``.
@@ -511,9 +516,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         run, W, self.reconstruction_err_, self.cluster_ = fit_dask(
             X, W, H, k=k, settings=self._run_settings(), scheduler=self._make_scheduler(),
             random_state=self.random_state, open_checkpoint=self._checkpoint, t_start=t_start, who=type(self).__name__,
+            missing=self.missing, warn_unobserved=self._warn_lines,
         )
         self.stop_reason_ = run.stop_reason
-        self.observed_fraction_ = 1.0  # the scan refused NaN
+        self.observed_fraction_ = self.cluster_.pop("observed_fraction")
         self._set_fitted(run)
         self._warn_if_unconverged()
         return da.from_array(W, chunks=(X.chunks[0], (k,)))
@@ -602,7 +608,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if is_dask_array(X):
             from .distributed import transform
 
-            return transform(X, H, self.transform_max_sweeps, self.transform_tol, type(self).__name__, penalty)
+            return transform(X, H, self.transform_max_sweeps, self.transform_tol, type(self).__name__, penalty,
+                             self.missing)
         with backend.compute_context():
             W = solve_w(backend, X, H, max_sweeps=self.transform_max_sweeps, tol=self.transform_tol,
                         l1=penalty.l1_W, l2=penalty.l2_W)

@@ -231,30 +231,14 @@ def observed_entries(X, missing, who, sparse=scipy.sparse):
     """
     is_sparse = hasattr(X, "tocsr")
     xp = array_namespace(X.data if is_sparse else X)
-    if is_sparse:
-        nan = xp.isnan(X.data)
-        n_nan = int(nan.sum())
-        if missing == "nan" and not n_nan:
+    if is_sparse and missing == "nan":
+        n_nan = int(xp.isnan(X.data).sum())
+        if not n_nan:
             return None
-        if missing == "nan":
-            raise ValueError(
-                f"X is sparse with {n_nan} stored NaN entries, and with missing='nan' its unstored entries are "
-                f"observed zeros, so almost every entry would be observed (a dense problem); pass "
-                f"missing='unstored' (only the stored, non-NaN entries are observed: ratings), or X.toarray()."
-            )
-        keep = ~nan
-        rows = entry_rows(xp, X)[keep]
-        indptr = xp.concatenate([xp.zeros(1, dtype=X.indptr.dtype),
-                                 xp.cumsum(xp.bincount(rows, minlength=X.shape[0])).astype(X.indptr.dtype)])
-        observed = sparse.csr_matrix((X.data[keep], X.indices[keep], indptr), shape=X.shape)
-    else:
-        mask = ~xp.isnan(X)
-        if bool(mask.all()):
-            return None
-        r, c = xp.nonzero(mask)
-        itype = xp.int64 if X.size >= 2**31 else xp.int32
-        indptr = xp.concatenate([xp.zeros(1, dtype=itype), xp.cumsum(mask.sum(axis=1)).astype(itype)])
-        observed = sparse.csr_matrix((X[r, c], c.astype(itype), indptr), shape=X.shape)
+        raise ValueError(stored_nan_message(n_nan))
+    if not is_sparse and not bool(xp.isnan(X).any()):
+        return None
+    observed = observed_matrix(X, sparse)
     if observed.data.shape[0] == 0:
         raise ValueError(f"X has no observed entry (every entry is missing); {who} needs at least one.")
     negative = observed.data < 0
@@ -264,6 +248,126 @@ def observed_entries(X, missing, who, sparse=scipy.sparse):
         row = int(xp.searchsorted(observed.indptr, p, side="right")) - 1
         raise ValueError(negative_message("X", who, n_negative, (row, int(observed.indices[p]))))
     return observed
+
+
+def stored_nan_message(n_nan):
+    """The error for a sparse ``X`` with ``n_nan`` stored NaN under ``missing="nan"``."""
+    return (
+        f"X is sparse with {n_nan} stored NaN entries, and with missing='nan' its unstored entries are "
+        f"observed zeros, so almost every entry would be observed (a dense problem); pass "
+        f"missing='unstored' (only the stored, non-NaN entries are observed: ratings), or X.toarray()."
+    )
+
+
+def observed_matrix(X, sparse=scipy.sparse, dtype=None):
+    """The CSR matrix of ``X``'s non-NaN entries: every non-NaN entry of a dense ``X`` (zeros
+    too), the stored non-NaN entries of a sparse one; in ``dtype`` (default ``X``'s)."""
+    if hasattr(X, "tocsr"):
+        X = X.tocsr()
+        xp = array_namespace(X.data)
+        keep = ~xp.isnan(X.data)
+        rows = entry_rows(xp, X)[keep]
+        indptr = xp.concatenate([xp.zeros(1, dtype=X.indptr.dtype),
+                                 xp.cumsum(xp.bincount(rows, minlength=X.shape[0])).astype(X.indptr.dtype)])
+        data, indices = X.data[keep], X.indices[keep]
+    else:
+        xp = array_namespace(X)
+        mask = ~xp.isnan(X)
+        r, indices = xp.nonzero(mask)
+        itype = xp.int64 if X.size >= 2**31 else xp.int32
+        indptr = xp.concatenate([xp.zeros(1, dtype=itype), xp.cumsum(mask.sum(axis=1)).astype(itype)])
+        data, indices = X[r, indices], indices.astype(itype)
+    data = data if dtype is None else data.astype(dtype, copy=False)
+    return sparse.csr_matrix((data, indices, indptr), shape=X.shape)
+
+
+# -- the H problem column by column (the Dask driver's form: no residual there) --------------------
+class ColumnGramBlock(NamedTuple):
+    """A minibatch's ``H`` problem as per-column Grams: what Dask chunks send the driver."""
+
+    G: Any  #: ``(m, k, k)`` float64: ``sum_{i in B observed in c} w_i w_i^T`` for column ``c``
+    P: Any  #: ``(m, k)`` float64: ``sum_{i in B observed in c} x_ic w_i``
+    n_rows: int  #: ``|B|``
+    fit: float  #: ``1/2 ||X_B - W_B H||^2`` over the observed entries at the iterate the Grams are of
+
+
+def column_grams(backend, X, W):
+    """``(G, P)`` of :class:`ColumnGramBlock` for the observed entries ``X`` (CSR) with rows ``W``."""
+    xp = backend.xp
+    n, k = W.shape
+    W64 = W.astype(xp.float64)
+    outer = (W64[:, :, None] * W64[:, None, :]).reshape(n, k * k)
+    G = xp.asarray(pattern(backend, X).T @ outer).reshape(X.shape[1], k, k)
+    return G, xp.asarray(X.T @ W64)
+
+
+def row_penalty_sums(X, W):
+    """``(sum_i s_i sum(w_i), sum_i s_i ||w_i||^2)`` with ``s_i`` the rows' scales (:func:`row_scale`)."""
+    xp = array_namespace(W)
+    scale, W64 = row_scale(X), W.astype(xp.float64)
+    return float(scale @ W64.sum(axis=1)), float(scale @ (W64 * W64).sum(axis=1))
+
+
+def is_observed_block(block):
+    """Whether ``block`` is an ``H`` problem over observed entries (in either form)."""
+    return isinstance(block, (ObservedBlock, ColumnGramBlock))
+
+
+def block_fit(block):
+    """``1/2 ||X_B - W_B H||^2`` over a block's observed entries at the iterate it was formed at."""
+    return block.fit if isinstance(block, ColumnGramBlock) else fit_loss(block)
+
+
+def sweep_h(backend, Ht, block, curvature, lr, n_samples, penalty, columns, clips=None, statistics=None,
+            max_sweeps=1):
+    """The ``H`` sweeps of a block over observed entries: :func:`h_sweeps` (a residual, in memory)
+    or :func:`column_gram_h_sweeps` (per-column Grams, from Dask chunks); the clipped-step count."""
+    if isinstance(block, ColumnGramBlock):
+        return column_gram_h_sweeps(Ht, block, curvature, lr, n_samples, penalty, columns, clips, statistics,
+                                    max_sweeps)
+    return h_sweeps(backend, Ht, block, curvature, lr, n_samples, penalty, columns, clips, statistics, max_sweeps)
+
+
+def column_gram_h_sweeps(Ht, block, curvature, lr, n_samples, penalty, columns, clips=None, statistics=None,
+                         max_sweeps=1):
+    """:func:`h_sweeps` from per-column Grams (host arrays): the same steps, the gradient kept current
+    by rank-one updates of the Grams instead of a residual. Returns the clipped-step count."""
+    G, P, nb, _ = block
+    share = nb / n_samples
+    l1_full, l2_full = penalty.l1_H * columns, penalty.l2_H * columns
+    l1, l2 = share * l1_full, share * l2_full
+    full = curvature + l2_full[:, None] if penalty.l2_H else curvature
+    unit = entry_steps(np.maximum(full, 0.0), l1_full)
+    h = Ht.astype(np.float64)
+    g = np.einsum("cjl,cl->cj", G, h) - P + l1[:, None] + l2[:, None] * h
+    if statistics is not None:
+        grad_acc, sq_weight, sq_acc = statistics
+        scaled = g * np.sqrt(np.where(np.isfinite(unit), unit, 0.0))
+        grad_acc += scaled.astype(grad_acc.dtype)
+        sq_acc += sq_weight * np.sum(scaled * scaled, axis=0)
+    if max_sweeps < 1:
+        return 0
+    steps = (lr / share) * unit
+    k = h.shape[1]
+    rel, floor = (np.zeros(k), np.full(k, np.inf)) if clips is None else (
+        np.broadcast_to(np.asarray(c, dtype=np.float64), (k,)) for c in clips)
+    n_clipped = 0
+    for _ in range(max_sweeps):
+        for j in range(k):
+            old = h[:, j].copy()
+            d = np.where(steps[:, j] == 0, 0.0, -steps[:, j] * g[:, j])
+            clip = np.maximum(rel[j] * np.abs(old), floor[j])
+            over, under = d > clip, d < -clip
+            n_clipped += int(np.sum(over | under))
+            d = np.where(over, clip, np.where(under, -clip, d))
+            new = old + d
+            new = np.where(new < 0, 0.0, new).astype(Ht.dtype).astype(np.float64)  # the factor's precision
+            delta = new - old
+            h[:, j] = new
+            g += delta[:, None] * G[:, j, :]
+            g[:, j] += l2 * delta
+    Ht[...] = h
+    return n_clipped
 
 
 def observed_fraction(observed, shape):

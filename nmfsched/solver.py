@@ -321,9 +321,9 @@ class StochasticSolver:
             clips = objective.h_clip_limits(HHt, self.n_features, curvature_tolerance, self.WtW, penalty.l1_H)
         sweeps = ONE_BATCH_H_SWEEPS if one_batch else 1
         statistics = self.statistics.accumulator(nb)
-        if isinstance(block, observed.ObservedBlock):
-            n_clipped = observed.h_sweeps(self.backend, self.Ht, block, self.rows.curvature, lr, self.n_samples,
-                                          penalty, self.rows.column_scale, clips, statistics, sweeps)
+        if observed.is_observed_block(block):
+            n_clipped = observed.sweep_h(self.backend, self.Ht, block, self.rows.curvature, lr, self.n_samples, penalty,
+                                         self.rows.column_scale, clips, statistics, sweeps)
             return lr, n_clipped, 0
         WbtWb, Ct = objective.minibatch_h_block(block, penalty, nb, self.n_samples)
         unit_steps = objective.stochastic_h_steps(self.WtW, self.n_samples, nb, penalty.l2_H, penalty.l1_H)
@@ -351,10 +351,10 @@ class StochasticSolver:
         cross = fit = 0.0
         for nb, block in self.rows.probe_blocks(self.batch_size, self.rng, self.Ht):
             statistics = self.statistics.accumulator(nb)
-            if isinstance(block, observed.ObservedBlock):
-                fit += observed.fit_loss(block)
-                observed.h_sweeps(be, self.Ht, block, self.rows.curvature, 0.0, self.n_samples, self.penalty,
-                                  self.rows.column_scale, statistics=statistics, max_sweeps=0)
+            if observed.is_observed_block(block):
+                fit += observed.block_fit(block)
+                observed.sweep_h(be, self.Ht, block, self.rows.curvature, 0.0, self.n_samples, self.penalty,
+                                 self.rows.column_scale, statistics=statistics, max_sweeps=0)
                 continue
             cross += be.inner(block.P, self.Ht)
             G, P = objective.minibatch_h_block(block, self.penalty, nb, self.n_samples)

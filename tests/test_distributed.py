@@ -135,13 +135,14 @@ def test_transform_of_a_bad_block_names_the_global_row(client):
 
 @pytest.mark.parametrize(
     "value, message",
-    [(-2.0, r"2 negative entries \(first at row 61, column 4\)"), (np.nan, r"2 non-finite entries \(first at row 61, column 4\)")],
+    [(-2.0, r"2 negative entries \(first at row 61, column 4\)"), (np.inf, r"2 infinite entries \(first at row 61, column 4\)"),
+     (np.nan, r"2 non-finite entries \(first at row 61, column 4\)")],
 )
 def test_bad_entries_are_reported_with_their_global_position(client, value, message):
     X = low_rank(100, 10, 2)
     X[61, 4] = X[90, 1] = value
-    with pytest.raises(ValueError, match=message):
-        StochasticNMF(2, random_state=0).fit(chunked(X, 20))
+    with pytest.raises(ValueError, match=message):  # NaN is bad only where it may not mark a missing entry
+        StochasticNMF(2, random_state=0, missing="error" if np.isnan(value) else "nan").fit(chunked(X, 20))
 
 
 def test_refuses_what_it_cannot_run(client):

@@ -362,39 +362,57 @@ def test_partial_fit_and_checkpoints_take_missing_entries(tmp_path):
     np.testing.assert_allclose(resumed.components_, whole.components_, rtol=1e-9, atol=1e-12)
 
 
-def test_dask_input_with_missing_entries_is_refused_clearly():
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-nan", "ratings-csr"])
+def test_a_dask_fit_over_observed_entries_takes_the_in_memory_steps(sparse):
+    """One group of every chunk is the in-memory one-batch epoch: the chunks send per-column
+    Grams, the driver's H sweeps from them equal the residual sweeps in memory."""
+    da = pytest.importorskip("dask.array")
+    pytest.importorskip("distributed")
+    given_X, X, M, *_ = problem(12, n=120, m=14)
+    given_X[7] = np.nan  # a row with nothing observed
+    if sparse:
+        rows, cols = np.nonzero(~np.isnan(given_X))
+        given_X = sp.csr_matrix((given_X[rows, cols], (rows, cols)), shape=X.shape)
+    params = dict(alpha_W=0.02, alpha_H=0.01, l1_ratio=0.5, random_state=0, max_iter=6, tol=0, batch_size=120,
+                  grow_batch=False, init="random", extrapolate=False, missing="unstored" if sparse else "nan")
+    with pytest.warns(UserWarning, match=r"1 row \(7\) with no observed entry"):
+        memory = StochasticNMF(3, **params)
+        W_memory = memory.fit_transform(given_X)
+    chunked = da.from_array(given_X, chunks=(40, 14), asarray=False)
+    with pytest.warns(UserWarning, match=r"1 row \(7\) with no observed entry"):
+        dask = StochasticNMF(3, **params)
+        W = dask.fit_transform(chunked).compute()
+    assert dask.observed_fraction_ == pytest.approx(memory.observed_fraction_)
+    np.testing.assert_allclose(dask.history_["loss"], memory.history_["loss"], rtol=1e-9)
+    np.testing.assert_allclose(dask.components_, memory.components_, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(W, W_memory, rtol=1e-7, atol=1e-10)
+    assert dask.reconstruction_err_ == pytest.approx(memory.reconstruction_err_, rel=1e-9)
+    np.testing.assert_array_equal(W[7], 0)
+    lazy = dask.transform(chunked).compute()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_allclose(lazy, dask.transform(given_X), rtol=1e-9, atol=1e-12)
+
+
+def test_a_dask_minibatch_fit_over_observed_entries_descends_under_the_cap():
+    da = pytest.importorskip("dask.array")
+    pytest.importorskip("distributed")
+    given_X, *_ = problem(13, n=200, m=12)
+    model = StochasticNMF(3, random_state=0, max_iter=6, tol=0, batch_size=40)
+    model.fit(da.from_array(given_X, chunks=(20, 12)))
+    h = model.history_
+    assert h["batch_size"][0] < 200 and np.isfinite(h["loss"]).all()
+    assert h["loss"][-1] < model.stability_certificate_["initial_loss"]
+    assert (h["lr"][1:] <= 0.9 * h["lr_bound"][1:] * (1 + 1e-12)).all()
+
+
+def test_bad_dask_input_with_missing_entries_is_one_clear_error():
     da = pytest.importorskip("dask.array")
     pytest.importorskip("distributed")
     X = np.random.default_rng(0).random((40, 10))
     X[5, 2] = np.nan
-    with pytest.raises(ValueError, match=r"first at row 5, column 2.*missing entries \(NaN\) are fitted in memory"):
+    X[25, 3] = np.inf
+    with pytest.raises(ValueError, match=r"contains infinity: 1 infinite entry \(first at row 25, column 3\)"):
         StochasticNMF(2, max_iter=2).fit(da.from_array(X, chunks=(10, 10)))
-
-
-def test_without_missing_entries_the_scaled_penalties_are_scikit_learns():
-    """Row and column scales are 1 for complete data: the masked objective's penalties are
-    scikit-learn's, and a fit over a complete CSR's stored entries (missing='unstored', all
-    stored) takes the in-memory fit's steps."""
-    X = np.random.default_rng(0).random((40, 15)) + 0.1
-    params = dict(alpha_W=0.01, alpha_H=0.02, l1_ratio=0.3, random_state=0, max_iter=10, tol=0, init="random",
-                  extrapolate=False)
-    plain = StochasticNMF(3, **params).fit(X)
-    masked = StochasticNMF(3, missing="unstored", **params).fit(sp.csr_matrix(X))
-    assert masked.observed_fraction_ == 1.0
-    np.testing.assert_allclose(masked.history_["loss"], plain.history_["loss"], rtol=1e-6)
-    np.testing.assert_allclose(masked.components_, plain.components_, rtol=1e-4, atol=1e-8)
-
-
-def test_each_row_is_penalised_in_proportion_to_its_observed_entries(rng):
-    """The weighted-lambda scaling: with a row's entries half hidden its penalty weight halves,
-    so the W solve over its observed entries meets the optimality conditions at that weight."""
-    given_X, X, M, W, H = problem(11, n=20, m=16)
-    be = get_backend("cpu")
-    Xo = be.to_device(observed_of(given_X, False))
-    Ht = np.ascontiguousarray(H.T)
-    Wd = np.zeros_like(W)
-    l1, l2 = 0.05, 0.4
-    observed.solve_w(be, Xo, Ht, Wd, 500, 1e-12, l1, l2)
-    scale = M.mean(axis=1)[:, None]
-    grad = masked_residual(X, M, Wd, H) @ H.T + scale * (l1 + l2 * Wd)
-    np.testing.assert_allclose(np.where(Wd > 0, grad, np.minimum(grad, 0)), 0, atol=1e-8)
+    with pytest.raises(ValueError, match=r"first at row 5, column 2.*missing=.nan. to treat NaN as a missing entry"):
+        StochasticNMF(2, max_iter=2, missing="error").fit(da.from_array(X, chunks=(10, 10)))
