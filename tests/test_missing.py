@@ -416,3 +416,34 @@ def test_bad_dask_input_with_missing_entries_is_one_clear_error():
         StochasticNMF(2, max_iter=2).fit(da.from_array(X, chunks=(10, 10)))
     with pytest.raises(ValueError, match=r"first at row 5, column 2.*missing=.nan. to treat NaN as a missing entry"):
         StochasticNMF(2, max_iter=2, missing="error").fit(da.from_array(X, chunks=(10, 10)))
+
+
+@pytest.mark.parametrize("sweeps", [0, 1, 3])
+def test_the_column_gram_sweeps_take_the_residual_sweeps_steps(sweeps):
+    """The Dask driver's form (per-column Grams) and the in-memory one (a residual) of the same
+    minibatch H step: equal steps, clips, statistics, with penalties and a minibatch share."""
+    given_X, X, M, W, H = problem(14, n=30, m=12)
+    be = get_backend("cpu")
+    Xo = be.to_device(observed_of(given_X, False))
+    rows = np.arange(10)
+    Xb, Wb = Xo[rows], W[rows].copy()
+    penalty = Penalty(l1_W=0.0, l2_W=0.0, l1_H=0.05, l2_H=0.3)
+    columns = observed.column_scale(Xo)
+    curvature = observed.h_curvature(be, Xo, W)
+    clips = (np.full(3, 0.2), np.full(3, 0.01))
+    results = []
+    for form in ("residual", "grams"):
+        Ht = np.ascontiguousarray(H.T)
+        stats = (np.zeros_like(Ht), 3.0, np.zeros(3))
+        if form == "residual":
+            block = observed.block(be, Xb, Wb, Ht)
+        else:
+            G, P = observed.column_grams(be, Xb, Wb)
+            block = observed.ColumnGramBlock(G, P, len(rows), 0.0)
+        n_clipped = observed.sweep_h(be, Ht, block, curvature, 1.3, 30, penalty, columns, clips, stats, sweeps)
+        results.append((Ht, n_clipped, stats))
+    (H1, c1, s1), (H2, c2, s2) = results
+    np.testing.assert_allclose(H2, H1, rtol=1e-10, atol=1e-13)
+    assert c1 == c2 and (sweeps == 0 or c1 > 0)
+    np.testing.assert_allclose(s2[0], s1[0], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(s2[2], s1[2], rtol=1e-10)
