@@ -170,11 +170,15 @@ def select_rank(X, ranks, *, test_fraction=0.1, n_repeats=3, rule="one_se", miss
 
     Parameters
     ----------
-    X : {array-like, sparse matrix} of shape (n_samples, n_features)
+    X : {array-like, sparse matrix, dask.array.Array} of shape (n_samples, n_features)
         Non-negative; NaN marks a missing entry (never hidden, never scored). A sparse ``X``
         whose unstored entries are zeros (``missing="nan"``) is densified to hide some of
         them (up to :data:`MAX_DENSIFIED_ENTRIES` entries); with ``missing="unstored"`` only
-        its stored entries are observed, hidden and scored (ratings).
+        its stored entries are observed, hidden and scored (ratings). A Dask array of dense
+        chunks is never gathered: each chunk hides each of its observed entries with
+        probability ``test_fraction`` (its own generator, on its worker), the fits run on the
+        cluster one after another (``n_jobs`` is not used) and the scores are summed chunk by
+        chunk.
     ranks : iterable of int
         Candidate ranks (each ``>= 1``).
     test_fraction : float in (0, 1), default=0.1
@@ -215,9 +219,9 @@ def select_rank(X, ranks, *, test_fraction=0.1, n_repeats=3, rule="one_se", miss
     from tqdm import tqdm
 
     t_start = time.perf_counter()
-    if is_dask_array(X) or is_device_array(X):
-        raise TypeError("select_rank takes a NumPy array or a SciPy sparse matrix (hidden entries are drawn on the host);"
-                        " pass X.compute() or cupy.asnumpy(X).")
+    if is_device_array(X):
+        raise TypeError("select_rank takes a NumPy, SciPy or Dask array (hidden entries are drawn on the host); "
+                        "pass cupy.asnumpy(X), and backend='gpu' to fit on the GPU.")
     ranks = np.array(sorted({int(r) for r in ranks}))
     if not len(ranks) or ranks[0] < 1:
         raise ValueError(f"ranks must be integers >= 1, got {ranks.tolist()}")
@@ -230,6 +234,9 @@ def select_rank(X, ranks, *, test_fraction=0.1, n_repeats=3, rule="one_se", miss
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(map(repr, RULES))}, got {rule!r}")
     StochasticNMF(int(ranks[0]), **params)._validate_params()  # a bad parameter fails before any fit
+    if is_dask_array(X):
+        return _select_rank_dask(X, ranks, test_fraction, int(n_repeats), rule, random_state, progress, params,
+                                 t_start)
     X, entries = _entries(X, missing)
     n_observed = len(entries[0])
     n_hidden = int(round(test_fraction * n_observed))
@@ -258,6 +265,64 @@ def select_rank(X, ranks, *, test_fraction=0.1, n_repeats=3, rule="one_se", miss
     bar.close()
     scores = np.array([[results[i, r][0] for r in range(int(n_repeats))] for i in range(len(ranks))])
     fit_seconds = np.array([[results[i, r][1] for r in range(int(n_repeats))] for i in range(len(ranks))])
+    return RankSelection(ranks=ranks, scores=scores, rank=choose_rank(ranks, scores, rule), rule=rule,
+                         test_fraction=float(test_fraction), seconds=time.perf_counter() - t_start,
+                         fit_seconds=fit_seconds)
+
+
+# -- Dask input: each chunk hides its own entries, on its worker ------------------------------------
+def _hidden_in_block(block, seed, fraction, block_index):
+    """The entries of one dense block that a split hides: each observed entry with probability
+    ``fraction``, drawn from the block's own generator (so every task draws the same ones)."""
+    rng = np.random.default_rng([seed, block_index])
+    return (rng.random(block.shape) < fraction) & ~np.isnan(block)
+
+
+def _train_block(block, seed, fraction, block_info=None):
+    block = np.array(block, copy=True)
+    block[_hidden_in_block(block, seed, fraction, block_info[0]["chunk-location"][0])] = np.nan
+    return block
+
+
+def _score_block(block, W_block, H, seed, fraction, block_info=None):
+    """``[[sum of squared errors, sum of squares]]`` over one block's hidden entries."""
+    block = np.asarray(block)
+    hidden = _hidden_in_block(block, seed, fraction, block_info[0]["chunk-location"][0])
+    truth = block[hidden].astype(np.float64)
+    predicted = (np.asarray(W_block, dtype=np.float64) @ H.astype(np.float64))[hidden]
+    return np.array([[np.sum((predicted - truth) ** 2), np.sum(truth**2)]])
+
+
+def _select_rank_dask(X, ranks, test_fraction, n_repeats, rule, random_state, progress, params, t_start):
+    """:func:`select_rank` of a dense Dask array: the fits run on the cluster (the estimator's Dask
+    path over observed entries), one after another; the splits and scores never gather ``X``."""
+    import dask.array as da
+    from tqdm import tqdm
+
+    if type(getattr(X, "_meta", None)).__module__.startswith("scipy"):
+        raise TypeError("select_rank takes Dask arrays of dense chunks (a sparse chunk's unstored entries would "
+                        "have to be hidden too); pass X.map_blocks(lambda b: b.toarray()) or a SciPy matrix.")
+    X = X.rechunk({1: -1}) if len(X.chunks[1]) > 1 else X
+    seeds = check_random_state(random_state).randint(2**31 - 1, size=2 * n_repeats)
+    scores, fit_seconds = np.zeros((len(ranks), n_repeats)), np.zeros((len(ranks), n_repeats))
+    bar = tqdm(total=len(ranks) * n_repeats, desc="select_rank", unit="fit",
+               disable=(not progress) if progress is not None else None)
+    for r in range(n_repeats):
+        split_seed, fit_seed = int(seeds[2 * r]), int(seeds[2 * r + 1])
+        train = X.map_blocks(_train_block, split_seed, test_fraction, dtype=X.dtype)
+        for i, rank in enumerate(ranks):
+            t = time.perf_counter()
+            model = StochasticNMF(int(rank), **{**params, "missing": "nan", "random_state": fit_seed})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                W = model.fit_transform(train)
+            parts = da.map_blocks(_score_block, X, W, model.components_, split_seed, test_fraction,
+                                  chunks=((1,) * len(X.chunks[0]), (2,)), dtype=np.float64).compute()
+            sq_error, sq_truth = parts.sum(axis=0)
+            scores[i, r] = math.sqrt(sq_error / sq_truth) if sq_truth > 0 else math.sqrt(sq_error)
+            fit_seconds[i, r] = time.perf_counter() - t
+            bar.update()
+    bar.close()
     return RankSelection(ranks=ranks, scores=scores, rank=choose_rank(ranks, scores, rule), rule=rule,
                          test_fraction=float(test_fraction), seconds=time.perf_counter() - t_start,
                          fit_seconds=fit_seconds)

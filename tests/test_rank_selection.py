@@ -129,3 +129,18 @@ def test_the_rank_command_prints_the_curve_and_writes_json_and_a_plot(tmp_path):
     assert bad.returncode == 2 and "low <= high" in bad.stderr
     too_big = run_cli("rank", tmp_path / "x.npy", "--ranks", "2,80", "--out", tmp_path / "o3", "-q")
     assert too_big.returncode == 1 and "rank 80 is larger than" in too_big.stderr and "Traceback" not in too_big.stderr
+
+
+def test_dask_input_is_split_and_scored_chunk_by_chunk_on_the_cluster():
+    da = pytest.importorskip("dask.array")
+    distributed = pytest.importorskip("distributed")
+    X = low_rank_with_noise(6, n=160, m=30, k=3)
+    X[np.random.default_rng(2).random(X.shape) < 0.1] = np.nan
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None):
+        chunked = da.from_array(X, chunks=(40, 30))
+        result = select_rank(chunked, [1, 3, 6], random_state=0, n_repeats=2, progress=False, max_iter=200)
+        again = select_rank(chunked, [1, 3, 6], random_state=0, n_repeats=2, progress=False, max_iter=200)
+    assert result.rank == 3 and np.isfinite(result.scores).all()
+    np.testing.assert_allclose(again.scores, result.scores, rtol=1e-9)  # each chunk draws the same hidden entries
+    with pytest.raises(TypeError, match="dense chunks"):
+        select_rank(da.from_array(sp.csr_matrix(np.ones((10, 4))), chunks=(5, 4), asarray=False), [1], progress=False)
