@@ -447,3 +447,26 @@ def test_the_column_gram_sweeps_take_the_residual_sweeps_steps(sweeps):
     assert c1 == c2 and (sweeps == 0 or c1 > 0)
     np.testing.assert_allclose(s2[0], s1[0], rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(s2[2], s1[2], rtol=1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-nan", "ratings-csr"])
+def test_on_a_gpu_the_masked_fit_takes_the_cpu_steps(sparse):
+    from nmfsched.kernels import unavailable_reason
+
+    if unavailable_reason("gpu"):
+        pytest.skip(unavailable_reason("gpu"))
+    import cupy
+    import cupyx.scipy.sparse
+
+    given_X, *_ = problem(15, n=300, m=40)
+    if sparse:
+        rows, cols = np.nonzero(~np.isnan(given_X))
+        given_X = sp.csr_matrix((given_X[rows, cols], (rows, cols)), shape=given_X.shape)
+    params = dict(random_state=0, max_iter=10, tol=0, alpha_W=0.01, missing="unstored" if sparse else "nan")
+    cpu = StochasticNMF(3, backend="cpu", **params).fit(given_X)
+    gpu = StochasticNMF(3, backend="gpu", **params).fit(given_X)
+    np.testing.assert_allclose(gpu.history_["loss"], cpu.history_["loss"], rtol=1e-7)
+    device = cupyx.scipy.sparse.csr_matrix(given_X) if sparse else cupy.asarray(given_X)
+    W = StochasticNMF(3, **params).fit_transform(device)
+    assert isinstance(W, cupy.ndarray)
