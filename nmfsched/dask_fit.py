@@ -6,6 +6,8 @@ products over the chunks (never gathering ``X``), and a :class:`~nmfsched.run.Fi
 the epochs as it does in memory, continuing from a checkpoint where one is given.
 """
 
+import dataclasses
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -23,6 +25,7 @@ from .distributed import (
     worker_threads,
 )
 from .run import FitRun, restore_rng, run_rng
+from .scaling import DataScale
 from .solver import resolve_batch_size, resolve_w_sweeps
 
 
@@ -53,6 +56,12 @@ def fit_dask(X, W, H, *, k, settings, scheduler, random_state, open_checkpoint, 
         data = DaskData(X, client)
         scanned = scan(data, who, missing)
         sq_norm, mean, nnz, counts = scanned.sq_norm, scanned.mean, scanned.nnz, scanned.column_counts
+        scale = DataScale.of(scanned.largest)  # far from 1 in magnitude: fitted scaled (nmfsched.scaling)
+        if scale.active:
+            data = DaskData(scale.data(X), client)  # each chunk divided as it is read
+            sq_norm, mean = float(scale.times_power(sq_norm, -2)), float(scale.times_power(mean, -1))
+            settings = dataclasses.replace(settings, data_scale=scale.s)
+            W, H = scale.factors_in(W), scale.factors_in(H)
         data.persist_if_it_fits(stored_bytes(X.shape, X.dtype, nnz, sp.issparse(getattr(X, "_meta", None))))
         checkpoint, state = open_checkpoint(X.shape, X.dtype, sq_norm, k)
         empty_columns = np.flatnonzero(counts == 0) if counts is not None else np.zeros(0, dtype=np.int64)
@@ -83,8 +92,8 @@ def fit_dask(X, W, H, *, k, settings, scheduler, random_state, open_checkpoint, 
         W_final, error = run.solver.rows.finish(run.solver.H, settings.transform_max_sweeps, settings.transform_tol,
                                                 run.solver.penalty)
         cluster = {**describe_cluster(client), "persisted": data.persisted, "n_chunks": data.n_chunks,
-                   "observed_fraction": scanned.n_observed / (n * m)}
-    return run, W_final, error, cluster
+                   "observed_fraction": scanned.n_observed / (n * m), "data_scale": scale.s}
+    return run, scale.factors_out(W_final), float(scale.times_power(error, 1)), cluster
 
 
 def _initial_factors(data, X, W, H, k, init, mean, rng, who, fill_scale=None):

@@ -33,6 +33,7 @@ from . import objective, observed
 from ._init import randomized_svd_operator
 from ._validation import find_bad_entries, infinite_message, negative_message, non_finite_message
 from .kernels.cpu import CPUBackend
+from .scaling import DataScale, largest_entry
 from .solver import StochasticSolver, solve_w
 
 #: Fixed cost of one group (a minibatch of chunks) in flops: a scheduler round trip, the
@@ -102,18 +103,18 @@ def _scan_task(X_c, missing="error"):
     non_finite = np.isinf if allow_nan else (lambda a: ~np.isfinite(a))
     bad = find_bad_entries(X_c, non_finite), find_bad_entries(X_c, lambda a: a < 0)
     if bad[0][0]:
-        return 0.0, 0.0, 0, *bad, None
+        return 0.0, 0.0, 0, *bad, None, 0.0
     counts = None
     if allow_nan and (missing == "unstored" and sp.issparse(X_c) or _has_nan(X_c)):
         if sp.issparse(X_c) and missing == "nan":
-            return 0.0, 0.0, 0, (0, None), bad[1], {"stored_nan": int(np.isnan(X_c.data).sum())}
+            return 0.0, 0.0, 0, (0, None), bad[1], {"stored_nan": int(np.isnan(X_c.data).sum())}, 0.0
         X_c = observed.observed_matrix(X_c)
         counts = {"columns": np.bincount(X_c.indices, minlength=X_c.shape[1]),
                   "empty_rows": np.flatnonzero(np.diff(X_c.indptr) == 0)}
     data = (X_c.data if sp.issparse(X_c) else X_c).ravel()
     d = data.astype(np.float64, copy=False)
     nnz = X_c.nnz if sp.issparse(X_c) else int(np.count_nonzero(d))
-    return float(d @ d), float(d.sum()), nnz, *bad, counts
+    return float(d @ d), float(d.sum()), nnz, *bad, counts, largest_entry(X_c)
 
 
 def _has_nan(X_c):
@@ -211,12 +212,18 @@ def _transform_block(X_c, H, max_sweeps, tol, who, l1=0.0, l2=0.0, missing="erro
     masked = allow_nan and (missing == "unstored" and sp.issparse(X_c) or _has_nan(X_c))
     if masked and sp.issparse(X_c) and missing == "nan":
         raise ValueError(observed.stored_nan_message(int(np.isnan(X_c.data).sum())))
+    scale = DataScale.of(largest_entry(X_c))  # the block's own scale: its rows are solved on their own
+    X_c, H = scale.data(X_c), scale.factors_in(H)
+    penalty = scale.penalty(objective.Penalty(l1_W=l1, l2_W=l2))
     with _one_thread() as be:
         if masked:
             W = np.zeros((X_c.shape[0], H.shape[0]), dtype=H.dtype)
-            observed.solve_w(be, _observed_chunk(X_c, H.dtype), np.ascontiguousarray(H.T), W, max_sweeps, tol, l1, l2)
-            return W
-        return np.asarray(solve_w(be, _as_kernel_input(X_c, H.dtype), H, max_sweeps=max_sweeps, tol=tol, l1=l1, l2=l2))
+            observed.solve_w(be, _observed_chunk(X_c, H.dtype), np.ascontiguousarray(H.T), W, max_sweeps, tol,
+                             penalty.l1_W, penalty.l2_W)
+        else:
+            W = np.asarray(solve_w(be, _as_kernel_input(X_c, H.dtype), H, max_sweeps=max_sweeps, tol=tol,
+                                   l1=penalty.l1_W, l2=penalty.l2_W))
+        return scale.factors_out(W)
 
 
 def _init_view(X_c, fill_scale):
@@ -414,6 +421,7 @@ class Scan(NamedTuple):
     column_counts: np.ndarray | None  #: observed entries per column; None when none is missing
     n_observed: int  #: observed entries
     empty_rows: np.ndarray  #: rows without an observed entry
+    largest: float  #: the largest observed entry
 
 
 def scan(data, who, missing="error"):
@@ -445,7 +453,7 @@ def scan(data, who, missing="error"):
         raise ValueError(f"X has no observed entry (every entry is missing); {who} needs at least one.")
     total = sum(r[1] for r in results)
     return Scan(sum(r[0] for r in results), total / n_observed, sum(r[2] for r in results), counts, n_observed,
-                empty_rows)
+                empty_rows, max(r[6] for r in results))
 
 
 def randomized_svd_chunks(data, k, rng, fill_scale=None):

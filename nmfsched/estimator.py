@@ -19,6 +19,7 @@ from ._validation import is_dask_array, validate_codes, validate_input
 from .checkpoint import FitCheckpoint, fingerprint
 from .kernels import BackendUnavailableError, backend_names, get_backend, unavailable_reason
 from .run import FitRun, RunSettings, in_memory_solver, initial_factors, restore_rng, run_rng
+from .scaling import NO_SCALE, DataScale, largest_entry
 from .schedulers import SchedulerProtocol
 from .schedulers.registry import for_run as scheduler_for_run
 from .solver import resolve_w_sweeps, solve_w
@@ -374,7 +375,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     def _run_settings(self, **overrides):
         """The run's view of this estimator's parameters (``overrides`` replace some)."""
-        fields = [field.name for field in dataclasses.fields(RunSettings) if field.name != "max_epochs"]
+        fields = [field.name for field in dataclasses.fields(RunSettings) if field.name not in ("max_epochs", "data_scale")]
         params = {name: getattr(self, name) for name in fields}
         return RunSettings(**{**params, "max_epochs": self._max_iter(), **overrides})
 
@@ -430,18 +431,19 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """The run's per-epoch callback that writes ``checkpoint`` (None without one)."""
         return None if checkpoint is None else (lambda run, reason: checkpoint.save(run.state_dict()))
 
-    def _set_fitted(self, run):
-        """The fitted attributes from a run whose epochs are done; the run keeps no data after."""
+    def _set_fitted(self, run, scale=NO_SCALE):
+        """The fitted attributes from a run whose epochs are done (of ``X / scale.s``: the attributes
+        are scaled back to ``X``'s units); the run keeps no data after."""
         solver = run.solver
-        self.components_ = solver.H
+        self.components_ = scale.factors_out(solver.H)
         self.n_components_ = self.components_.shape[0]
         self.scheduler_ = run.scheduler
         self.batch_size_ = solver.batch_size
-        self.history_ = run.history.as_arrays()
+        self.history_ = scale.history(run.history.as_arrays(), observed=solver.rows.observed)
         self.n_iter_ = len(run.history)
-        self.stability_certificate_ = run.certificate()
+        self.stability_certificate_ = scale.certificate(run.certificate())
         run.release()
-        self._run = run  # partial_fit carries it on
+        self._run, self._scale = run, scale  # partial_fit carries them on
 
     # ------------------------------------------------------------------ public API
     def fit_transform(self, X, y=None, W=None, H=None):
@@ -475,7 +477,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if is_dask_array(X):
             return self._fit_transform_dask(X, W, H, t_start)
         backend = self._get_backend(X)
-        settings = self._run_settings()
+        scale = DataScale.of(largest_entry(X))  # data far from 1 in magnitude is fitted scaled: exactly
+        settings = self._run_settings(data_scale=scale.s)
+        X, W, H = scale.data(X), scale.factors_in(W), scale.factors_in(H)
         X_observed = self._observed(X, backend)
         masked = X_observed is not None
         with backend.compute_context():
@@ -490,11 +494,12 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                     Xd, state["W"], state["H"], rng, backend, settings, batch_size=state["batch_size"],
                     observed=masked), settings)
             self.stop_reason_ = run.run_epochs(t_start=t_start, on_epoch=self._saver(checkpoint))
-            W, self.reconstruction_err_ = run.finish(X)
+            W, error = run.finish(X)
+        self.reconstruction_err_ = float(scale.times_power(error, 1))
         self.observed_fraction_ = observed.observed_fraction(X_observed, X.shape)
-        self._set_fitted(run)
+        self._set_fitted(run, scale)
         self._warn_if_unconverged()
-        return W
+        return scale.factors_out(W)
 
     def _warn_if_unconverged(self):
         """scikit-learn's ConvergenceWarning when the epoch limit stopped a fit that ``tol`` had not."""
@@ -520,7 +525,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         )
         self.stop_reason_ = run.stop_reason
         self.observed_fraction_ = self.cluster_.pop("observed_fraction")
-        self._set_fitted(run)
+        self._set_fitted(run, DataScale(self.cluster_.pop("data_scale")))
         self._warn_if_unconverged()
         return da.from_array(W, chunks=(X.chunks[0], (k,)))
 
@@ -557,16 +562,20 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             )
         X = self._check_X(X, reset=first)
         backend = self._get_backend(X)
+        # the first chunk sets the scale (see nmfsched.scaling); later chunks are fitted at it
+        scale = DataScale.of(largest_entry(X)) if first else self._scale
+        X = scale.data(X)
         X_observed = self._observed(X, backend)
         # one epoch a call: no stopping rule but an exact fit, no extrapolation across chunks
-        settings = self._run_settings(extrapolate=False, tol=0.0, max_time=None)
+        settings = self._run_settings(extrapolate=False, tol=0.0, max_time=None, data_scale=scale.s)
         with backend.compute_context():
             if first:
-                run = self._new_run(X, W, H, backend, settings, X_observed=X_observed)
+                run = self._new_run(X, scale.factors_in(W), scale.factors_in(H), backend, settings,
+                                    X_observed=X_observed)
             else:
                 if W is not None or H is not None:
                     raise ValueError("W and H can only be passed to the first partial_fit call.")
-                H0 = self.components_
+                H0 = scale.factors_in(self.components_)
                 w_sweeps = resolve_w_sweeps(self.w_sweeps, *H0.shape)
                 if X_observed is None:
                     W0 = solve_w(backend, X, H0, max_sweeps=w_sweeps, tol=0.0)
@@ -580,8 +589,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.observed_fraction_ = observed.observed_fraction(X_observed, X.shape)
         # The epoch already refreshed W for the final H and computed the exact loss; a
         # full transform-grade solve per streamed chunk would double the cost of a call.
-        self.reconstruction_err_ = float(np.sqrt(2.0 * run.loss))
-        self._set_fitted(run)
+        self.reconstruction_err_ = float(scale.times_power(np.sqrt(2.0 * run.loss), 1))
+        self._set_fitted(run, scale)
         return self
 
     def transform(self, X):
@@ -597,23 +606,25 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         check_is_fitted(self)
         X = self._check_X(X, reset=False)
         H = self.components_.astype(X.dtype, copy=False)
-        penalty = self._run_settings().penalty(*X.shape)  # W's weights scale with n_features only
-        backend = None if is_dask_array(X) else self._get_backend(X)
-        X_observed = None if backend is None else self._observed(X, backend)
-        if X_observed is not None:
-            self._warn_unobserved(X_observed)
-            with backend.compute_context():
-                W = self._solve_observed(X_observed, H, backend, self.transform_max_sweeps, self.transform_tol, penalty)
-                return self._like_input(W, X, backend)
-        if is_dask_array(X):
+        if is_dask_array(X):  # lazy: each block scales itself (its rows are solved on their own)
             from .distributed import transform
 
+            penalty = self._run_settings().penalty(*X.shape)
             return transform(X, H, self.transform_max_sweeps, self.transform_tol, type(self).__name__, penalty,
                              self.missing)
+        backend = self._get_backend(X)
+        scale = DataScale.of(largest_entry(X))  # the rows' own scale (see nmfsched.scaling)
+        X, H = scale.data(X), scale.factors_in(H)
+        penalty = self._run_settings(data_scale=scale.s).penalty(*X.shape)  # W's weights scale with n_features only
+        X_observed = self._observed(X, backend)
         with backend.compute_context():
-            W = solve_w(backend, X, H, max_sweeps=self.transform_max_sweeps, tol=self.transform_tol,
-                        l1=penalty.l1_W, l2=penalty.l2_W)
-            return self._like_input(W, X, backend)
+            if X_observed is not None:
+                self._warn_unobserved(X_observed)
+                W = self._solve_observed(X_observed, H, backend, self.transform_max_sweeps, self.transform_tol, penalty)
+            else:
+                W = solve_w(backend, X, H, max_sweeps=self.transform_max_sweeps, tol=self.transform_tol,
+                            l1=penalty.l1_W, l2=penalty.l2_W)
+            return scale.factors_out(self._like_input(W, X, backend))
 
     @staticmethod
     def _solve_observed(X_observed, H, backend, max_sweeps, tol, penalty):

@@ -29,6 +29,7 @@ from .epochs import History, StoppingRules, run_epochs
 from .extrapolation import Extrapolation
 from .metrics import frobenius_error
 from .objective import Penalty
+from .scaling import DataScale
 from .solver import MAX_FIRST_EPOCH_BATCHES, StochasticSolver, resolve_batch_size, resolve_w_sweeps, solve_w
 from .stability import StabilityGuard, StabilityWarning
 from .theory.namespace import is_device_array
@@ -57,10 +58,13 @@ class RunSettings:
     alpha_H: float | str = "same"
     l1_ratio: float = 0.0
     verbose: int = 0
+    data_scale: float = 1.0  #: the fit runs on ``X / data_scale`` (see :mod:`nmfsched.scaling`)
 
     def penalty(self, n_samples, n_features):
-        """The factors' penalties on an ``n_samples x n_features`` matrix (:class:`~nmfsched.objective.Penalty`)."""
-        return Penalty.from_params(self.alpha_W, self.alpha_H, self.l1_ratio, n_samples, n_features)
+        """The factors' penalties on an ``n_samples x n_features`` matrix (:class:`~nmfsched.objective.Penalty`),
+        for the fit of ``X / data_scale``."""
+        penalty = Penalty.from_params(self.alpha_W, self.alpha_H, self.l1_ratio, n_samples, n_features)
+        return DataScale(self.data_scale).penalty(penalty)
 
     @property
     def first_epoch_batches(self):
