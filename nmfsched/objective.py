@@ -24,6 +24,8 @@ penalties, so the minibatch gradient stays an unbiased estimate of the full one.
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .theory import component_lipschitz, coordinate_steps, entry_clip_limits
 from .theory.namespace import array_namespace
 
@@ -182,6 +184,28 @@ def loss_from_grams(sq_norm_X, cross, WtW, HHt):
     large terms, so rounding can make a near-zero loss slightly negative.
     """
     return 0.5 * (sq_norm_X - 2.0 * cross + float((WtW * HHt).sum()))
+
+
+#: With float32 factors the loss from Gram identities (its cross term from float32 products)
+#: resolves losses down to about this many float32 epsilons of ``||X||^2``: below it, the
+#: cancellation leaves rounding (a full-rank fit's loss of 1.3e-6 ||X||^2 came out as exactly 0
+#: and stopped as "exact").
+GRAM_LOSS_RESOLUTION = 100.0
+
+
+def below_gram_resolution(loss, sq_norm_X, dtype):
+    """Whether a loss from :func:`loss_from_grams` is too small next to ``||X||^2`` to be trusted with
+    ``dtype`` factors (then the loss is computed from the residual in float64 instead). Only float32
+    needs it: in float64 the identity resolves what float64 can (and its dense and sparse fits stay
+    bitwise alike)."""
+    dtype = np.dtype(dtype)
+    return dtype != np.float64 and loss < GRAM_LOSS_RESOLUTION * float(np.finfo(dtype).eps) * sq_norm_X
+
+
+def exact_to_precision(loss, sq_norm_X, dtype, k):
+    """Whether a loss computed from the residual is within the rounding of ``k``-term products in
+    ``dtype``: ``||X - W H|| <= 2 (k + 2) eps ||X||`` (an exact fit, as far as the factors can tell)."""
+    return loss <= 0.5 * (2.0 * (k + 2) * float(np.finfo(dtype).eps)) ** 2 * sq_norm_X
 
 
 def relative_error(loss, sq_norm_X):

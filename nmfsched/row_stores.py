@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from . import objective, observed
+from .metrics import frobenius_error
 
 
 @runtime_checkable
@@ -161,7 +162,12 @@ class InMemoryRows:
         block = objective.w_block(be, be.all_rows(self.X), Ht, self._p_full)
         objective.sweep(be, self.W, block, max_sweeps, tol, penalty.l1_W, penalty.l2_W)
         self.WtW = be.gram(self.W)
-        return objective.loss_from_grams(self.sq_norm_X, be.inner(self.W, block.P), self.WtW, block.G), block.G
+        loss = objective.loss_from_grams(self.sq_norm_X, be.inner(self.W, block.P), self.WtW, block.G)
+        if objective.below_gram_resolution(loss, self.sq_norm_X, self.dtype):
+            loss = 0.5 * frobenius_error(self.X, self.W, be.to_host(Ht).T) ** 2  # one pass, in float64
+            if objective.exact_to_precision(loss, self.sq_norm_X, self.dtype, self.k):
+                loss = 0.0  # the stopping rule's "exact"
+        return loss, block.G
 
     def all_rows_h_block(self):
         be = self.backend
