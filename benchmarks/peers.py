@@ -80,6 +80,18 @@ def _sklearn(make):
     return fit
 
 
+def _minibatch_nmf(X, k, seed):
+    """scikit-learn's MiniBatchNMF, scored fairly: when it stops after one epoch its
+    ``fit_transform`` can return a ``W`` stale next to its ``components_`` (relative error 8.2
+    against 0.054 from ``transform`` of the same fit, on a 200 000-row matrix), so the better of
+    the two ``W`` is taken, the ``transform`` and the comparison timed with the fit."""
+    model = MiniBatchNMF(k, random_state=seed)
+    W_fit = model.fit_transform(X)
+    W_transform = model.transform(X)
+    H = model.components_
+    return min((W_fit, W_transform), key=lambda W: relative_error(X, np.asarray(W, dtype=X.dtype), H)), H
+
+
 def _nmf_torch(mode):
     def fit(X, k, seed):
         from nmf import run_nmf
@@ -108,7 +120,7 @@ def available_peers():
     peers = {
         "NMF(cd)": Peer(_sklearn(lambda k, seed: NMF(k, solver="cd", random_state=seed))),
         "NMF(mu)": Peer(_sklearn(lambda k, seed: NMF(k, solver="mu", random_state=seed))),
-        "MiniBatchNMF": Peer(_sklearn(lambda k, seed: MiniBatchNMF(k, random_state=seed))),
+        "MiniBatchNMF": Peer(_minibatch_nmf),
     }
     try:
         import nmf  # noqa: F401  (nmf-torch)

@@ -55,12 +55,18 @@ def scale(X):
     return float(np.dot(data.ravel(), data.ravel())) / (X.shape[0] * X.shape[1])
 
 
-def fit_peer(make, X):
+def fit_peer(make, X, penalty):
+    """``(seconds, W, H)`` of a peer's fit; for MiniBatchNMF the better (by ``penalty``'s objective)
+    of ``fit_transform``'s ``W`` and ``transform``'s, the ``transform`` timed with the fit (its
+    ``fit_transform`` can return a ``W`` stale next to its ``components_``: see peers.py)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter
         model = make()
         start = time.perf_counter()
         W = model.fit_transform(X)
+        if isinstance(model, MiniBatchNMF):
+            H = model.components_
+            W = min((W, model.transform(X)), key=lambda A: penalised_objective(X, A, H, penalty))
         return time.perf_counter() - start, W, model.components_
 
 
@@ -75,7 +81,7 @@ def run_setting(name, X, k, alpha, l1_ratio, seed, budget_factor=1.0):
         "NMF(cd)": lambda: NMF(k, solver="cd", **common),
         "MiniBatchNMF": lambda: MiniBatchNMF(k, **common),
     }
-    results = {peer: fit_peer(make, X) for peer, make in peers.items()}
+    results = {peer: fit_peer(make, X, penalty) for peer, make in peers.items()}
     model = StochasticNMF(k, **common)
     start = time.perf_counter()
     W = model.fit_transform(X)
