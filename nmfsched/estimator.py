@@ -173,7 +173,8 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and the minibatch order.
     verbose : int, default=0
-        Print one line per epoch when > 0.
+        When > 0, print one line per epoch and, at the end of ``fit``, where its time went
+        (``timings_``).
     max_epochs : int
         Deprecated: the former name of ``max_iter`` (removed in 0.4). Given, it is used, with
         a ``FutureWarning``.
@@ -187,6 +188,12 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         ``||X - W H||_F`` on the training data with ``W = transform(X)``, over the observed
         entries when some are missing (after ``partial_fit``: on the last chunk, with its
         ``W`` refreshed for the final ``H``).
+    timings_ : dict of float
+        Seconds of each phase of the last ``fit``: "validate" (parameters and input), "backend"
+        (getting it ready: the first fit in a process loads the compiled kernels), "prepare" (scaling, missing entries, the data on the device), "init" (the initial
+        factors), "setup" (the solver), "probe" (the first bound), "epochs", "finish" (the
+        final solve of ``W`` and the error); "resume" instead of the start's phases for a fit
+        continued from a checkpoint, and "validate" and "fit" for Dask input.
     observed_fraction_ : float
         The share of the training data's entries that were observed (1.0 without missing
         entries; see ``missing``).
@@ -392,13 +399,15 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 stacklevel=3,
             )
 
-    def _new_run(self, X, W, H, backend, settings, Xd=None, X_observed=None):
+    def _new_run(self, X, W, H, backend, settings, Xd=None, X_observed=None, clock=None):
         """A run of ``X`` from its initial factors, started (probed, scheduler reset).
 
         ``X`` as validated (initialised from); ``Xd`` the data the run uses on the backend's
         device when the caller has it there already; ``X_observed`` the observed entries when
-        some are missing (the run then uses them).
+        some are missing (the run then uses them). ``clock`` (a :class:`_PhaseClock`) records the
+        seconds of the start's phases.
         """
+        clock = _PhaseClock({}) if clock is None else clock
         rng = run_rng(self.random_state)
         k = self._resolve_n_components(X, W, H)
         data = X if X_observed is None else X_observed
@@ -406,9 +415,13 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         W0, H0 = initial_factors(X_init, k, settings, rng, W=W, H=H, who=type(self).__name__)
         if X_observed is not None:
             self._warn_unobserved(X_observed, W0, H0)
+        clock.lap("init")
         solver = in_memory_solver(data if Xd is None else Xd, W0, H0, rng, backend, settings,
                                   observed=X_observed is not None)
-        return FitRun(solver, self._make_scheduler(), settings, rng).start(warn_stacklevel=3)
+        clock.lap("setup")
+        run = FitRun(solver, self._make_scheduler(), settings, rng).start(warn_stacklevel=3)
+        clock.lap("probe")
+        return run
 
     def _resumed_run(self, state, make_solver, settings):
         """A run continued from a checkpoint's ``state``; ``make_solver(rng)`` builds its rows."""
@@ -476,7 +489,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         X = self._check_X(X, reset=True)
         if is_dask_array(X):
             return self._fit_transform_dask(X, W, H, t_start)
+        timings = {"validate": time.perf_counter() - t_start}
+        clock = _PhaseClock(timings)
         backend = self._get_backend(X)
+        clock.lap("backend")
         scale = DataScale.of(largest_entry(X))  # data far from 1 in magnitude is fitted scaled: exactly
         settings = self._run_settings(data_scale=scale.s)
         X, W, H = scale.data(X), scale.factors_in(W), scale.factors_in(H)
@@ -487,14 +503,21 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             k = self._resolve_n_components(X, W, H)
             sq_norm = backend.squared_norm(Xd) if self.checkpoint is not None else None
             checkpoint, state = self._checkpoint(X.shape, X.dtype, sq_norm, k)
+            clock.lap("prepare")
             if state is None:
-                run = self._new_run(X, W, H, backend, settings, Xd, X_observed)
+                run = self._new_run(X, W, H, backend, settings, Xd, X_observed, clock)
             else:
                 run = self._resumed_run(state, lambda rng: in_memory_solver(
                     Xd, state["W"], state["H"], rng, backend, settings, batch_size=state["batch_size"],
                     observed=masked), settings)
+                clock.lap("resume")
             self.stop_reason_ = run.run_epochs(t_start=t_start, on_epoch=self._saver(checkpoint))
+            clock.lap("epochs")
             W, error = run.finish(X)
+            clock.lap("finish")
+        self.timings_ = timings
+        if self.verbose:
+            print(_describe_timings(self.timings_, len(run.history)), flush=True)
         self.reconstruction_err_ = float(scale.times_power(error, 1))
         self.observed_fraction_ = observed.observed_fraction(X_observed, X.shape)
         self._set_fitted(run, scale)
@@ -518,6 +541,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         from .dask_fit import fit_dask
 
         k = self._resolve_n_components(X, W, H)
+        t_fit = time.perf_counter()
         run, W, self.reconstruction_err_, self.cluster_ = fit_dask(
             X, W, H, k=k, settings=self._run_settings(), scheduler=self._make_scheduler(),
             random_state=self.random_state, open_checkpoint=self._checkpoint, t_start=t_start, who=type(self).__name__,
@@ -525,6 +549,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         )
         self.stop_reason_ = run.stop_reason
         self.observed_fraction_ = self.cluster_.pop("observed_fraction")
+        self.timings_ = {"validate": t_fit - t_start, "fit": time.perf_counter() - t_fit}
         self._set_fitted(run, DataScale(self.cluster_.pop("data_scale")))
         self._warn_if_unconverged()
         return da.from_array(W, chunks=(X.chunks[0], (k,)))
@@ -656,3 +681,25 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     @property
     def _n_features_out(self):
         return self.components_.shape[0]
+
+
+class _PhaseClock:
+    """Seconds of a fit's phases, added to ``timings`` as each ends (:meth:`lap`)."""
+
+    def __init__(self, timings):
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, phase):
+        now = time.perf_counter()
+        self.timings[phase] = self.timings.get(phase, 0.0) + now - self.last
+        self.last = now
+
+
+def _describe_timings(timings, n_epochs):
+    """One line: where a fit's time went."""
+    total = sum(timings.values())
+    parts = ", ".join(f"{phase} {seconds:.3g} s" for phase, seconds in timings.items())
+    per_epoch = f" ({timings['epochs'] / n_epochs:.3g} s an epoch)" if n_epochs and "epochs" in timings else ""
+    return f"fit: {total:.3g} s in all: {parts}{per_epoch}"
+

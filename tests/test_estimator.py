@@ -267,3 +267,17 @@ def test_max_epochs_is_the_deprecated_name_of_max_iter():
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         assert StochasticNMF(2, max_iter=3, tol=0, random_state=0).fit(X).n_iter_ == 3
+
+
+def test_timings_say_where_the_fit_went_and_verbose_prints_them(capsys):
+    import time
+
+    X = low_rank(60, 12, 3)
+    start = time.perf_counter()
+    model = StochasticNMF(3, max_iter=4, tol=0, verbose=1).fit(X)
+    wall = time.perf_counter() - start
+    assert list(model.timings_) == ["validate", "backend", "prepare", "init", "setup", "probe", "epochs", "finish"]
+    assert all(seconds >= 0 for seconds in model.timings_.values())
+    assert sum(model.timings_.values()) <= wall
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("fit: ") and "init " in last and "epochs " in last and "s an epoch" in last
