@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils import check_random_state
 
-from . import observed
+from . import objective, observed
 from ._init import check_custom_factors_wanted, initialize_factors, resolve_init
 from .epochs import History, StoppingRules, run_epochs
 from .extrapolation import Extrapolation
@@ -231,10 +231,16 @@ class FitRun:
             fit = observed.solve_w(solver.backend, solver.X, solver.Ht, W, settings.transform_max_sweeps,
                                    settings.transform_tol, solver.penalty.l1_W, solver.penalty.l2_W)
             return (W if is_device_array(X) else solver.backend.to_host(W)), math.sqrt(2.0 * fit)
-        W = solve_w(solver.backend, solver.X, H, W=solver.W, max_sweeps=settings.transform_max_sweeps,
-                    tol=settings.transform_tol, l1=solver.penalty.l1_W, l2=solver.penalty.l2_W)
-        W = W if is_device_array(X) else solver.backend.to_host(W)
-        return W, frobenius_error(X, W, H)
+        be = solver.backend
+        W, block = solve_w(be, solver.X, H, W=solver.W, max_sweeps=settings.transform_max_sweeps,
+                           tol=settings.transform_tol, l1=solver.penalty.l1_W, l2=solver.penalty.l2_W, return_block=True)
+        # the error from the solve's own products (no pass over X), unless it is below their rounding
+        fit = objective.loss_from_grams(solver.sq_norm_X, be.inner(W, block.P), be.gram(W), block.G)
+        if fit < objective.GRAM_LOSS_RESOLUTION * float(np.finfo(solver.dtype).eps) * solver.sq_norm_X:
+            error = frobenius_error(solver.X, W, H)
+        else:
+            error = math.sqrt(2.0 * fit)
+        return (W if is_device_array(X) else be.to_host(W)), error
 
     def release(self):
         """Drop the solver (the data and the per-batch buffers) and the extrapolation's last ``H``;

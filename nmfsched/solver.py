@@ -456,13 +456,15 @@ def trace(A):
     return A.diagonal().sum()
 
 
-def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6, l1=0.0, l2=0.0):
+def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6, l1=0.0, l2=0.0, return_block=False):
     """``argmin_{W >= 0} 1/2 ||X - W H||^2 + l1 |W|_1 + l2/2 ||W||^2`` by projected coordinate descent (row by row).
 
     Each row stops on its own (relative l1 movement below ``tol``), so the result for a
     row does not depend on which other rows are solved with it. ``H`` is a host array;
     ``X`` and ``W`` may be host or device arrays. Returns ``W`` as a device array of
-    ``backend`` (a NumPy array on the CPU).
+    ``backend`` (a NumPy array on the CPU); with ``return_block``, ``(W, block)``, the block's
+    ``G = H H^T`` and ``P = X H^T`` giving the loss by :func:`nmfsched.objective.loss_from_grams`
+    without another pass over ``X``.
     """
     Xd = backend.to_device(X)
     Ht = backend.asarray(np.asarray(H).T, dtype=H.dtype)
@@ -473,4 +475,4 @@ def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6, l1=0.0, l2=0.0):
     else:
         W = backend.asarray(W, dtype=H.dtype).copy()
     objective.sweep(backend, W, block, max_sweeps, tol, l1, l2)
-    return W
+    return (W, block) if return_block else W
