@@ -29,9 +29,12 @@ column's components have their own constants, so ``S_g = sum_{j,c} G_jc^2 / L_jc
 ``H`` sweeps here accumulate the gradient statistics already divided by ``sqrt(L_jc)``, and
 the bound is computed from them with unit weights.
 
-Everything is written over the backend's array namespace and sparse module (NumPy and
-SciPy on the CPU, CuPy and cupyx on a GPU). The observed entries of a minibatch are a CSR
-matrix (its explicit zeros are observed zeros).
+The observed entries of a minibatch are a CSR matrix (its explicit zeros are observed zeros).
+The sweeps and the residual are backend primitives (``observed_residual``, ``observed_w_cd``,
+``observed_h_cd``: Numba kernels on the CPU, array code on NumPy or CuPy); the rest here is
+written over the backend's array namespace and sparse module. Dask chunks cannot share a
+residual, so they send per-column Grams (:class:`ColumnGramBlock`), from which
+:func:`column_gram_h_sweeps` takes the same ``H`` steps on the driver.
 """
 
 import math
