@@ -270,8 +270,8 @@ class StochasticSolver:
         """
         if search is not None and not self.rows.supports_search:
             raise ValueError(
-                "A per-minibatch step search needs the rows in memory; for Dask input use an epoch scheduler "
-                "(such as 'greedy')."
+                "A per-minibatch step search needs the rows in memory and every entry observed; for Dask input "
+                "or missing entries use an epoch scheduler (such as 'greedy')."
             )
         n, n_batches = self.n_samples, self.n_batches
         self.statistics.start_pass()

@@ -470,3 +470,9 @@ def test_on_a_gpu_the_masked_fit_takes_the_cpu_steps(sparse):
     device = cupyx.scipy.sparse.csr_matrix(given_X) if sparse else cupy.asarray(given_X)
     W = StochasticNMF(3, **params).fit_transform(device)
     assert isinstance(W, cupy.ndarray)
+
+
+def test_a_per_minibatch_step_search_is_refused_with_missing_entries():
+    given_X, *_ = problem(16, n=40, m=10)
+    with pytest.raises(ValueError, match="every entry observed.*use an epoch scheduler"):
+        StochasticNMF(3, scheduler="line_search", max_iter=2).fit(given_X)
