@@ -588,7 +588,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         X = self._check_X(X, reset=first)
         backend = self._get_backend(X)
         # the first chunk sets the scale (see nmfsched.scaling); later chunks are fitted at it
-        scale = DataScale.of(largest_entry(X)) if first else self._scale
+        scale = DataScale.of(largest_entry(X)) if first else getattr(self, "_scale", NO_SCALE)
         X = scale.data(X)
         X_observed = self._observed(X, backend)
         # one epoch a call: no stopping rule but an exact fit, no extrapolation across chunks
