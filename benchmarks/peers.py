@@ -152,6 +152,25 @@ def _topic_counts(rng, n_docs, n_words, n_topics, words_per_doc):
     return sp.csr_matrix(rng.poisson(rates).astype(np.float64))
 
 
+def _sampled_topic_counts(rng, n_docs, n_words, n_topics, words_per_doc):
+    """Word counts of a topic model drawn word by word, as CSR: ``_topic_counts`` without its dense
+    ``n_docs x n_words`` rates (9e9 numbers at 300 000 x 30 000)."""
+    doc_topic = rng.gamma(0.1, 1.0, (n_docs, n_topics)) + 1e-12
+    doc_topic /= doc_topic.sum(axis=1, keepdims=True)
+    topic_word = np.cumsum(rng.gamma(0.05, 1.0, (n_topics, n_words)) + 1e-12, axis=1)
+    topic_word /= topic_word[:, -1:]
+    lengths = rng.poisson(words_per_doc, n_docs)
+    docs = np.repeat(np.arange(n_docs), lengths)
+    topic_cdf = np.cumsum(doc_topic, axis=1)
+    topics = (rng.random(docs.size)[:, None] > topic_cdf[docs]).sum(axis=1).clip(0, n_topics - 1)
+    words = np.empty(docs.size, dtype=np.int64)
+    draws = rng.random(docs.size)
+    for t in range(n_topics):
+        chosen = topics == t
+        words[chosen] = np.searchsorted(topic_word[t], draws[chosen])
+    return sp.csr_matrix((np.ones(docs.size), (docs, words.clip(0, n_words - 1))), shape=(n_docs, n_words))
+
+
 def _movielens():
     path = SHARED / "movielens-small" / "ratings.csv"
     with open(path, newline="") as f:
@@ -164,12 +183,22 @@ def _movielens():
     return sp.csr_matrix((ratings, (user_index, movie_index)))
 
 
-def cases(quick, seed):
+def cases(quick, seed, large=0.0):
     """``(name, load, rank)`` triples; ``load()`` builds the matrix when the case runs
-    (a generated one from its own generator, so it does not depend on the cases run before)."""
+    (a generated one from its own generator, so it does not depend on the cases run before).
+    ``large`` (a size factor, 1 for the full size) adds the two large cases only, behind
+    ``--large`` so CI stays quick: dense float32 1 000 000 x 300 at rank 20, and sampled topic
+    counts 300 000 x 30 000 at rank 30."""
 
     def rng():
         return np.random.default_rng(seed)
+
+    if large:
+        n_dense, n_docs = int(1_000_000 * large), int(300_000 * large)
+        yield (f"large dense {n_dense}x300 float32",
+               lambda: _low_rank(rng(), n_dense, 300, 20, 0.1).astype(np.float32), 20)
+        yield f"large counts {n_docs}x30000", lambda: _sampled_topic_counts(rng(), n_docs, 30_000, 30, 150), 30
+        return
 
     yield "digits", lambda: load_digits().data, 16
     if quick:
@@ -378,6 +407,34 @@ def run_case(X, k, seed, peers, tolerance, repeats=1):
     return results, ours, histories[0]
 
 
+ANYTIME_SECONDS = (10, 30, 60, 120)
+
+
+def anytime(history, seconds=ANYTIME_SECONDS):
+    """The lowest relative error a tol=0 run had reached by each of ``seconds`` (from the start of fit)."""
+    parts = []
+    for limit in seconds:
+        reached = history["rel_error"][history["seconds"] <= limit]
+        parts.append(f"{limit} s: {reached.min():.5f}" if reached.size else f"{limit} s: (no epoch yet)")
+    return ", ".join(parts)
+
+
+BUDGET_SCHEDULES = ("rl", "greedy", "step", "constant", "cosine")
+
+
+def schedules_under_budget(X, k, seed, epochs, schedules=BUDGET_SCHEDULES):
+    """Each schedule's final relative error after ``epochs`` epochs (tol=0), against the best."""
+    errors = {}
+    for schedule in schedules:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = StochasticNMF(k, random_state=seed, scheduler=schedule, max_iter=epochs, tol=0).fit(X)
+        errors[schedule] = float(model.history_["rel_error"][-1])
+    best = min(errors.values())
+    ranked = sorted(errors.items(), key=lambda item: item[1])
+    return f"under {epochs} epochs: " + ", ".join(f"{s} {e:.5f} ({(e / best - 1) * 100:+.1f}%)" for s, e in ranked)
+
+
 def roofline(name, X, k, history, batch_size, machine):
     """One line setting the tol=0 run's epochs against the machine's rates, and the ceiling
     the products put on a one-batch epoch: its modelled flops over the time of its two
@@ -425,6 +482,10 @@ def main(argv=None):
         help="a peer's error counts as reached within this relative margin (default 1e-3: 0.1%%)",
     )
     parser.add_argument("--skip-peer", action="append", default=[], choices=sorted(peers_here))
+    parser.add_argument("--large", type=float, nargs="?", const=1.0, default=0.0, metavar="FACTOR",
+                        help="only the two large cases (FACTOR scales their rows; 1: a million dense rows), with "
+                        "nmfsched's anytime curve and the schedules under a fixed epoch budget")
+    parser.add_argument("--budget-epochs", type=int, default=8, help="with --large: the schedules' epoch budget")
     args = parser.parse_args(argv)
     peers = {name: peer for name, peer in peers_here.items() if name not in args.skip_peer}
     if not peers:
@@ -437,7 +498,8 @@ def main(argv=None):
           "| to peer's error / peer's time | defaults reach it |")
     print("|---|---|---|---|---|---|---|---|---|")
     rooflines, all_results = [], []
-    for name, load, k in cases(args.quick, args.seed):
+    extras = []
+    for name, load, k in cases(args.quick, args.seed, args.large):
         if args.case and not any(name.startswith(c) for c in args.case):
             continue
         X = load()
@@ -445,6 +507,11 @@ def main(argv=None):
         print("\n".join(table_rows(name, k, results, ours)), flush=True)
         rooflines.append(roofline(name, X, k, history, ours[2], machine))
         all_results.extend(results)
+        if args.large:
+            extras.append(f"{name}: nmfsched's error reached by " + anytime(history))
+            extras.append(f"{name}: {schedules_under_budget(X, k, args.seed, args.budget_epochs)}")
+    for line in extras:
+        print(f"- {line}")
     print()
     for line in rooflines:
         print(f"- {line}")
