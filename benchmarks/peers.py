@@ -381,9 +381,10 @@ class PeerResult(NamedTuple):
     defaults_reach: bool  #: the default run stops within the tolerance of the peer's error
 
 
-def run_case(X, k, seed, peers, tolerance, repeats=1):
+def run_case(X, k, seed, peers, tolerance, repeats=1, min_seconds=0.0):
     """Every peer and nmfsched, ``repeats`` times each; returns ``(peer results, nmfsched's
-    (median seconds, median error, batch size), the first tol=0 run's history)``."""
+    (median seconds, median error, batch size), the first tol=0 run's history)``. The tol=0 run
+    lasts as long as the slowest fit, and at least ``min_seconds`` (the anytime curve's reach)."""
     dense = X.toarray() if sp.issparse(X) and any(p.dense_only for p in peers.values()) else X
     peer_runs = {
         name: [run_peer(peer, dense if peer.dense_only else X, k, seed) for _ in range(repeats)]
@@ -391,7 +392,7 @@ def run_case(X, k, seed, peers, tolerance, repeats=1):
     }
     del dense
     default_runs = [run_nmfsched(X, k, seed) for _ in range(repeats)]
-    slowest = max(t for runs in [*peer_runs.values(), default_runs] for t, *_ in runs)
+    slowest = max(min_seconds, max(t for runs in [*peer_runs.values(), default_runs] for t, *_ in runs))
     # the same seed without the tol test, to find when each target is reached
     histories = [
         run_nmfsched(X, k, seed, tol=0, max_iter=100_000, max_time=slowest)[2].history_ for _ in range(repeats)
@@ -410,10 +411,11 @@ def run_case(X, k, seed, peers, tolerance, repeats=1):
 ANYTIME_SECONDS = (10, 30, 60, 120)
 
 
-def anytime(history, seconds=ANYTIME_SECONDS):
-    """The lowest relative error a tol=0 run had reached by each of ``seconds`` (from the start of fit)."""
+def anytime(history, seconds=None):
+    """The lowest relative error a tol=0 run had reached by each of ``seconds`` (from the start of fit;
+    default :data:`ANYTIME_SECONDS`)."""
     parts = []
-    for limit in seconds:
+    for limit in ANYTIME_SECONDS if seconds is None else seconds:
         reached = history["rel_error"][history["seconds"] <= limit]
         parts.append(f"{limit} s: {reached.min():.5f}" if reached.size else f"{limit} s: (no epoch yet)")
     return ", ".join(parts)
@@ -503,7 +505,8 @@ def main(argv=None):
         if args.case and not any(name.startswith(c) for c in args.case):
             continue
         X = load()
-        results, ours, history = run_case(X, k, args.seed, peers, args.tolerance, args.repeats)
+        results, ours, history = run_case(X, k, args.seed, peers, args.tolerance, args.repeats,
+                                          min_seconds=max(ANYTIME_SECONDS) if args.large else 0.0)
         print("\n".join(table_rows(name, k, results, ours)), flush=True)
         rooflines.append(roofline(name, X, k, history, ours[2], machine))
         all_results.extend(results)
