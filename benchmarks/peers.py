@@ -162,7 +162,12 @@ def _sampled_topic_counts(rng, n_docs, n_words, n_topics, words_per_doc):
     lengths = rng.poisson(words_per_doc, n_docs)
     docs = np.repeat(np.arange(n_docs), lengths)
     topic_cdf = np.cumsum(doc_topic, axis=1)
-    topics = (rng.random(docs.size)[:, None] > topic_cdf[docs]).sum(axis=1).clip(0, n_topics - 1)
+    topics = np.empty(docs.size, dtype=np.int64)
+    chunk = 1 << 18  # words at a time: the comparison with their documents' topic CDFs is chunk x n_topics
+    for s in range(0, docs.size, chunk):
+        d = docs[s : s + chunk]
+        topics[s : s + chunk] = (rng.random(d.size)[:, None] > topic_cdf[d]).sum(axis=1)
+    topics = topics.clip(0, n_topics - 1)
     words = np.empty(docs.size, dtype=np.int64)
     draws = rng.random(docs.size)
     for t in range(n_topics):
