@@ -195,11 +195,8 @@ GRAM_LOSS_RESOLUTION = 100.0
 
 def below_gram_resolution(loss, sq_norm_X, dtype):
     """Whether a loss from :func:`loss_from_grams` is too small next to ``||X||^2`` to be trusted with
-    ``dtype`` factors (then the loss is computed from the residual in float64 instead). Only float32
-    needs it: in float64 the identity resolves what float64 can (and its dense and sparse fits stay
-    bitwise alike)."""
-    dtype = np.dtype(dtype)
-    return dtype != np.float64 and loss < GRAM_LOSS_RESOLUTION * float(np.finfo(dtype).eps) * sq_norm_X
+    ``dtype`` factors (the caller then computes it from the residual in float64)."""
+    return loss < GRAM_LOSS_RESOLUTION * float(np.finfo(dtype).eps) * sq_norm_X
 
 
 def exact_to_precision(loss, sq_norm_X, dtype, k):

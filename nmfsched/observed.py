@@ -186,24 +186,36 @@ def h_sweeps(backend, Ht, block, curvature, lr, n_samples, penalty, columns=1.0,
     xp = backend.xp
     R, rows_of_entries, W = block
     share = W.shape[0] / n_samples
-    columns = xp.broadcast_to(xp.asarray(columns, dtype=xp.float64), (Ht.shape[0],))
-    l1_full, l2_full = penalty.l1_H * columns, penalty.l2_H * columns
-    l1, l2 = share * l1_full, share * l2_full
-    full = curvature + l2_full[:, None] if penalty.l2_H else curvature
-    unit = entry_steps(xp.maximum(full, 0.0), l1_full)
+    l1, l2, unit = _h_weights(xp, penalty, columns, curvature, share)
     if statistics is not None:
-        grad_acc, sq_weight, sq_acc = statistics
         G = xp.asarray(R.T @ W).astype(xp.float64)
         if penalty.l1_H or penalty.l2_H:
             G = G + l1[:, None] + l2[:, None] * Ht
-        scaled = G * xp.sqrt(xp.where(xp.isfinite(unit), unit, 0.0))
-        grad_acc += scaled.astype(grad_acc.dtype)
-        sq_acc += sq_weight * xp.sum(scaled * scaled, axis=0)
+        _gather_statistics(xp, statistics, G, unit)
     if max_sweeps < 1:
         return 0
     steps = (lr / share) * unit
     return int(backend.observed_h_cd(R, rows_of_entries, W, Ht, steps, max_sweeps=max_sweeps, l1=l1, l2=l2,
                                      clips=clips))
+
+
+def _h_weights(xp, penalty, columns, curvature, share):
+    """``(l1, l2, unit)`` of a minibatch's ``H`` step: its share of each column's penalty weights
+    (``columns`` scales them, see :func:`column_scale`) and the per-entry steps at rate 1 of the full
+    problem, ``1 / (L_jc + l2_H columns[c])``."""
+    columns = xp.broadcast_to(xp.asarray(columns, dtype=xp.float64), (curvature.shape[0],))
+    l1_full, l2_full = penalty.l1_H * columns, penalty.l2_H * columns
+    full = curvature + l2_full[:, None] if penalty.l2_H else curvature
+    return share * l1_full, share * l2_full, entry_steps(xp.maximum(full, 0.0), l1_full)
+
+
+def _gather_statistics(xp, statistics, gradient, unit):
+    """Add a minibatch's ``gradient`` (float64, ``m x k``) to the bound's ``statistics``, divided entry by
+    entry by ``sqrt(L_jc)`` (``unit`` = ``1 / L``; infinite steps count as 0)."""
+    grad_acc, sq_weight, sq_acc = statistics
+    scaled = gradient * xp.sqrt(xp.where(xp.isfinite(unit), unit, 0.0))
+    grad_acc += scaled.astype(grad_acc.dtype)
+    sq_acc += sq_weight * xp.sum(scaled * scaled, axis=0)
 
 
 def solve_w(backend, X, Ht, W, max_sweeps, tol, l1=0.0, l2=0.0):
@@ -337,17 +349,11 @@ def column_gram_h_sweeps(Ht, block, curvature, lr, n_samples, penalty, columns, 
     by rank-one updates of the Grams instead of a residual. Returns the clipped-step count."""
     G, P, nb, _ = block
     share = nb / n_samples
-    l1_full, l2_full = penalty.l1_H * columns, penalty.l2_H * columns
-    l1, l2 = share * l1_full, share * l2_full
-    full = curvature + l2_full[:, None] if penalty.l2_H else curvature
-    unit = entry_steps(np.maximum(full, 0.0), l1_full)
+    l1, l2, unit = _h_weights(np, penalty, columns, curvature, share)
     h = Ht.astype(np.float64)
     g = np.einsum("cjl,cl->cj", G, h) - P + l1[:, None] + l2[:, None] * h
     if statistics is not None:
-        grad_acc, sq_weight, sq_acc = statistics
-        scaled = g * np.sqrt(np.where(np.isfinite(unit), unit, 0.0))
-        grad_acc += scaled.astype(grad_acc.dtype)
-        sq_acc += sq_weight * np.sum(scaled * scaled, axis=0)
+        _gather_statistics(np, statistics, g, unit)
     if max_sweeps < 1:
         return 0
     steps = (lr / share) * unit

@@ -100,18 +100,23 @@ class InMemoryRows:
     observed = False
 
     def __init__(self, X, W, backend, dtype):
+        be = self._bind(X, W, backend, dtype)
+        self._is_sparse = hasattr(X, "tocsr")
+        self._ct_buf = be.empty((self.n_features, self.k), self.dtype)
+        self._p_full = be.empty((self.n_samples, self.k), self.dtype)  # X H^T after a refresh
+        self._xb_buf = self._xht_buf = self._wb_buf = None
+        self.WtW = be.gram(self.W)
+
+    def _bind(self, X, W, backend, dtype):
+        """Hold ``X`` on the backend's device, ``W`` in ``dtype``, their shapes and ``||X||^2``; the backend."""
         self.backend = be = backend
         self.X = be.to_device(X)
         self.n_samples, self.n_features = X.shape
         self.dtype = np.dtype(dtype)
         self.k = W.shape[1]
-        self._is_sparse = hasattr(X, "tocsr")
         self.W = be.asarray(W, dtype=self.dtype)
         self.sq_norm_X = be.squared_norm(self.X)
-        self._ct_buf = be.empty((self.n_features, self.k), self.dtype)
-        self._p_full = be.empty((self.n_samples, self.k), self.dtype)  # X H^T after a refresh
-        self._xb_buf = self._xht_buf = self._wb_buf = None
-        self.WtW = be.gram(self.W)
+        return be
 
     # -- minibatches ----------------------------------------------------------------------
     def even_batch_size(self, batch_size):
@@ -163,7 +168,9 @@ class InMemoryRows:
         objective.sweep(be, self.W, block, max_sweeps, tol, penalty.l1_W, penalty.l2_W)
         self.WtW = be.gram(self.W)
         loss = objective.loss_from_grams(self.sq_norm_X, be.inner(self.W, block.P), self.WtW, block.G)
-        if objective.below_gram_resolution(loss, self.sq_norm_X, self.dtype):
+        # float32 only: in float64 the identity resolves what float64 can, and the dense and sparse
+        # fits' epochs stay bitwise alike
+        if self.dtype != np.float64 and objective.below_gram_resolution(loss, self.sq_norm_X, self.dtype):
             loss = 0.5 * frobenius_error(self.X, self.W, be.to_host(Ht).T) ** 2  # one pass, in float64
             if objective.exact_to_precision(loss, self.sq_norm_X, self.dtype, self.k):
                 loss = 0.0  # the stopping rule's "exact"
@@ -216,14 +223,8 @@ class ObservedRows(InMemoryRows):
     supports_search = False  # the searched step's trials are written for Gram blocks
     observed = True
 
-    def __init__(self, X, W, backend, dtype):
-        self.backend = be = backend
-        self.X = be.to_device(X)
-        self.n_samples, self.n_features = X.shape
-        self.dtype = np.dtype(dtype)
-        self.k = W.shape[1]
-        self.W = be.asarray(W, dtype=self.dtype)
-        self.sq_norm_X = be.squared_norm(self.X)
+    def __init__(self, X, W, backend, dtype):  # not InMemoryRows': no Gram-form buffers
+        be = self._bind(X, W, backend, dtype)
         self.WtW = be.gram(self.W)
         self.curvature = observed.h_curvature(be, self.X, self.W)
         self.row_scale, self.column_scale = observed.row_scale(self.X), observed.column_scale(self.X)

@@ -236,7 +236,7 @@ class FitRun:
                            tol=settings.transform_tol, l1=solver.penalty.l1_W, l2=solver.penalty.l2_W, return_block=True)
         # the error from the solve's own products (no pass over X), unless it is below their rounding
         fit = objective.loss_from_grams(solver.sq_norm_X, be.inner(W, block.P), be.gram(W), block.G)
-        if fit < objective.GRAM_LOSS_RESOLUTION * float(np.finfo(solver.dtype).eps) * solver.sq_norm_X:
+        if objective.below_gram_resolution(fit, solver.sq_norm_X, solver.dtype):
             error = frobenius_error(solver.X, W, H)
         else:
             error = math.sqrt(2.0 * fit)
