@@ -230,9 +230,11 @@ def nndsvd_from_svd(U, S, Vt, init="nndsvd", mean=None, rng=None):
     at once.
     Entries within rounding of 0 (:data:`ZERO_ENTRY_RTOL` of their vector's largest) count
     as 0.
-    ``init="nndsvd"`` leaves the zeros; "nndsvda" fills them with ``mean`` (the mean entry
-    of ``X``), so every entry can move; "nndsvdar" with ``|mean * N(0, 1)| / 100`` drawn
-    from ``rng`` (small random values, as scikit-learn's).
+    ``init="nndsvd"`` leaves the zeros; "nndsvda" fills them with ``sqrt(mean / k)``
+    (``mean`` the mean entry of ``X``: the size of a random start's entries), so every
+    entry can move; "nndsvdar" with ``|sqrt(mean / k) * N(0, 1)| / 100`` drawn from ``rng``
+    (small random values). scikit-learn fills with ``mean`` itself; a fill in the factors'
+    units keeps the start, and so the fit, of ``c X`` equal to ``sqrt(c)`` times that of ``X``.
     """
     U, Vt = _rounding_to_zero(U, axis=0), _rounding_to_zero(Vt, axis=1)
     U_pos, U_neg = np.maximum(U, 0), np.maximum(-U, 0)
@@ -247,13 +249,15 @@ def nndsvd_from_svd(U, S, Vt, init="nndsvd", mean=None, rng=None):
     # the leading pair of a non-negative X has one sign (Perron-Frobenius): take |u|, |v|
     W[:, 0] = np.sqrt(S[0]) * np.abs(U[:, 0])
     H[0, :] = np.sqrt(S[0]) * np.abs(Vt[0, :])
+    if init in ("nndsvda", "nndsvdar"):
+        fill = np.sqrt(mean / S.shape[0])
     if init == "nndsvda":
-        W[W == 0] = mean
-        H[H == 0] = mean
+        W[W == 0] = fill
+        H[H == 0] = fill
     elif init == "nndsvdar":
         for A in (W, H):
             zeros = A == 0
-            A[zeros] = np.abs(mean * rng.standard_normal(int(zeros.sum())) / 100)
+            A[zeros] = np.abs(fill * rng.standard_normal(int(zeros.sum())) / 100)
     return W, H
 
 

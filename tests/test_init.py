@@ -51,7 +51,7 @@ def test_svd_via_gram_pads_the_triplets_rank_deficient_input_lacks(X):
     np.testing.assert_allclose(rank_k_part(U, S, Vt), X, atol=1e-9 * max(1.0, np.abs(X).max()))
     W, H = nndsvd_from_svd(U, S, Vt, "nndsvda", mean=0.5)
     assert np.isfinite(W).all() and np.isfinite(H).all()
-    np.testing.assert_array_equal(W[:, rank + 1:], 0.5)  # zero triplets give zero columns, filled
+    np.testing.assert_array_equal(W[:, rank + 1:], np.sqrt(0.5 / 6))  # zero triplets give zero columns, filled
 
 
 def per_component_nndsvd(U, S, Vt):

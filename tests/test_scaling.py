@@ -21,23 +21,25 @@ def low_rank(seed, n=80, m=30, k=3, sparse=False, dtype=np.float64):
     return X.astype(dtype)
 
 
-def fit(X, **params):
+def fit(X, init=None, **params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = StochasticNMF(3, random_state=0, init="random", max_iter=60, **params)
+        model = StochasticNMF(3, random_state=0, init=init, max_iter=60, **params)
         W = model.fit_transform(X)
     return model, W
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(exponent=st.floats(-300, 300), sparse=st.booleans(), seed=st.integers(0, 1000))
-def test_the_fit_of_c_x_is_the_fit_of_x_scaled(exponent, sparse, seed):
-    """Same seed, any scale from 1e-300 to 1e300: the product W H of the fit of ``c X`` is ``c``
-    times that of ``X`` to 1e-12, the error ``c`` times, the losses ``c^2`` times, the path the same."""
+@given(exponent=st.floats(-300, 300), sparse=st.booleans(), seed=st.integers(0, 1000),
+       init=st.sampled_from([None, "nndsvda", "random"]))
+def test_the_fit_of_c_x_is_the_fit_of_x_scaled(exponent, sparse, seed, init):
+    """Same seed, any scale from 1e-300 to 1e300, the default start (NNDSVDar) and others: the
+    product W H of the fit of ``c X`` is ``c`` times that of ``X`` to 1e-12, the error ``c``
+    times, the losses ``c^2`` times, the path the same."""
     c = 10.0**exponent
     X = low_rank(seed, sparse=sparse)
-    base, W0 = fit(X)
-    scaled, W1 = fit(X * c)
+    base, W0 = fit(X, init)
+    scaled, W1 = fit(X * c, init)
     assert scaled.n_iter_ == base.n_iter_ and scaled.stop_reason_ == base.stop_reason_
     np.testing.assert_array_equal(scaled.history_["batch_size"], base.history_["batch_size"])
     product, expected = W1 @ scaled.components_, c * (W0 @ base.components_)
