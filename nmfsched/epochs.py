@@ -246,10 +246,7 @@ def _guarded_epoch(solver, guard, proposed, search, epoch, start_loss, previous_
             loss = extrapolation.settle(solver, loss)
         statistics = solver.gradient_statistics()
     if not math.isfinite(loss) or not solver.backend.all_finite(solver.Ht):
-        raise FloatingPointError(
-            f"The factorization diverged in epoch {epoch} at learning rate {report.lr_max:.4g} "
-            f"(loss {loss!r}); use a smaller learning_rate or keep enforce_bound=True."
-        )
+        raise FloatingPointError(_divergence_message(epoch, report.lr_max, loss, guard.enforce, solver.dtype))
     guard.record(report.lr_max, report.n_clipped)
     rejected = guard.should_reject(loss, start_loss)
     if rejected:
@@ -261,6 +258,17 @@ def _guarded_epoch(solver, guard, proposed, search, epoch, start_loss, previous_
     if extrapolation is not None:
         extrapolation.observe(loss, rejected)
     return report, loss, rejected, statistics
+
+
+def _divergence_message(epoch, lr, loss, enforced, dtype):
+    """What went wrong when an epoch ended with a non-finite loss or ``H``, and the one remedy
+    that applies (never a setting already in force)."""
+    where = f"The factorization diverged in epoch {epoch} at learning rate {lr:.4g} (loss {loss!r})"
+    if not enforced:
+        return f"{where}; use a smaller learning_rate or set enforce_bound=True."
+    # Under the guard the rate is within the stability bound, so the epoch's arithmetic overflowed.
+    return (f"{where}, within the stability bound: an intermediate overflowed {np.dtype(dtype).name}. "
+            f"Fit the data in float64 (X.astype('float64')) if it is float32; otherwise report this as a bug.")
 
 
 def _print_epoch(record):

@@ -162,8 +162,26 @@ def test_divergence_raises_a_clear_error():
     # The exact W solve absorbs huge H steps (the loss stays finite up to ~1e30);
     # a rate that overflows float64 must end in one clear error, not NaN factors.
     sched.reset(1e300)
-    with pytest.raises(FloatingPointError, match="diverged in epoch 1 at learning rate 1e\\+300"):
+    with pytest.raises(FloatingPointError, match="diverged in epoch 1 at learning rate 1e\\+300.*set enforce_bound=True"):
         run_epochs(solver, sched, unguarded(), History(), start_loss=np.inf, stopping=StoppingRules(5))
+
+
+def test_an_overflow_under_the_guard_names_its_cause_not_a_setting_already_in_force(monkeypatch):
+    X = low_rank(60, 20, 3, noise=0.5).astype(np.float32)
+    rng = np.random.default_rng(0)
+    W, H = rng.random((60, 3), dtype=np.float32), rng.random((3, 20), dtype=np.float32)
+    solver = make_solver(X, W, H, 20, 1, 0)
+    guard = StabilityGuard(enforce=True)
+    solver.probe()
+    guard.bound = solver.lr_bound()
+    sched = ConstantScheduler()
+    sched.reset(1.0)
+    monkeypatch.setattr(solver, "refresh_w", lambda sweeps: np.float32(np.inf))  # as a float32 overflow ends
+    with pytest.raises(FloatingPointError) as error:
+        run_epochs(solver, sched, guard, History(), start_loss=np.inf, stopping=StoppingRules(5))
+    message = str(error.value)
+    assert "within the stability bound" in message and "overflowed float32" in message
+    assert "enforce_bound" not in message and "smaller learning_rate" not in message
 
 
 @pytest.mark.parametrize(
