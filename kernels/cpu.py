@@ -278,6 +278,187 @@ def projected_cd(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, 
 
 
 # --------------------------------------------------------------------------------------
+# Exact non-negative least squares on rows (block principal pivoting)
+# --------------------------------------------------------------------------------------
+#: Rows per parallel task of :func:`nnls_rows`; a task reuses its last factorization while
+#: consecutive rows (ordered by :func:`support_codes`) keep the same free set.
+_NNLS_ROWS_PER_TASK = 256
+#: A Cholesky pivot below this fraction of its diagonal entry means the free components are
+#: (numerically) dependent: the row is left to coordinate sweeps.
+_PIVOT_RTOL = 1e-10
+#: A bound component's gradient counts as negative (the row not optimal) only below this
+#: fraction of the magnitudes that formed it: float64 rounding is not a KKT violation.
+_KKT_RTOL = 1e-9
+#: Full exchanges tried without fewer infeasible components before single ones (Kim & Park).
+_FULL_EXCHANGES = 3
+
+
+def _nnls_signature(f):
+    # Y, G, P, order, zero_dead, max_rounds, start_free
+    return [nb.int64(f[:, ::1], f[:, ::1], f[:, ::1], nb.int64[::1], nb.boolean, nb.int64, nb.boolean)]
+
+
+@nb.njit(**JIT_OPTIONS)  # typed by its caller
+def _cholesky_leading(A, L, f):  # pragma: no cover - compiled
+    """``L L^T = A[:f, :f]`` (lower triangle of ``A`` read); False when a pivot falls below
+    :data:`_PIVOT_RTOL` of its diagonal entry."""
+    for j in range(f):
+        s = A[j, j]
+        for l in range(j):
+            s -= L[j, l] * L[j, l]
+        if not s > _PIVOT_RTOL * A[j, j]:
+            return False
+        d = np.sqrt(s)
+        L[j, j] = d
+        for i in range(j + 1, f):
+            t = A[i, j]
+            for l in range(j):
+                t -= L[i, l] * L[j, l]
+            L[i, j] = t / d
+    return True
+
+
+@_per_dtype(_nnls_signature, PARALLEL_JIT_OPTIONS)
+def nnls_rows(Y, G, P, order, zero_dead, max_rounds, start_free):  # pragma: no cover - compiled
+    """Solve ``min_{y >= 0} 1/2 y G y - y . P[r]`` exactly for every row ``r`` of ``Y`` (in place).
+
+    Block principal pivoting (Kim & Park, 2011), one row at a time, started from the row's
+    current support, the free set ``{j : Y[r, j] > 0}`` (with ``start_free``, from every
+    component: a cold start's rows then share their first factorization); each round solves the free
+    components' equations ``G_FF y_F = P[r, F]`` (Cholesky, in float64) and checks the KKT
+    conditions (``y_F >= 0``, gradient ``>= 0`` on the bound components); infeasible
+    components change sides, all of them while that reduces their count (with
+    :data:`_FULL_EXCHANGES` tries more), then the last one alone. A row whose conditions hold
+    gets its solution; a row still infeasible after ``max_rounds`` rounds, or whose free
+    components are dependent, is left as it was. Rows are visited in ``order`` (a
+    permutation of the rows), so a task that meets the same free set again reuses its
+    factorization. A component with ``G_jj = 0`` (the other factor's is 0) does not enter the
+    problem: it is set to 0 with ``zero_dead`` (an L1 weight makes 0 its minimiser), else kept.
+    Returns the number of rows left as they were.
+    """
+    n, k = Y.shape
+    n_tasks = (n + _NNLS_ROWS_PER_TASK - 1) // _NNLS_ROWS_PER_TASK
+    unsolved = np.zeros(n_tasks, dtype=np.int64)
+    for task in nb.prange(n_tasks):
+        Gd = np.empty((k, k))
+        for i in range(k):
+            for j in range(k):
+                Gd[i, j] = G[i, j]
+        A = np.empty((k, k))
+        L = np.empty((k, k))
+        free = np.zeros(k, dtype=np.bool_)
+        factored = np.zeros(k, dtype=np.bool_)
+        infeasible = np.zeros(k, dtype=np.bool_)
+        idx = np.empty(k, dtype=np.int64)
+        z = np.empty(k)
+        x = np.empty(k)
+        have_factor = False
+        n_free = 0
+        for t in range(task * _NNLS_ROWS_PER_TASK, min(n, (task + 1) * _NNLS_ROWS_PER_TASK)):
+            r = order[t]
+            for j in range(k):
+                free[j] = (start_free or Y[r, j] > 0.0) and Gd[j, j] > 0.0
+            fewest, chances, solved = k + 1, _FULL_EXCHANGES, False
+            for _ in range(max_rounds):
+                same = have_factor
+                for j in range(k):
+                    if same and free[j] != factored[j]:
+                        same = False
+                if not same:
+                    n_free = 0
+                    for j in range(k):
+                        factored[j] = free[j]
+                        if free[j]:
+                            idx[n_free] = j
+                            n_free += 1
+                    for a in range(n_free):
+                        for b in range(a + 1):
+                            A[a, b] = Gd[idx[a], idx[b]]
+                    have_factor = _cholesky_leading(A, L, n_free)
+                    if not have_factor:
+                        break
+                for a in range(n_free):  # L L^T z = P[r, F]
+                    s = float(P[r, idx[a]])
+                    for b in range(a):
+                        s -= L[a, b] * z[b]
+                    z[a] = s / L[a, a]
+                for a in range(n_free - 1, -1, -1):
+                    s = z[a]
+                    for b in range(a + 1, n_free):
+                        s -= L[b, a] * z[b]
+                    z[a] = s / L[a, a]
+                for j in range(k):
+                    x[j] = 0.0
+                for a in range(n_free):
+                    x[idx[a]] = z[a]
+                n_bad, last_bad = 0, -1
+                for j in range(k):
+                    bad = False
+                    if free[j]:
+                        bad = x[j] < 0.0
+                    elif Gd[j, j] > 0.0:
+                        g = -float(P[r, j])
+                        size = abs(g)
+                        for a in range(n_free):
+                            term = Gd[j, idx[a]] * z[a]
+                            g += term
+                            size += abs(term)
+                        bad = g < -_KKT_RTOL * size
+                    infeasible[j] = bad
+                    if bad:
+                        n_bad += 1
+                        last_bad = j
+                if n_bad == 0:
+                    solved = True
+                    break
+                if n_bad < fewest or chances > 0:
+                    if n_bad < fewest:
+                        fewest, chances = n_bad, _FULL_EXCHANGES
+                    else:
+                        chances -= 1
+                    for j in range(k):
+                        if infeasible[j]:
+                            free[j] = not free[j]
+                else:
+                    free[last_bad] = not free[last_bad]
+            if solved:
+                for j in range(k):
+                    if Gd[j, j] > 0.0:
+                        Y[r, j] = x[j]
+                    elif zero_dead:
+                        Y[r, j] = 0.0
+            else:
+                unsolved[task] += 1
+    total = 0
+    for task in range(n_tasks):
+        total += unsolved[task]
+    return total
+
+
+def _support_signature(f):
+    return [nb.void(f[:, ::1], nb.uint64[::1])]
+
+
+#: Odd 64-bit multipliers, one per component, for :func:`support_codes`' hash (k > 64).
+_SUPPORT_MULTIPLIERS = np.random.default_rng(20261207).integers(1, 2**63, size=4096, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+
+@_per_dtype(_support_signature, PARALLEL_JIT_OPTIONS)
+def support_codes(Y, out):  # pragma: no cover - compiled
+    """``out[r]``: a code of row ``r``'s support ``{j : Y[r, j] > 0}``, equal for equal supports
+    (the bit mask where ``k <= 64``, else a multiplicative hash: unequal supports then rarely
+    share a code, which costs only a factorization's reuse)."""
+    n, k = Y.shape
+    multipliers = _SUPPORT_MULTIPLIERS
+    for r in nb.prange(n):
+        code = np.uint64(0)
+        for j in range(k):
+            if Y[r, j] > 0.0:
+                code += (np.uint64(1) << np.uint64(j)) if k <= 64 else multipliers[j % 4096]
+        out[r] = code
+
+
+# --------------------------------------------------------------------------------------
 # Dense products and gathers, split over Numba's threads
 # --------------------------------------------------------------------------------------
 # BLAS runs single-threaded inside the solver (see CPUBackend.compute_context), so the
@@ -800,6 +981,20 @@ class CPUBackend:
                 sq_acc,
             )
         )
+
+    def nnls_rows(self, Y, G, P, *, zero_dead=False, start_free=False, max_rounds=None):
+        """Exact non-negative least squares on the rows of ``Y`` in place (see :func:`nnls_rows`),
+        the rows visited grouped by support; returns the number left as they were."""
+        k = Y.shape[1]
+        if start_free:
+            order = np.arange(Y.shape[0], dtype=np.int64)
+        else:
+            codes = np.empty(Y.shape[0], dtype=np.uint64)
+            support_codes(Y, codes)
+            order = np.argsort(codes, kind="stable").astype(np.int64)
+        rounds = 4 * k if max_rounds is None else max_rounds
+        return int(nnls_rows(Y, np.ascontiguousarray(G, dtype=Y.dtype), np.ascontiguousarray(P, dtype=Y.dtype),
+                             order, bool(zero_dead), int(rounds), bool(start_free)))
 
     @staticmethod
     def _no_accumulator(dtype):

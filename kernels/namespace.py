@@ -160,6 +160,56 @@ def observed_h_cd(xp, R, entry_rows, W, Ht, steps, max_sweeps, l1, l2, clip_rel,
     return n_clipped
 
 
+def nnls_rows(xp, Y, G, P, zero_dead, start_free=False, min_rows=1):
+    """Exact non-negative least squares for the rows of ``Y`` whose current support is optimal.
+
+    The rows are grouped by their support ``F = {j : Y[r, j] > 0}`` (every component with
+    ``start_free``; components with ``G_jj = 0`` excluded, as
+    :func:`nmfsched.kernels.cpu.nnls_rows`); each group of at least
+    ``min_rows`` rows solves ``G_FF y_F = P[rows, F]`` at once, and a row takes the solution
+    where it satisfies the KKT conditions (``y_F >= 0``, gradient ``>= 0`` elsewhere, to
+    float64 rounding). One round, no pivoting: the other rows are left as they were (for the
+    coordinate sweeps). Returns that number of rows. The CPU kernel pivots; this form serves
+    arrays of any namespace and is the CPU kernel's oracle on the rows it solves.
+    """
+    n, k = Y.shape
+    G64 = xp.asarray(G, dtype=xp.float64)
+    live = xp.diag(G64) > 0
+    support = ((Y > 0) | start_free) & live[None, :]
+    patterns, inverse = np.unique(np.asarray(_to_host(support)), axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    solved = 0
+    for g, pattern in enumerate(patterns):
+        rows_host = np.flatnonzero(inverse == g)
+        if rows_host.size < min_rows:
+            continue
+        rows = xp.asarray(rows_host)
+        free, bound = xp.asarray(np.flatnonzero(pattern)), xp.asarray(np.flatnonzero(~pattern & _to_host(live)))
+        Pr = xp.asarray(P[rows], dtype=xp.float64)
+        Z = xp.zeros((rows_host.size, 0)) if free.size == 0 else xp.linalg.solve(G64[free][:, free], Pr[:, free].T).T
+        ok = xp.all(Z >= 0, axis=1)
+        if bound.size:
+            terms = G64[bound][:, free]
+            gradient = Z @ terms.T - Pr[:, bound]
+            size = xp.abs(Z) @ xp.abs(terms).T + xp.abs(Pr[:, bound])
+            ok &= xp.all(gradient >= -1e-9 * size, axis=1)
+        done = rows[ok]
+        if done.size == 0:
+            continue
+        new = Y[done]
+        new[:, free] = Z[ok].astype(Y.dtype)
+        new[:, bound] = 0
+        if zero_dead:
+            new[:, ~live] = 0
+        Y[done] = new
+        solved += int(done.size)
+    return n - solved
+
+
+def _to_host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
 class _SparseRows:
     """A CSR minibatch: the selected rows as their own CSR matrix (gathered on the device)."""
 
@@ -292,6 +342,9 @@ class NamespaceBackend:
     def projected_cd(self, Y, G, P, steps, *, max_sweeps=1, tol=0.0, clips=None, statistics=None):
         G, steps, clip_rel, clip_abs = self._sweep_arguments(Y, G, steps, clips)
         return projected_cd_rows(self.xp, Y, G, P, steps, int(max_sweeps), float(tol), clip_rel, clip_abs, statistics)
+
+    def nnls_rows(self, Y, G, P, *, zero_dead=False, start_free=False):
+        return nnls_rows(self.xp, Y, G, P, zero_dead, start_free, min_rows=max(1, Y.shape[1]))
 
     # -- sweeps over observed entries (missing entries) ------------------------------------
     def observed_residual(self, X, entry_rows, W, Ht, out):

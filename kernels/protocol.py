@@ -106,6 +106,13 @@ class Backend(Protocol):
         of :func:`nmfsched.kernels.cpu.projected_cd`); returns the clipped-step count (a
         Python int or a device integer scalar: ``int()`` of it synchronises)."""
 
+    def nnls_rows(self, Y, G, P, *, zero_dead=False, start_free=False) -> int:
+        """Solve each row's block problem ``min_{y >= 0} 1/2 y G y - y . P[r]`` exactly where the
+        backend can, in place, starting from the row's current support (``start_free``: from
+        every component, for a cold start); rows it does not solve are left as they were.
+        ``zero_dead``: components with ``G_jj = 0`` are set to 0 (else kept). Returns the number
+        of rows left (see :func:`nmfsched.kernels.cpu.nnls_rows`)."""
+
     # -- sweeps over observed entries (missing entries; see nmfsched.observed) ------------------
     def observed_residual(self, X, entry_rows, W, Ht, out) -> Any:
         """``out = W H - X`` at the stored entries of the CSR ``X`` (``entry_rows``: each entry's row)."""

@@ -111,16 +111,20 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     init : {"nndsvdar", "nndsvda", "nndsvd", "random", "custom"} or None, default=None
         Initialisation. None means "nndsvdar" (NNDSVD with its zeros filled with small
         random values, as nmf-torch's default), or "random" when ``n_components`` exceeds
-        ``min(n_samples, n_features)``. "nndsvda" fills the zeros with the mean of ``X``
-        (scikit-learn NMF's default). "custom" uses the ``W`` and ``H`` passed to fit.
+        ``min(n_samples, n_features)``. "nndsvda" fills the zeros with ``sqrt(mean(X) / k)``
+        (scikit-learn NMF's default fills with ``mean(X)``; a fill in the factors' units keeps
+        the fit of ``c X`` equal to ``c`` times the fit of ``X``). "custom" uses the ``W`` and
+        ``H`` passed to fit.
     w_sweeps : int or "auto", default="auto"
         Projected coordinate sweeps on each minibatch's rows of ``W`` per visit. "auto"
         takes 2 when a sweep is cheap next to the minibatch products
         (``n_components <= 0.1 * n_features``), else 1.
     transform_max_sweeps : int, default=500
         Sweep limit when solving ``W`` for fixed ``H`` (in ``transform`` and at the end of fit).
+        On the CPU each row is first solved exactly (non-negative least squares by block
+        principal pivoting); the sweeps then confirm it, or solve the rows it left.
     transform_tol : float, default=1e-6
-        Per-row relative tolerance of that solve.
+        Per-row relative tolerance of the sweeps.
     enforce_bound : bool, default=True
         Never apply more than ``safety_factor`` times the stability bound, clip every
         entry of every ``H`` update (see ``nmfsched.theory``), and undo any epoch that
@@ -603,7 +607,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 H0 = scale.factors_in(self.components_)
                 w_sweeps = resolve_w_sweeps(self.w_sweeps, *H0.shape)
                 if X_observed is None:
-                    W0 = solve_w(backend, X, H0, max_sweeps=w_sweeps, tol=0.0)
+                    W0 = solve_w(backend, X, H0, max_sweeps=w_sweeps, tol=0.0, exact=False)
                 else:
                     W0 = self._solve_observed(X_observed, H0, backend, w_sweeps, 0.0, settings.penalty(*X.shape))
                 # the batch size carries over from the previous call (as the scheduler does)

@@ -131,6 +131,21 @@ def sweep(backend, Y, block, max_sweeps, tol=0.0, l1=0.0, l2=0.0):
     backend.projected_cd(Y, G, P, unit_steps(G, l1), max_sweeps=max_sweeps, tol=tol)
 
 
+def solve(backend, Y, block, max_sweeps, tol=0.0, l1=0.0, l2=0.0, cold=False):
+    """``Y`` (in place) solved for ``block`` to ``tol``: exact non-negative least squares per row
+    from the row's current support (``cold``: from every component; ``Y`` is then zero) where
+    the backend solves it (``backend.nnls_rows``), then coordinate sweeps to ``tol`` (at most
+    ``max_sweeps``) for every row.
+
+    A row solved exactly stops after one sweep; the others are swept as :func:`sweep` would.
+    Coordinate descent alone needs tens of sweeps where components are correlated (the final
+    and ``transform`` solves' tolerance); the exact solve costs about as much as a few.
+    """
+    G, P = penalized(block, l1, l2)
+    backend.nnls_rows(Y, G, P, zero_dead=bool(l1), start_free=cold)
+    backend.projected_cd(Y, G, P, unit_steps(G, l1), max_sweeps=max_sweeps, tol=tol)
+
+
 def stochastic_h_steps(WtW, n_samples, batch_rows, l2_H=0.0, l1_H=0.0):
     """The ``H`` steps at rate 1 for a minibatch of ``batch_rows`` of ``n_samples`` rows.
 

@@ -456,9 +456,12 @@ def trace(A):
     return A.diagonal().sum()
 
 
-def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6, l1=0.0, l2=0.0, return_block=False):
-    """``argmin_{W >= 0} 1/2 ||X - W H||^2 + l1 |W|_1 + l2/2 ||W||^2`` by projected coordinate descent (row by row).
+def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6, l1=0.0, l2=0.0, return_block=False, exact=True):
+    """``argmin_{W >= 0} 1/2 ||X - W H||^2 + l1 |W|_1 + l2/2 ||W||^2``, row by row.
 
+    With ``exact`` (the default), each row is solved exactly from its support in ``W`` (or
+    from zero) where the backend can (:func:`nmfsched.objective.solve`), then swept by
+    projected coordinate descent; without it, only swept (``max_sweeps`` sweeps at most).
     Each row stops on its own (relative l1 movement below ``tol``), so the result for a
     row does not depend on which other rows are solved with it. ``H`` is a host array;
     ``X`` and ``W`` may be host or device arrays. Returns ``W`` as a device array of
@@ -470,9 +473,10 @@ def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6, l1=0.0, l2=0.0, 
     Ht = backend.asarray(np.asarray(H).T, dtype=H.dtype)
     n, k = X.shape[0], H.shape[0]
     block = objective.w_block(backend, backend.all_rows(Xd), Ht, backend.empty((n, k), H.dtype))
-    if W is None:
-        W = backend.zeros((n, k), H.dtype)
+    cold = W is None
+    W = backend.zeros((n, k), H.dtype) if cold else backend.asarray(W, dtype=H.dtype).copy()
+    if exact:
+        objective.solve(backend, W, block, max_sweeps, tol, l1, l2, cold=cold)
     else:
-        W = backend.asarray(W, dtype=H.dtype).copy()
-    objective.sweep(backend, W, block, max_sweeps, tol, l1, l2)
+        objective.sweep(backend, W, block, max_sweeps, tol, l1, l2)
     return (W, block) if return_block else W

@@ -99,14 +99,14 @@ def test_nndsvd_variants_differ_only_where_nndsvd_has_zeros():
     plain, filled, small = (
         initialize_factors(X, 4, init, np.random.default_rng(0), np.float64) for init in ("nndsvd", "nndsvda", "nndsvdar")
     )
-    mean = X.mean()
+    fill = np.sqrt(X.mean() / 4)  # in the factors' units
     for a, b, c in zip(plain, filled, small):
         zeros = a == 0
         assert zeros.any()
         np.testing.assert_array_equal(b[~zeros], a[~zeros])
         np.testing.assert_array_equal(c[~zeros], a[~zeros])
-        np.testing.assert_allclose(b[zeros], mean)
-        assert np.all(c[zeros] > 0) and np.all(c[zeros] < mean / 10)  # |mean N(0,1)| / 100
+        np.testing.assert_allclose(b[zeros], fill)
+        assert np.all(c[zeros] > 0) and np.all(c[zeros] < fill / 10)  # |fill N(0,1)| / 100
 
 
 def test_custom_init_is_used_and_not_modified():
