@@ -94,37 +94,48 @@ class History:
         return out
 
 
+#: The ``tol`` test judges a loss relative to itself, but never finer than this fraction of
+#: ``1/2 ||X||^2`` (the loss of a zero fit; a relative error of 3.2%): nearly exact fits
+#: otherwise run on to ``max_iter`` while their squared relative error falls by less than
+#: 1e-6 a window (see the README, "When a fit stops").
+LOSS_FLOOR = 1e-3
+
+
 class StoppingRules(NamedTuple):
     """When a run stops: ``max_epochs`` more epochs at most, and sooner on any other rule.
 
     ``tol``: the best loss of the last ``n_iter_no_change`` epochs is less than ``tol``
-    (relative) below the best loss before them (a stochastic loss is not monotone, so
-    single epochs are not compared; 0 disables it). ``max_time``: seconds since the fit
-    started. A loss of exactly 0 always stops.
+    times the best loss before them (or than ``tol`` times ``floor``, where that is larger)
+    below it (a stochastic loss is not monotone, so single epochs are not compared; 0
+    disables it). ``floor``: :data:`LOSS_FLOOR` times the zero fit's loss ``1/2 ||X||^2``
+    as the run gives it, 0 for a test relative to the loss alone. ``max_time``: seconds
+    since the fit started. A loss of exactly 0 always stops.
     """
 
     max_epochs: int
     tol: float = 0.0
     n_iter_no_change: int = 10
     max_time: float | None = None
+    floor: float = 0.0
 
     def reason(self, record, losses):
         """Why to stop after ``record`` ("exact", "tol", "max_time"), or None to go on."""
         if record.loss == 0.0:
             return "exact"
-        if self.tol > 0 and _stalled(losses, self.tol, self.n_iter_no_change):
+        if self.tol > 0 and _stalled(losses, self.tol, self.n_iter_no_change, self.floor):
             return "tol"
         if self.max_time is not None and record.seconds >= self.max_time:
             return "max_time"
         return None
 
 
-def _stalled(losses, tol, window):
-    """True when the best of the last ``window`` losses beats the earlier best by < ``tol``."""
+def _stalled(losses, tol, window, floor=0.0):
+    """True when the best of the last ``window`` losses beats the earlier best by less than
+    ``tol`` times the larger of that best and ``floor``."""
     if len(losses) <= window:
         return False
     best_before = min(losses[:-window])
-    return best_before - min(losses[-window:]) <= tol * best_before
+    return best_before - min(losses[-window:]) <= tol * max(best_before, floor)
 
 
 def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_start=None, grow_batch=False,

@@ -25,7 +25,7 @@ from sklearn.utils import check_random_state
 
 from . import objective, observed
 from ._init import check_custom_factors_wanted, initialize_factors, resolve_init
-from .epochs import History, StoppingRules, run_epochs
+from .epochs import LOSS_FLOOR, History, StoppingRules, run_epochs
 from .extrapolation import Extrapolation
 from .metrics import frobenius_error
 from .objective import Penalty
@@ -204,7 +204,8 @@ class FitRun:
         t_start = time.perf_counter() if t_start is None else t_start
         if len(self.history):
             t_start -= float(self.history.last("seconds"))
-        stopping = StoppingRules(remaining, settings.tol, settings.n_iter_no_change, settings.max_time)
+        stopping = StoppingRules(remaining, settings.tol, settings.n_iter_no_change, settings.max_time,
+                                 floor=LOSS_FLOOR * 0.5 * self.solver.sq_norm_X)
         self.stop_reason = run_epochs(
             self.solver, self.scheduler, self.guard, self.history, start_loss=self.start_loss, stopping=stopping,
             t_start=t_start, grow_batch=settings.grow_batch, verbose=settings.verbose, current_loss=self.loss,

@@ -236,3 +236,18 @@ def test_peers_large_cases_print_the_anytime_curve_and_the_schedules_under_a_bud
     assert "large dense 1000x300 float32" in out and "large counts 300x30000" in out
     assert out.count("nmfsched's error reached by 0.01 s: ") == 2 and "0.1 s: " in out
     assert out.count("under 2 epochs: ") == 2 and "rl " in out and "cosine " in out
+
+
+def test_stopping_benchmark_asks_the_library_rule_with_and_without_the_floor(capsys):
+    rows = load("stopping").main(["--quick", "--case", "digits"])
+    assert len(rows) == 1 and rows[0]["floor"]["epoch"] <= rows[0]["no floor"]["epoch"] <= 60
+    assert "stopped above the peer error" in capsys.readouterr().out
+
+
+def test_stopping_benchmark_stops_where_the_rule_says():
+    stopping = load("stopping")
+    losses = [10.0, 5.0] + [4.0] * 20
+    assert stopping.stop_epoch(losses, list(range(22)), 100.0, 0.0, tol=1e-3, window=10) == 13
+    falling = [1e-3 * 0.999**t for t in range(40)]  # falls 1% a window, below 1e-3 of the zero fit's loss
+    assert stopping.stop_epoch(falling, list(range(40)), 100.0, 0.0, tol=1e-3, window=10) == 40
+    assert stopping.stop_epoch(falling, list(range(40)), 100.0, 1e-3, tol=1e-3, window=10) == 11

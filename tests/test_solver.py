@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 from conftest import low_rank
 
-from nmfsched.epochs import History, StoppingRules, run_epochs
+from nmfsched.epochs import LOSS_FLOOR, History, StoppingRules, run_epochs
 from nmfsched.kernels import get_backend
 from nmfsched.schedulers import ConstantScheduler, StepScheduler
 from nmfsched.solver import ONE_BATCH_H_SWEEPS, ONE_BATCH_W_SWEEPS, StochasticSolver, resolve_w_sweeps, solve_w
@@ -201,6 +201,28 @@ def test_stall_test_uses_best_loss_not_last(losses, stalled):
     last = SimpleNamespace(loss=losses[-1], seconds=0.0)
     assert rules.reason(last, losses) == ("tol" if stalled else None)
     assert StoppingRules(max_epochs=100, tol=0.0, n_iter_no_change=3).reason(last, losses) is None
+
+
+def test_the_stall_test_never_resolves_a_loss_finer_than_its_floor():
+    """A nearly exact fit: the loss still falls by 2% a window, but by less than tol times the
+    floor (a fraction of the zero fit's loss), so the run stops; without a floor it goes on."""
+    from types import SimpleNamespace
+
+    losses = [1e-5 * 0.98**t for t in range(8)]  # of a zero fit's loss 1.0
+    last = SimpleNamespace(loss=losses[-1], seconds=0.0)
+    assert StoppingRules(100, tol=1e-3, n_iter_no_change=3).reason(last, losses) is None
+    assert StoppingRules(100, tol=1e-3, n_iter_no_change=3, floor=LOSS_FLOOR * 1.0).reason(last, losses) == "tol"
+    assert StoppingRules(100, tol=1e-3, n_iter_no_change=3, floor=1e-9).reason(last, losses) is None
+
+
+def test_a_nearly_exact_fit_stops_by_tol_before_max_iter():
+    from nmfsched import StochasticNMF
+
+    rng = np.random.default_rng(3)
+    X = rng.random((300, 5)) @ rng.random((5, 60)) + 1e-3 * rng.random((300, 60))
+    model = StochasticNMF(5, random_state=0, max_iter=600).fit(X)  # without the floor: 600 epochs, 2.2e-4
+    assert model.stop_reason_ == "tol" and model.n_iter_ < 300
+    assert model.history_["rel_error"][-1] < 0.005
 
 
 def test_solve_w_is_row_independent_and_optimal(rng):
