@@ -102,7 +102,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         (scikit-learn's ``ConvergenceWarning``); ``stop_reason_`` is then "max_epochs".
     tol : float, default=1e-3
         Stop when the best loss of the last ``n_iter_no_change`` epochs is less than
-        ``tol`` (relative) below the best loss before them. 0 disables this test
+        ``tol`` (relative) below the best loss before them, the loss taken at no less than
+        1e-3 of ``1/2 ||X||^2`` (a nearly exact fit stops once its squared relative error
+        falls by less than ``tol * 1e-3`` a window). 0 disables this test
         (1e-3, as scikit-learn's SGD estimators).
     n_iter_no_change : int, default=10
         Window of the ``tol`` test, in epochs.
