@@ -25,6 +25,7 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
+from scipy import linalg
 
 from .theory import component_lipschitz, coordinate_steps, entry_clip_limits
 from .theory.namespace import array_namespace
@@ -133,17 +134,37 @@ def sweep(backend, Y, block, max_sweeps, tol=0.0, l1=0.0, l2=0.0):
 
 def solve(backend, Y, block, max_sweeps, tol=0.0, l1=0.0, l2=0.0, cold=False):
     """``Y`` (in place) solved for ``block`` to ``tol``: exact non-negative least squares per row
-    from the row's current support (``cold``: from every component; ``Y`` is then zero) where
-    the backend solves it (``backend.nnls_rows``), then coordinate sweeps to ``tol`` (at most
-    ``max_sweeps``) for every row.
+    from the row's current support where the backend solves it (``backend.nnls_rows``), then
+    coordinate sweeps to ``tol`` (at most ``max_sweeps``) for every row.
 
     A row solved exactly stops after one sweep; the others are swept as :func:`sweep` would.
     Coordinate descent alone needs tens of sweeps where components are correlated (the final
     and ``transform`` solves' tolerance); the exact solve costs about as much as a few.
+    ``cold``: ``Y`` is zero and has no support to start from; it starts from the unconstrained
+    solution clipped at 0 (:func:`_unconstrained_start`), or from every component.
     """
     G, P = penalized(block, l1, l2)
-    backend.nnls_rows(Y, G, P, zero_dead=bool(l1), start_free=cold)
+    start_free = cold and not _unconstrained_start(backend, Y, G, P)
+    backend.nnls_rows(Y, G, P, zero_dead=bool(l1), start_free=start_free)
     backend.projected_cd(Y, G, P, unit_steps(G, l1), max_sweeps=max_sweeps, tol=tol)
+
+
+def _unconstrained_start(backend, Y, G, P):
+    """``Y = max(P G^-1, 0)`` over the components with ``G_jj > 0`` (the others 0): a cold exact
+    solve's start, whose supports many rows share (half the pivoting of a start from every
+    component, measured on a dense 200 000 x 300 r20 block). False, ``Y`` untouched, when
+    that part of ``G`` is not positive definite."""
+    G64 = np.asarray(backend.to_host(G), dtype=np.float64)
+    live = np.flatnonzero(np.diag(G64) > 0)
+    inverse = np.zeros_like(G64)
+    try:
+        factor = linalg.cho_factor(G64[np.ix_(live, live)])
+    except (linalg.LinAlgError, ValueError):  # not positive definite, or not finite
+        return False
+    inverse[np.ix_(live, live)] = linalg.cho_solve(factor, np.eye(live.size))
+    backend.small_matmul(P, inverse, out=Y)
+    Y[Y < 0] = 0
+    return True
 
 
 def stochastic_h_steps(WtW, n_samples, batch_rows, l2_H=0.0, l1_H=0.0):

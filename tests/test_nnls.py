@@ -147,3 +147,17 @@ def test_the_exact_solve_ends_where_sweeps_alone_end_and_never_higher(dtype, war
     loss = lambda W: np.linalg.norm(X.astype(np.float64) - W.astype(np.float64) @ H.astype(np.float64))  # noqa: E731
     assert loss(exact) <= loss(swept) * (1 + (1e-6 if dtype == np.float32 else 1e-12))
     np.testing.assert_allclose(exact, swept, atol=(1e-3 if dtype == np.float32 else 1e-6) * swept.max())
+
+
+def test_a_cold_solve_from_the_clipped_unconstrained_start_ends_where_a_start_from_every_component_ends():
+    from nmfsched import objective
+
+    X, H = problem(11, n=400, k=9, zeros=0.4)
+    block = objective.BlockProblem(H @ H.T, X @ H.T)
+    cold = np.zeros((400, 9))
+    objective.solve(CPU, cold, block, max_sweeps=50, tol=1e-6, cold=True)
+    every = np.zeros((400, 9))
+    assert CPU.nnls_rows(every, block.G, block.P, start_free=True) == 0
+    np.testing.assert_allclose(cold, every, rtol=0, atol=1e-12 * every.max())
+    singular = objective.BlockProblem(np.zeros((9, 9)) + np.inf, block.P)  # no start: every component instead
+    assert not objective._unconstrained_start(CPU, np.zeros((400, 9)), singular.G, singular.P)
