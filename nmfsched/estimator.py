@@ -84,13 +84,18 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         shape: at least 256, and large enough that the per-batch ``H`` step (which touches
         all of ``H``) costs at most a quarter of the batch's products with ``X``; on wide
         sparse data such as text that is every row. With ``grow_batch``, "auto" also
-        splits the first epoch into at most 8 minibatches (``nmfsched.solver.MAX_FIRST_EPOCH_BATCHES``).
+        splits the first epoch into at most 8 minibatches (``nmfsched.solver.MAX_FIRST_EPOCH_BATCHES``),
+        of at most 16 384 rows (``FIRST_EPOCH_MAX_ROWS``) beyond that minimum: on many rows
+        a batch's gradient is precise at a size that does not grow with the rows.
     grow_batch : bool, default=True
         After each epoch, grow the batch to where the gradient noise is predicted to be no
         larger than the gradient itself (the norm test, ``nmfsched.theory.batch_size_for_noise``),
-        and at least twofold (``nmfsched.solver.MIN_BATCH_GROWTH``). Near a solution the
-        noise dominates and a fixed batch stalls at its noise floor; growing it ends in
-        deterministic (one-batch) epochs that converge like HALS.
+        and at least twofold (``nmfsched.solver.MIN_BATCH_GROWTH``). A batch of 8 192 rows or
+        more (``PRECISE_BATCH_ROWS``) grows by the norm test alone, allowing noise up to 4
+        times the gradient (``PRECISE_NOISE_RATIO``; the stability bound takes the rest), so
+        large data stays stochastic while that pays. Near a solution the noise dominates and
+        a fixed batch stalls at its noise floor; growing it ends in deterministic
+        (one-batch) epochs that converge like HALS.
     extrapolate : bool, default=True
         In one-batch epochs, move ``H`` on along its last displacement before ``W`` is
         refreshed, with restarts (Ang and Gillis, 2019; see :mod:`nmfsched.extrapolation`).

@@ -236,6 +236,7 @@ def test_peers_large_cases_print_the_anytime_curve_and_the_schedules_under_a_bud
     assert "large dense 1000x300 float32" in out and "large counts 300x30000" in out
     assert out.count("nmfsched's error reached by 0.01 s: ") == 2 and "0.1 s: " in out
     assert out.count("under 2 epochs: ") == 2 and "rl " in out and "cosine " in out
+    assert out.count("batches under 2 epochs") == 2 and "defaults " in out and "fixed 16384 " in out
 
 
 def test_stopping_benchmark_asks_the_library_rule_with_and_without_the_floor(capsys):

@@ -288,6 +288,30 @@ def test_a_growing_batch_starts_with_few_minibatches():
     assert fixed.history_["batch_size"][0] == resolve_batch_size("auto", 4000, 300, 20, 4000 * 300, 2) < 500
 
 
+def test_on_many_rows_the_first_batches_are_capped_and_precise_batches_grow_by_noise_alone():
+    from nmfsched.solver import FIRST_EPOCH_MAX_ROWS, MIN_BATCH_GROWTH, PRECISE_BATCH_ROWS, resolve_batch_size
+    from nmfsched.theory import batch_size_for_noise
+
+    million = (1_000_000, 300, 20, 1_000_000 * 300, 2)
+    size = resolve_batch_size("auto", *million, max_batches=8)
+    assert FIRST_EPOCH_MAX_ROWS * 0.98 <= size <= FIRST_EPOCH_MAX_ROWS  # not 125 000: 62 batches
+    assert resolve_batch_size("auto", 120_000, 300, 20, 120_000 * 300, 2, max_batches=8) == 15000  # fewer rows: an eighth
+    n, L = 4 * PRECISE_BATCH_ROWS, np.ones(4)
+    X = low_rank(n, 12, 4, noise=0.5)
+    rng = np.random.default_rng(0)
+    solver = make_solver(X, rng.random((n, 4)), rng.random((4, 12)), PRECISE_BATCH_ROWS, 1, seed=0)
+    b = solver.batch_size
+    assert b == PRECISE_BATCH_ROWS
+    solver.grow_batch(np.ones(4), 1e-6 * np.ones(4), L)  # quiet: no twofold floor at this size
+    assert solver.batch_size == b
+    solver.grow_batch(np.ones(4), 5 * np.ones(4), L)  # noise 5x the gradient: grows, to 4x allowed
+    expected = batch_size_for_noise(np.ones(4), 5 * np.ones(4), L, b, n, noise_ratio=4.0)
+    assert b < solver.batch_size < MIN_BATCH_GROWTH * b and solver.batch_size >= expected
+    small = make_solver(X[:1000], rng.random((1000, 4)), rng.random((4, 12)), 64, 1, seed=0)
+    small.grow_batch(np.ones(4), 1e-6 * np.ones(4), L)  # below that size the floor stays
+    assert small.batch_size >= MIN_BATCH_GROWTH * 63
+
+
 def test_one_batch_epochs_reuse_the_refresh_product(monkeypatch):
     """After a refresh, a one-batch epoch takes no X H^T of its own (the refresh's is the
     same product); after a restore it must compute one. The values are pinned by

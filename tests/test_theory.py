@@ -163,12 +163,13 @@ def test_noise_scales_as_sampling_without_replacement(rng):
     L=arrays(np.float64, 3, elements=st.floats(1e-3, 1e3)),
     n=st.integers(2, 5000),
     frac=st.floats(0.0, 1.0),
+    ratio=st.sampled_from([1.0, 4.0, 0.25]),
 )
-def test_batch_for_noise_is_the_smallest_that_passes_the_norm_test(g, s, L, n, frac):
+def test_batch_for_noise_is_the_smallest_that_passes_the_norm_test(g, s, L, n, frac, ratio):
     b = min(n, max(1, int(frac * n)))
-    new = theory.batch_size_for_noise(g, s, L, b, n)
+    new = theory.batch_size_for_noise(g, s, L, b, n, noise_ratio=ratio)
     assert 1 <= new <= n
-    s_g = float(np.sum(g / L))
+    s_g = ratio * float(np.sum(g / L))  # the noise allowed
 
     def predicted(size):
         return float(np.sum(theory.noise_at_batch_size(s, b, size, n) / L))
@@ -179,8 +180,8 @@ def test_batch_for_noise_is_the_smallest_that_passes_the_norm_test(g, s, L, n, f
     assert predicted(new) <= s_g * (1 + 1e-9) + 1e-300  # passes: the bound there is >= 1
     if new > 1:
         assert predicted(new - 1) >= s_g * (1 - 1e-9)  # and one row fewer would not
-    if predicted(new) > 0:
-        assert theory.lr_upper_bound(g, theory.noise_at_batch_size(s, b, new, n), L) >= 1 - 1e-9
+    if predicted(new) > 0:  # the bound there is >= 2 / (1 + ratio)
+        assert theory.lr_upper_bound(g, theory.noise_at_batch_size(s, b, new, n), L) >= 2 / (1 + ratio) - 1e-9
 
 
 def test_batch_for_noise_edges():

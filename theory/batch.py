@@ -27,15 +27,17 @@ def noise_at_batch_size(noise_sq, batch_size, new_batch_size, n_samples):
     return noise * (_noise_factor(new_batch_size, n_samples) / _noise_factor(batch_size, n_samples))
 
 
-def batch_size_for_noise(grad_sq_norms, noise_sq, lipschitz, batch_size, n_samples):
-    """The smallest batch size at which the gradient noise is predicted not to exceed the
-    gradient's own size, ``S_sigma(b) <= S_g`` in the units of
-    :func:`~nmfsched.theory.lr_upper_bound` (so the bound there is at least 1).
+def batch_size_for_noise(grad_sq_norms, noise_sq, lipschitz, batch_size, n_samples, noise_ratio=1.0):
+    """The smallest batch size at which the gradient noise is predicted not to exceed
+    ``noise_ratio`` times the gradient's own size, ``S_sigma(b) <= noise_ratio S_g`` in the
+    units of :func:`~nmfsched.theory.lr_upper_bound` (at 1, the bound there is at least 1;
+    at ``r``, at least ``2 / (1 + r)``).
 
     This is the norm test of dynamic sample-size methods (Byrd, Chin, Nocedal & Wu, 2012)
-    with ``theta = 1``: past that point a larger batch buys more descent per row than a
-    smaller rate does. ``S_sigma(b) = A (n - b) / b`` with ``A`` fitted to the noise measured
-    at ``batch_size``, so the answer is ``ceil(A n / (S_g + A))``, in ``[1, n_samples]``.
+    with ``theta^2 = noise_ratio``: past that point a larger batch buys more descent per row
+    than a smaller rate does. ``S_sigma(b) = A (n - b) / b`` with ``A`` fitted to the noise
+    measured at ``batch_size``, so the answer is ``ceil(A n / (r S_g + A))``, in
+    ``[1, n_samples]``.
     """
     if not 1 <= batch_size <= n_samples:
         raise ValueError(f"batch_size must be in [1, n_samples={n_samples}], got {batch_size}")
@@ -50,4 +52,4 @@ def batch_size_for_noise(grad_sq_norms, noise_sq, lipschitz, batch_size, n_sampl
     a = s_sigma / _noise_factor(batch_size, n_samples)
     if a <= 0.0:
         return 1
-    return int(min(n_samples, max(1, math.ceil(a * n_samples / (s_g + a)))))
+    return int(min(n_samples, max(1, math.ceil(a * n_samples / (noise_ratio * s_g + a)))))
