@@ -386,10 +386,20 @@ class PeerResult(NamedTuple):
     defaults_reach: bool  #: the default run stops within the tolerance of the peer's error
 
 
+#: Dense-only peers (PyTorch's) take a sparse case as a dense copy only up to this size.
+DENSE_PEER_MAX_BYTES = 4 * 2**30
+
+
 def run_case(X, k, seed, peers, tolerance, repeats=1, min_seconds=0.0):
     """Every peer and nmfsched, ``repeats`` times each; returns ``(peer results, nmfsched's
     (median seconds, median error, batch size), the first tol=0 run's history)``. The tol=0 run
     lasts as long as the slowest fit, and at least ``min_seconds`` (the anytime curve's reach)."""
+    if sp.issparse(X) and X.shape[0] * X.shape[1] * X.dtype.itemsize > DENSE_PEER_MAX_BYTES:
+        skipped = [name for name, peer in peers.items() if peer.dense_only]
+        if skipped:
+            print(f"({', '.join(skipped)} skipped: a dense copy would take "
+                  f"{X.shape[0] * X.shape[1] * X.dtype.itemsize / 2**30:.0f} GiB)", flush=True)
+        peers = {name: peer for name, peer in peers.items() if not peer.dense_only}
     dense = X.toarray() if sp.issparse(X) and any(p.dense_only for p in peers.values()) else X
     peer_runs = {
         name: [run_peer(peer, dense if peer.dense_only else X, k, seed) for _ in range(repeats)]
@@ -524,7 +534,6 @@ def main(argv=None):
           "| to peer's error / peer's time | defaults reach it |")
     print("|---|---|---|---|---|---|---|---|---|")
     rooflines, all_results = [], []
-    extras = []
     for name, load, k in cases(args.quick, args.seed, args.large):
         if args.case and not any(name.startswith(c) for c in args.case):
             continue
@@ -534,12 +543,11 @@ def main(argv=None):
         print("\n".join(table_rows(name, k, results, ours)), flush=True)
         rooflines.append(roofline(name, X, k, history, ours[2], machine))
         all_results.extend(results)
-        if args.large:
-            extras.append(f"{name}: nmfsched's error reached by " + anytime(history))
-            extras.append(f"{name}: {schedules_under_budget(X, k, args.seed, args.budget_epochs)}")
-            extras.append(f"{name}: {batches_under_budget(X, k, args.seed, args.budget_epochs)}")
-    for line in extras:
-        print(f"- {line}")
+        if args.large:  # printed as they come: a large case takes minutes, and the next may fail
+            for line in (f"{name}: nmfsched's error reached by " + anytime(history),
+                         f"{name}: {schedules_under_budget(X, k, args.seed, args.budget_epochs)}",
+                         f"{name}: {batches_under_budget(X, k, args.seed, args.budget_epochs)}"):
+                print(f"- {line}", flush=True)
     print()
     for line in rooflines:
         print(f"- {line}")

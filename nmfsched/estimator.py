@@ -92,8 +92,9 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         larger than the gradient itself (the norm test, ``nmfsched.theory.batch_size_for_noise``),
         and at least twofold (``nmfsched.solver.MIN_BATCH_GROWTH``). A batch of 8 192 rows or
         more (``PRECISE_BATCH_ROWS``) grows by the norm test alone, allowing noise up to 4
-        times the gradient (``PRECISE_NOISE_RATIO``; the stability bound takes the rest), so
-        large data stays stochastic while that pays. Near a solution the noise dominates and
+        times the gradient (``PRECISE_NOISE_RATIO``; the stability bound takes the rest), and
+        goes to one batch once that is predicted to pay (``nmfsched.theory.one_batch_pays``),
+        so large data stays stochastic while that pays. Near a solution the noise dominates and
         a fixed batch stalls at its noise floor; growing it ends in deterministic
         (one-batch) epochs that converge like HALS.
     extrapolate : bool, default=True

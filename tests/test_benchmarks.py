@@ -252,3 +252,17 @@ def test_stopping_benchmark_stops_where_the_rule_says():
     falling = [1e-3 * 0.999**t for t in range(40)]  # falls 1% a window, below 1e-3 of the zero fit's loss
     assert stopping.stop_epoch(falling, list(range(40)), 100.0, 0.0, tol=1e-3, window=10) == 40
     assert stopping.stop_epoch(falling, list(range(40)), 100.0, 1e-3, tol=1e-3, window=10) == 11
+
+
+def test_peers_skip_a_dense_only_peer_whose_dense_copy_of_a_sparse_case_is_too_large(monkeypatch, capsys):
+    peers = load("peers")
+    np = __import__("numpy")
+    sp = __import__("scipy.sparse", fromlist=["csr_matrix"])
+    X = sp.csr_matrix(np.random.default_rng(0).random((40, 12)))
+    dense_only = peers.Peer(lambda X, k, seed: (_ for _ in ()).throw(AssertionError("densified")), dense_only=True)
+    sparse_ok = peers.Peer(lambda X, k, seed: (np.ones((40, 2)), np.ones((2, 12))))
+    monkeypatch.setattr(peers, "QUIET_SECONDS", 0)
+    monkeypatch.setattr(peers, "DENSE_PEER_MAX_BYTES", 40 * 12 * 8 - 1)
+    results = peers.run_case(X, 2, 0, {"torch": dense_only, "sparse": sparse_ok}, tolerance=1e-3)[0]
+    assert [r.peer for r in results] == ["sparse"]
+    assert "torch skipped: a dense copy would take" in capsys.readouterr().out

@@ -296,7 +296,7 @@ def test_on_many_rows_the_first_batches_are_capped_and_precise_batches_grow_by_n
     size = resolve_batch_size("auto", *million, max_batches=8)
     assert FIRST_EPOCH_MAX_ROWS * 0.98 <= size <= FIRST_EPOCH_MAX_ROWS  # not 125 000: 62 batches
     assert resolve_batch_size("auto", 120_000, 300, 20, 120_000 * 300, 2, max_batches=8) == 15000  # fewer rows: an eighth
-    n, L = 4 * PRECISE_BATCH_ROWS, np.ones(4)
+    n, L = 64 * PRECISE_BATCH_ROWS, np.ones(4)  # 64 batches: far more than a one-batch epoch is worth
     X = low_rank(n, 12, 4, noise=0.5)
     rng = np.random.default_rng(0)
     solver = make_solver(X, rng.random((n, 4)), rng.random((4, 12)), PRECISE_BATCH_ROWS, 1, seed=0)
@@ -307,6 +307,8 @@ def test_on_many_rows_the_first_batches_are_capped_and_precise_batches_grow_by_n
     solver.grow_batch(np.ones(4), 5 * np.ones(4), L)  # noise 5x the gradient: grows, to 4x allowed
     expected = batch_size_for_noise(np.ones(4), 5 * np.ones(4), L, b, n, noise_ratio=4.0)
     assert b < solver.batch_size < MIN_BATCH_GROWTH * b and solver.batch_size >= expected
+    solver.grow_batch(np.ones(4), 1e4 * np.ones(4), L)  # noise far above the signal: one batch pays
+    assert solver.batch_size == n and solver.full_batch
     small = make_solver(X[:1000], rng.random((1000, 4)), rng.random((4, 12)), 64, 1, seed=0)
     small.grow_batch(np.ones(4), 1e-6 * np.ones(4), L)  # below that size the floor stays
     assert small.batch_size >= MIN_BATCH_GROWTH * 63

@@ -192,3 +192,18 @@ def test_batch_for_noise_edges():
     assert theory.batch_size_for_noise([1.0], [1.0], [0.0], 10, 100) == 10  # nothing can move
     with pytest.raises(ValueError, match="batch_size must be in"):
         theory.batch_size_for_noise([1.0], [1.0], [1.0], 200, 100)
+
+
+def test_one_batch_pays_once_the_noise_constant_outweighs_the_signal_over_the_gain():
+    L = np.ones(2)
+    n, b = 10_000, 100
+    assert not theory.one_batch_pays([1.0, 1.0], [0.01, 0.01], L, b, n, gain=3.0)  # quiet: minibatches
+    assert theory.one_batch_pays([1.0, 1.0], [50.0, 50.0], L, b, n, gain=3.0)  # loud: one batch
+    # the threshold: gain (b S_g + A (n - b)) = n S_g, with S_sigma = A (n - b) / b split over 2 components
+    s_g, gain = 2.0, 10.0
+    a = (n * s_g / gain - b * s_g) / (n - b)
+    per_component = a * (n - b) / b / 2
+    assert theory.one_batch_pays([1.0, 1.0], [1.01 * per_component] * 2, L, b, n, gain=gain)
+    assert not theory.one_batch_pays([1.0, 1.0], [0.99 * per_component] * 2, L, b, n, gain=gain)
+    assert theory.one_batch_pays([1.0, 1.0], [0.0, 0.0], L, 1000, n, gain=gain)  # 10 batches: one is worth them
+    assert theory.one_batch_pays([1.0], [1.0], [1.0], n, n)  # already one batch

@@ -4,7 +4,7 @@ Plain NumPy on small ``k x k`` matrices, ``k``-vectors and scalars; nothing here
 the data. Statements, assumptions and proofs are in theory/README.md.
 """
 
-from .batch import batch_size_for_noise, noise_at_batch_size
+from .batch import batch_size_for_noise, noise_at_batch_size, one_batch_pays
 from .bounds import (
     MAX_LR_BOUND,
     curvature_after_update,
@@ -25,6 +25,7 @@ __all__ = [
     "minibatch_gradient_noise",
     "noise_at_batch_size",
     "batch_size_for_noise",
+    "one_batch_pays",
     "lr_upper_bound",
     "expected_sweep_change",
     "update_norm_limits",

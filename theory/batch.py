@@ -53,3 +53,29 @@ def batch_size_for_noise(grad_sq_norms, noise_sq, lipschitz, batch_size, n_sampl
     if a <= 0.0:
         return 1
     return int(min(n_samples, max(1, math.ceil(a * n_samples / (noise_ratio * s_g + a)))))
+
+
+def one_batch_pays(grad_sq_norms, noise_sq, lipschitz, batch_size, n_samples, gain=1.0):
+    """Whether an epoch of one batch of all rows is predicted to lower the loss more than an
+    epoch of minibatches of ``batch_size`` rows.
+
+    At the rate that maximises a step's expected decrease under noise (half the bound of
+    :func:`~nmfsched.theory.lr_upper_bound`), a step decreases the loss by about
+    ``S_g^2 / (2 (S_g + S_sigma(b)))``; an epoch takes ``n / b`` of them, with
+    ``S_sigma(b) = A (n - b) / b`` as in :func:`batch_size_for_noise`. The epoch's decrease is
+    then ``n S_g^2 / (2 (b S_g + A (n - b)))``, against ``gain`` times ``S_g / 2`` for one
+    batch (``gain``: what a one-batch epoch takes beyond one such step). One batch pays once
+    ``gain (b S_g + A (n - b)) >= n S_g``.
+    """
+    if not 1 <= batch_size <= n_samples:
+        raise ValueError(f"batch_size must be in [1, n_samples={n_samples}], got {batch_size}")
+    L = np.asarray(lipschitz, dtype=np.float64)
+    live = L > 0
+    if batch_size == n_samples or not live.any():
+        return True
+    s_g = float(np.sum(np.asarray(grad_sq_norms, dtype=np.float64)[live] / L[live]))
+    s_sigma = float(np.sum(np.asarray(noise_sq, dtype=np.float64)[live] / L[live]))
+    if not (math.isfinite(s_g) and math.isfinite(s_sigma)):
+        return False
+    a = s_sigma / _noise_factor(batch_size, n_samples)
+    return gain * (batch_size * s_g + a * (n_samples - batch_size)) >= n_samples * s_g
