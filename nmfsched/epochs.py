@@ -151,8 +151,8 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
 
     1. runs at the guard's rate for the scheduler's proposal, and is undone when the guard
        rejects it (it ended above ``start_loss``);
-    2. with ``grow_batch``, grows the batch at least twofold, further where its gradient
-       noise exceeded its signal (:meth:`~nmfsched.solver.StochasticSolver.grow_batch`),
+    2. with ``grow_batch``, grows the batch where its gradient noise exceeded its signal
+       (small batches at least twofold; :meth:`~nmfsched.solver.StochasticSolver.grow_batch`),
        and sets the bound of the next (:func:`_next_bound`);
     3. is recorded, and the scheduler told, from one :class:`EpochRecord`;
     4. stops the run if a rule says so;
