@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
 from ._numba_config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
-from .protocol import GRADIENT_REFRESH_SWEEPS
+from .protocol import GRADIENT_REFRESH_SWEEPS, KKT_RTOL
 
 _FLOATS = (nb.float32, nb.float64)
 _INDICES = (nb.int32, nb.int64)
@@ -286,9 +286,6 @@ _NNLS_ROWS_PER_TASK = 256
 #: A Cholesky pivot below this fraction of its diagonal entry means the free components are
 #: (numerically) dependent: the row is left to coordinate sweeps.
 _PIVOT_RTOL = 1e-10
-#: A bound component's gradient counts as negative (the row not optimal) only below this
-#: fraction of the magnitudes that formed it: float64 rounding is not a KKT violation.
-_KKT_RTOL = 1e-9
 #: Full exchanges tried without fewer infeasible components before single ones (Kim & Park).
 _FULL_EXCHANGES = 3
 
@@ -403,7 +400,7 @@ def nnls_rows(Y, G, P, order, zero_dead, max_rounds, start_free):  # pragma: no 
                             term = Gd[j, idx[a]] * z[a]
                             g += term
                             size += abs(term)
-                        bad = g < -_KKT_RTOL * size
+                        bad = g < -KKT_RTOL * size
                     infeasible[j] = bad
                     if bad:
                         n_bad += 1

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse
 
 from ..theory.namespace import is_device_array
-from .protocol import GRADIENT_REFRESH_SWEEPS
+from .protocol import GRADIENT_REFRESH_SWEEPS, KKT_RTOL
 
 
 def projected_cd_rows(xp, Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, statistics=None):
@@ -175,8 +175,9 @@ def nnls_rows(xp, Y, G, P, zero_dead, start_free=False, min_rows=1):
     n, k = Y.shape
     G64 = xp.asarray(G, dtype=xp.float64)
     live = xp.diag(G64) > 0
+    live_host = _to_host(live)
     support = ((Y > 0) | start_free) & live[None, :]
-    patterns, inverse = np.unique(np.asarray(_to_host(support)), axis=0, return_inverse=True)
+    patterns, inverse = np.unique(_to_host(support), axis=0, return_inverse=True)
     inverse = np.asarray(inverse).reshape(-1)
     solved = 0
     for g, pattern in enumerate(patterns):
@@ -184,7 +185,7 @@ def nnls_rows(xp, Y, G, P, zero_dead, start_free=False, min_rows=1):
         if rows_host.size < min_rows:
             continue
         rows = xp.asarray(rows_host)
-        free, bound = xp.asarray(np.flatnonzero(pattern)), xp.asarray(np.flatnonzero(~pattern & _to_host(live)))
+        free, bound = xp.asarray(np.flatnonzero(pattern)), xp.asarray(np.flatnonzero(~pattern & live_host))
         Pr = xp.asarray(P[rows], dtype=xp.float64)
         Z = xp.zeros((rows_host.size, 0)) if free.size == 0 else xp.linalg.solve(G64[free][:, free], Pr[:, free].T).T
         ok = xp.all(Z >= 0, axis=1)
@@ -192,7 +193,7 @@ def nnls_rows(xp, Y, G, P, zero_dead, start_free=False, min_rows=1):
             terms = G64[bound][:, free]
             gradient = Z @ terms.T - Pr[:, bound]
             size = xp.abs(Z) @ xp.abs(terms).T + xp.abs(Pr[:, bound])
-            ok &= xp.all(gradient >= -1e-9 * size, axis=1)
+            ok &= xp.all(gradient >= -KKT_RTOL * size, axis=1)
         done = rows[ok]
         if done.size == 0:
             continue
@@ -207,7 +208,8 @@ def nnls_rows(xp, Y, G, P, zero_dead, start_free=False, min_rows=1):
 
 
 def _to_host(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
+    """``a`` as a NumPy array (a device array is copied to the host)."""
+    return a.get() if is_device_array(a) else np.asarray(a)
 
 
 class _SparseRows:
@@ -256,7 +258,7 @@ class NamespaceBackend:
         return self.xp.ascontiguousarray(self.xp.asarray(a))
 
     def to_host(self, a):
-        return a.get() if is_device_array(a) else np.asarray(a)
+        return _to_host(a)
 
     def compute_context(self):
         return contextlib.nullcontext()

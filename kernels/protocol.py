@@ -29,6 +29,10 @@ from typing import Any, Protocol, runtime_checkable
 #: which halves a sweep's work. It forms it afresh every this many sweeps, so a long solve
 #: (``transform``: up to hundreds of sweeps) carries no more than this many sweeps' rounding.
 GRADIENT_REFRESH_SWEEPS = 16
+#: An exact row solve (``nnls_rows``) counts a bound component's gradient as negative, the row
+#: not optimal, only below this fraction of the magnitudes that formed it: float64 rounding
+#: is not a KKT violation.
+KKT_RTOL = 1e-9
 
 
 @runtime_checkable
