@@ -152,9 +152,10 @@ def test_dense_block_products_match_numpy(rng, dtype, n_blocks):
     cpu.dense_matmul(A, B, out, n_blocks)
     np.testing.assert_allclose(out, A @ B, rtol=rtol)
 
-    out_t = np.full((23, 5), np.nan, dtype=dtype)
-    cpu.dense_t_matmul(A, C, out_t, np.full((n_blocks, 5, 23), np.nan, dtype=dtype))
-    np.testing.assert_allclose(out_t, A.T @ C, rtol=rtol)
+    for block_shape in [(5, 23), (23, 5)]:  # both BLAS orientations (T_PRODUCT_K_BY_M)
+        out_t = np.full((23, 5), np.nan, dtype=dtype)
+        cpu.dense_t_matmul(A, C, out_t, np.full((n_blocks,) + block_shape, np.nan, dtype=dtype))
+        np.testing.assert_allclose(out_t, A.T @ C, rtol=rtol)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -216,6 +217,20 @@ def test_backend_products_agree_dense_and_sparse(rng):
         be.xbt_wb(dense_b, Wb, np.empty((30, 4))), be.xbt_wb(sparse_b, Wb, np.empty((30, 4)))
     )
     assert be.squared_norm(X) == pytest.approx(be.squared_norm(X.toarray()))
+
+
+@pytest.mark.parametrize("n", [1, cpu._DOT_CHUNK, 2 * cpu._DOT_CHUNK, 5 * cpu._DOT_CHUNK + 3])
+def test_inner_accumulates_float32_in_float64(rng, n):
+    """Short or long (the threaded kernel, a ragged last task included), a float32 inner
+    product equals NumPy's in float64, far beyond what a float32 sum would resolve."""
+    be = cpu.CPUBackend()
+    a, b = rng.random(n).astype(np.float32), rng.random(n).astype(np.float32)
+    a[-1] = 1e30  # a float32 accumulator would lose every other term next to it
+    expected = float(np.dot(a.astype(np.float64), b.astype(np.float64)))
+    assert be.inner(a, b) == pytest.approx(expected, rel=1e-14)
+    assert be.inner(a.reshape(-1, 1), b.reshape(-1, 1)) == be.inner(a, b)
+    a[0] = np.nan
+    assert np.isnan(be.inner(a, b))
 
 
 def test_backend_accepts_mixed_index_dtypes():
