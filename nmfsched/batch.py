@@ -108,10 +108,12 @@ def _json_ready(value):
 
 
 def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", skip_header=False,
-                   overwrite=False, verbose=0, plot=False, image_shape=None, dataset=None, lazy=False):
+                   overwrite=False, verbose=0, plot=False, image_shape=None, dataset=None, lazy=False,
+                   progress_bar=False):
     """Factorize one file into ``out_dir`` (which must not exist unless ``overwrite``).
 
-    ``dataset`` names the dataset of an HDF5 input. With ``lazy`` the input is opened as a
+    ``progress_bar`` shows the fit's epochs as a bar (:class:`~nmfsched.StochasticNMF`'s
+    ``progress_bar``). ``dataset`` names the dataset of an HDF5 input. With ``lazy`` the input is opened as a
     Dask array (zarr, HDF5 and ``.npy`` are read chunk by chunk, never whole) and fitted on
     the ambient ``distributed.Client``; the report then records the cluster.
 
@@ -135,7 +137,7 @@ def factorize_file(path, out_dir, *, rank, params, dtype="float64", fmt="npy", s
     t0 = time.perf_counter()
     X = _read_input(path, rank, dtype, skip_header=skip_header, dataset=dataset, lazy=lazy, image_shape=image_shape)
     t_read = time.perf_counter() - t0
-    model = StochasticNMF(rank, verbose=verbose, **params)
+    model = StochasticNMF(rank, verbose=verbose, **{"progress_bar": progress_bar, **params})
     t1 = time.perf_counter()
     try:
         W = model.fit_transform(X)
@@ -261,6 +263,7 @@ def run_batch(tasks, out_root, *, dtype="float64", fmt="npy", skip_header=False,
     fails with a message. A failing input never stops the others. ``dataset`` names the
     dataset of HDF5 inputs. ``dask`` (a scheduler address, or "local" for a cluster on
     this machine) fits every input as a Dask array on that cluster, one after another.
+    ``progress`` shows a bar: of the epochs for one input run here, else of the files.
     """
     options = dict(dtype=dtype, fmt=fmt, skip_header=skip_header, resume=resume, overwrite=overwrite,
                    verbose=verbose, plot=plot, image_shape=image_shape, progress=progress, log=log, dataset=dataset)
@@ -302,7 +305,10 @@ def _run_batch(tasks, out_root, *, dtype, fmt, skip_header, resume, overwrite, j
     n_cpu = os.cpu_count() or 1
     jobs = max(1, min(jobs, len(todo) or 1))
     n_threads = max(1, n_cpu // jobs) if jobs > 1 else 0
-    bar = _progress(len(todo), progress)
+    # one input: its epochs are the progress to show; more: the files
+    bar = _progress(len(todo), progress and len(todo) > 1)
+    if progress and len(todo) == 1 and jobs == 1:
+        todo[0][2]["progress_bar"] = True
     if jobs == 1:
         for p, o, kw in todo:
             row = _job((p, o, kw, 0))

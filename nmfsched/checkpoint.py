@@ -23,7 +23,8 @@ _HISTORY, _H_PREV = "history_", "extrapolation_h_prev"
 
 #: Parameters that may change between a run and its continuation (they bound how long it
 #: runs, or what it prints); every other parameter must match the checkpoint's.
-_RESUMABLE_PARAMS = ("max_iter", "max_epochs", "max_time", "tol", "n_iter_no_change", "verbose", "checkpoint", "backend")
+_RESUMABLE_PARAMS = ("max_iter", "max_epochs", "max_time", "tol", "n_iter_no_change", "verbose", "progress_bar", "checkpoint",
+                     "backend")
 
 
 def fingerprint(X_shape, dtype, sq_norm_X, n_components, params, defaults=None):

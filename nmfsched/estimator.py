@@ -179,14 +179,17 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         it exists at the start of ``fit``, the run continues from it instead of starting
         over (a run that had stopped on its own returns its result; a larger
         ``max_iter`` runs the rest). It must be of the same data and parameters, except
-        ``max_iter``, ``max_time``, ``tol``, ``n_iter_no_change``, ``backend`` and
-        ``verbose``; anything else is refused with the difference named. Not used by
+        ``max_iter``, ``max_time``, ``tol``, ``n_iter_no_change``, ``backend``, ``verbose``
+        and ``progress_bar``; anything else is refused with the difference named. Not used by
         ``partial_fit``.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and the minibatch order.
     verbose : int, default=0
         When > 0, print one line per epoch and, at the end of ``fit``, where its time went
         (``timings_``).
+    progress_bar : bool, default=False
+        Show a progress bar over the epochs on stderr (tqdm): the relative error, learning
+        rate and batch size of the last epoch, and why the fit stopped.
     max_epochs : int
         Deprecated: the former name of ``max_iter`` (removed in 0.4). Given, it is used, with
         a ``FutureWarning``.
@@ -279,6 +282,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "checkpoint": [str, os.PathLike, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "progress_bar": ["boolean"],
     }
 
     def __init__(
@@ -310,6 +314,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         checkpoint=None,
         random_state=None,
         verbose=0,
+        progress_bar=False,
         max_epochs="deprecated",
     ):
         self.n_components = n_components
@@ -338,6 +343,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.checkpoint = checkpoint
         self.random_state = random_state
         self.verbose = verbose
+        self.progress_bar = progress_bar
         self.max_epochs = max_epochs
 
     # ------------------------------------------------------------------ helpers

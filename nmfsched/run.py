@@ -29,6 +29,7 @@ from .epochs import LOSS_FLOOR, History, StoppingRules, run_epochs
 from .extrapolation import Extrapolation
 from .metrics import frobenius_error
 from .objective import Penalty
+from .progress import EpochProgress
 from .scaling import DataScale
 from .solver import MAX_FIRST_EPOCH_BATCHES, StochasticSolver, resolve_batch_size, resolve_w_sweeps, solve_w
 from .stability import StabilityGuard, StabilityWarning
@@ -58,6 +59,7 @@ class RunSettings:
     alpha_H: float | str = "same"
     l1_ratio: float = 0.0
     verbose: int = 0
+    progress_bar: bool = False
     data_scale: float = 1.0  #: the fit runs on ``X / data_scale`` (see :mod:`nmfsched.scaling`)
 
     def penalty(self, n_samples, n_features):
@@ -206,18 +208,21 @@ class FitRun:
             t_start -= float(self.history.last("seconds"))
         stopping = StoppingRules(remaining, settings.tol, settings.n_iter_no_change, settings.max_time,
                                  floor=LOSS_FLOOR * 0.5 * self.solver.sq_norm_X)
-        self.stop_reason = run_epochs(
-            self.solver, self.scheduler, self.guard, self.history, start_loss=self.start_loss, stopping=stopping,
-            t_start=t_start, grow_batch=settings.grow_batch, verbose=settings.verbose, current_loss=self.loss,
-            on_epoch=None if on_epoch is None else (lambda record, reason: self._after_epoch(on_epoch, reason)),
-            extrapolation=self.extrapolation,
-        )
+        with EpochProgress(settings.progress_bar, len(self.history) + remaining, len(self.history)) as bar:
+            self.stop_reason = run_epochs(
+                self.solver, self.scheduler, self.guard, self.history, start_loss=self.start_loss, stopping=stopping,
+                t_start=t_start, grow_batch=settings.grow_batch, verbose=settings.verbose, current_loss=self.loss,
+                on_epoch=lambda record, reason: self._after_epoch(on_epoch, bar, record, reason),
+                extrapolation=self.extrapolation,
+            )
         self.loss = self.history.losses()[-1]
         return self.stop_reason
 
-    def _after_epoch(self, on_epoch, reason):
-        self.stop_reason = reason  # None while the run goes on
-        on_epoch(self, reason)
+    def _after_epoch(self, on_epoch, bar, record, reason):
+        bar.epoch_done(record, reason)
+        if on_epoch is not None:
+            self.stop_reason = reason  # None while the run goes on
+            on_epoch(self, reason)
 
     def finish(self, X):
         """The final ``W``, solved transform-grade for the final ``H``, and ``||X - W H||_F`` (over

@@ -280,3 +280,18 @@ def test_no_extrapolate_reaches_the_estimator_and_the_report(tmp_path):
     assert runs["--no-extrapolate"]["params"]["extrapolate"] is False
     # one batch of 40 rows: the extrapolated run takes other steps
     assert runs["--extrapolate"]["history"]["loss"] != runs["--no-extrapolate"]["history"]["loss"]
+
+
+def test_progress_shows_the_epochs_of_one_input_and_the_files_of_several(mixed, tmp_path, capsys):
+    from nmfsched.batch import Task, run_batch
+
+    params = {"max_iter": 4, "tol": 0, "random_state": 0}
+    run_batch([Task(mixed / "dense.npy", 3, params)], tmp_path / "one", progress=True)
+    err = capsys.readouterr().err
+    assert "4/4" in err and "epoch" in err and "factorize" not in err
+    run_batch([Task(mixed / "dense.npy", 3, params), Task(mixed / "named.npz", 3, params)], tmp_path / "two",
+              progress=True)
+    err = capsys.readouterr().err
+    assert "factorize" in err and "file" in err and "epoch" not in err
+    run_batch([Task(mixed / "dense.npy", 3, params)], tmp_path / "quiet", progress=False)
+    assert capsys.readouterr().err == ""

@@ -185,6 +185,22 @@ def test_verbose_prints_one_line_per_epoch(capsys):
     assert len(lines) == 3 and "rel_error" in lines[0]
 
 
+def test_progress_bar_counts_the_epochs_and_says_why_the_fit_stopped(capsys):
+    X = low_rank(40, 10, 2)
+    model = StochasticNMF(2, max_iter=5, tol=0, progress_bar=True, random_state=0).fit(X)
+    err = capsys.readouterr().err
+    assert f"{model.n_iter_}/5" in err and "epoch" in err and "stopped: max_epochs" in err
+    assert f"rel_error={model.history_['rel_error'][-1]:.4g}" in err
+    StochasticNMF(2, max_iter=5, tol=0, random_state=0).fit(X)
+    assert capsys.readouterr().err == ""  # off by default, as scikit-learn's estimators are quiet
+
+
+def test_progress_bar_ends_where_tol_stops_the_fit(capsys):
+    model = StochasticNMF(2, max_iter=1000, progress_bar=True, random_state=0).fit(low_rank(40, 10, 2))
+    assert model.n_iter_ < 1000
+    assert f"{model.n_iter_}/1000" in capsys.readouterr().err.splitlines()[-1].split("\r")[-1]
+
+
 def test_zero_matrix_gives_zero_error_not_nan():
     model = StochasticNMF(2, max_iter=3, init="random").fit(np.zeros((10, 5)))
     assert model.reconstruction_err_ == 0.0
