@@ -9,3 +9,7 @@ FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
 JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=set(FASTMATH))
 PARALLEL_JIT_OPTIONS = dict(JIT_OPTIONS, parallel=True)
+#: For the few kernels that must round exactly as the NumPy expressions they replace
+#: (no fused multiply-adds, no reassociated sums): the initial factors, which fixed-seed
+#: histories pin bit for bit.
+EXACT_JIT_OPTIONS = dict(nogil=True, cache=True)

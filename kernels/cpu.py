@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
-from ._numba_config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
+from ._numba_config import EXACT_JIT_OPTIONS, JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from .protocol import GRADIENT_REFRESH_SWEEPS, KKT_RTOL
 
 _FLOATS = (nb.float32, nb.float64)
@@ -776,10 +776,10 @@ def _compiled_operands(*arrays):
 _DOT_CHUNK = 1 << 16
 
 
-@nb.njit([nb.float64(nb.float32[::1], nb.float32[::1])], **PARALLEL_JIT_OPTIONS)
-def dot_float32_in_float64(a, b):  # pragma: no cover - compiled
-    """``a @ b`` of two float32 vectors accumulated in float64, :data:`_DOT_CHUNK` entries
-    per thread task (a fixed split: the sum does not depend on the thread count)."""
+@_per_dtype(lambda f: [nb.float64(f[::1], f[::1])], PARALLEL_JIT_OPTIONS)
+def dot_in_float64(a, b):  # pragma: no cover - compiled
+    """``a @ b`` accumulated in float64, :data:`_DOT_CHUNK` entries per thread task (a fixed
+    split: the sum does not depend on the thread count)."""
     n = a.shape[0]
     n_chunks = (n + _DOT_CHUNK - 1) // _DOT_CHUNK
     partial = np.zeros(n_chunks)
@@ -798,7 +798,7 @@ def _dot64(a, b):
     if a.shape[0] < 2 * _DOT_CHUNK:  # one task: waking the threads would cost more than the copies
         return float(np.dot(a.astype(np.float64), b.astype(np.float64)))
     if a.dtype == np.float32 and b.dtype == np.float32 and a.flags.c_contiguous and b.flags.c_contiguous:
-        return float(dot_float32_in_float64(a, b))
+        return float(dot_in_float64(a, b))
     total = 0.0
     for s in range(0, a.shape[0], _DOT_CHUNK):
         total += float(np.dot(a[s : s + _DOT_CHUNK].astype(np.float64), b[s : s + _DOT_CHUNK].astype(np.float64)))
@@ -813,6 +813,56 @@ def _per_line(weight, n):
 def _n_threads():
     """The threads Numba's parallel kernels run on (``numba.set_num_threads`` changes it)."""
     return nb.get_num_threads()
+
+
+# --------------------------------------------------------------------------------------
+# NNDSVD's factor from singular vectors (the initial W of a tall matrix)
+# --------------------------------------------------------------------------------------
+# NumPy spent a second of a million-row start on the n x k temporaries of these few
+# expressions; the kernels make one pass each and round exactly as those expressions did.
+@_per_dtype(lambda f: [nb.types.UniTuple(f[::1], 3)(f[:, ::1], nb.float64)], EXACT_JIT_OPTIONS)
+def split_column_norms(U, rtol):  # pragma: no cover - compiled
+    """``(scale, pos_sq, neg_sq)`` per column of ``U``, in ``U``'s dtype: its largest ``|U|``,
+    and the squared norms of its positive and negative parts once entries at most
+    ``rtol * scale`` (in float64) are taken as 0. The sums run down the rows in order, as
+    NumPy's ``axis=0`` reductions of a C-ordered array do."""
+    n, k = U.shape
+    scale = np.zeros(k, dtype=U.dtype)
+    for i in range(n):
+        for j in range(k):
+            a = abs(U[i, j])
+            if a > scale[j] or a != a:
+                scale[j] = a
+    threshold = rtol * scale.astype(np.float64)
+    pos_sq, neg_sq = np.zeros(k, dtype=U.dtype), np.zeros(k, dtype=U.dtype)
+    for i in range(n):
+        for j in range(k):
+            u = U[i, j]
+            if not abs(np.float64(u)) <= threshold[j]:
+                if u > 0.0:
+                    pos_sq[j] += u * u
+                else:
+                    neg_sq[j] += u * u
+    return scale, pos_sq, neg_sq
+
+
+@_per_dtype(lambda f: [nb.void(g[:, ::1], nb.float64[::1], nb.boolean[::1], nb.float64[::1], nb.float64, f[:, ::1])
+                       for g in _FLOATS], EXACT_JIT_OPTIONS, dtype_arg=5)
+def signed_part_columns(U, threshold, positive, ratio, lead, out):  # pragma: no cover - compiled
+    """``out[:, j] = ratio[j] * max(+-U[:, j], 0)`` (``+`` where ``positive[j]``) and
+    ``out[:, 0] = lead * |U[:, 0]|``, entries with ``|U| <= threshold[j]`` taken as 0, in
+    ``out``'s dtype."""
+    n, k = U.shape
+    for i in range(n):
+        for j in range(k):
+            u = U[i, j]
+            if abs(np.float64(u)) <= threshold[j]:
+                u = 0.0
+            if j == 0:
+                out[i, j] = lead * abs(u)
+            else:
+                v = u if positive[j] else -u
+                out[i, j] = (v if v > 0.0 else 0.0) * ratio[j]
 
 
 # --------------------------------------------------------------------------------------

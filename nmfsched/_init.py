@@ -7,6 +7,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.extmath import randomized_svd
 
 from ._validation import check_factor
+from .kernels import cpu as cpu_kernels
 from .theory.namespace import array_namespace, is_device_array
 
 INIT_METHODS = ("nndsvd", "nndsvda", "nndsvdar", "random", "custom")
@@ -119,7 +120,7 @@ def randomized_svd_operator(matmul, rmatmul, shape, dtype, k, rng, *, xp=np, n_o
     return Q.astype(xp.float64) @ Ub[:, :k], S[:k], Vt[:k]
 
 
-def _nndsvd(X, k, rng, init):
+def _nndsvd(X, k, rng, init, dtype=np.float64):
     """Non-negative double SVD (Boutsidis & Gallopoulos, 2008) for ``init`` one of
     :data:`SVD_INITS` (see :func:`nndsvd_from_svd`). A device ``X`` is factorized on its
     device (:func:`randomized_svd_namespace`); a dense host ``X`` through its short side's
@@ -130,12 +131,18 @@ def _nndsvd(X, k, rng, init):
         n_iter = init_power_iterations(k, *X.shape)
         seed = rng.integers(2**31 - 1)
         if not sp.issparse(X) and gram_is_cheaper(X.shape, k, n_iter):
-            U, S, Vt = randomized_svd_via_gram(X, k, n_iter, seed)
+            U, S, Vt = randomized_svd_via_gram(X, k, n_iter, seed, max_gram_rows=INIT_GRAM_MAX_ROWS)
         else:
             # an explicit normaliser: at 2 iterations scikit-learn's "auto" would take none,
             # and powers of a float32 X with entries near 1e7 overflow
             U, S, Vt = randomized_svd(X, k, n_iter=n_iter, power_iteration_normalizer="LU", random_state=seed)
-    return nndsvd_from_svd(U, S, Vt, init, _mean(X), rng)
+    return nndsvd_from_svd(U, S, Vt, init, _mean(X), rng, dtype)
+
+
+#: The most rows of a tall dense ``X`` whose Gram the NNDSVD starts' SVD forms; more are
+#: sampled down to this many (:func:`randomized_svd_via_gram`). The start needs only a rough
+#: leading subspace, and the Gram of every row was most of a million-row start.
+INIT_GRAM_MAX_ROWS = 65536
 
 
 def gram_is_cheaper(shape, k, n_iter, n_oversamples=10):
@@ -160,7 +167,7 @@ def gram_is_cheaper(shape, k, n_iter, n_oversamples=10):
     return via_gram < 2 * range_finder
 
 
-def randomized_svd_via_gram(X, k, n_iter, random_state, n_oversamples=10, block_rows=8192):
+def randomized_svd_via_gram(X, k, n_iter, random_state, n_oversamples=10, block_rows=8192, max_gram_rows=None):
     """scikit-learn's ``randomized_svd`` of a dense ``X``, computed through the Gram matrix
     ``G`` of its short side.
 
@@ -175,15 +182,25 @@ def randomized_svd_via_gram(X, k, n_iter, random_state, n_oversamples=10, block_
     300 columns) are dropped; their triplets come back as zeros. Returns ``(U, S, Vt)``
     in float64 (``U`` in ``X``'s float dtype's precision). A float32 ``X`` is cast
     ``block_rows`` rows at a time for the Gram.
+
+    ``max_gram_rows``: where the tall side has more rows, ``G`` is estimated from that many
+    of them drawn at random (scaled by ``rows / max_gram_rows``), and ``U`` still comes from
+    every row. The triplets are then approximate, as a start needs them (see
+    :data:`INIT_GRAM_MAX_ROWS`).
     """
     transpose = X.shape[0] < X.shape[1]
     A = X.T if transpose else X
     short = A.shape[1]
     width = k + n_oversamples
+    random_state = check_random_state(random_state)
     # the same draw, and the same rounding of it for float32 data, as scikit-learn's
-    omega = check_random_state(random_state).normal(size=(short, width))
+    omega = random_state.normal(size=(short, width))
     omega = omega.astype(X.dtype).astype(np.float64)
-    G = _gram_float64(A, block_rows)
+    if max_gram_rows is not None and A.shape[0] > max_gram_rows:
+        rows = np.sort(random_state.choice(A.shape[0], max_gram_rows, replace=False))
+        G = _gram_float64(A[rows], block_rows) * (A.shape[0] / max_gram_rows)
+    else:
+        G = _gram_float64(A, block_rows)
     Z = omega
     for _ in range(n_iter):
         Z, _ = linalg.qr(G @ Z, mode="economic", check_finite=False)
@@ -222,8 +239,8 @@ def _pad_triplets(U, S, Vt, k):
     )
 
 
-def nndsvd_from_svd(U, S, Vt, init="nndsvd", mean=None, rng=None):
-    """NNDSVD factors from the top singular triplets.
+def nndsvd_from_svd(U, S, Vt, init="nndsvd", mean=None, rng=None, dtype=np.float64):
+    """NNDSVD factors ``(W, H)`` in ``dtype`` from the top singular triplets.
 
     Each triplet after the first keeps the positive or the negative parts of its vectors,
     whichever have the larger product of norms (as Boutsidis & Gallopoulos), all triplets
@@ -235,20 +252,25 @@ def nndsvd_from_svd(U, S, Vt, init="nndsvd", mean=None, rng=None):
     entry can move; "nndsvdar" with ``|sqrt(mean / k) * N(0, 1)| / 100`` drawn from ``rng``
     (small random values). scikit-learn fills with ``mean`` itself; a fill in the factors'
     units keeps the start, and so the fit, of ``c X`` equal to ``sqrt(c)`` times that of ``X``.
+    ``W``'s side (``n x k``) is computed by two passes of compiled kernels, which round as
+    the NumPy expressions ``H``'s side uses.
     """
-    U, Vt = _rounding_to_zero(U, axis=0), _rounding_to_zero(Vt, axis=1)
-    U_pos, U_neg = np.maximum(U, 0), np.maximum(-U, 0)
+    U = np.ascontiguousarray(U)
+    u_scale, u_pos_sq, u_neg_sq = cpu_kernels.split_column_norms(U, float(ZERO_ENTRY_RTOL))
+    u_pos, u_neg = np.sqrt(u_pos_sq), np.sqrt(u_neg_sq)
+    Vt = _rounding_to_zero(Vt, axis=1)
     V_pos, V_neg = np.maximum(Vt, 0), np.maximum(-Vt, 0)
-    u_pos, u_neg = np.linalg.norm(U_pos, axis=0), np.linalg.norm(U_neg, axis=0)
     v_pos, v_neg = np.linalg.norm(V_pos, axis=1), np.linalg.norm(V_neg, axis=1)
     positive = u_pos * v_pos >= u_neg * v_neg
     u_norm, v_norm = np.where(positive, u_pos, u_neg), np.where(positive, v_pos, v_neg)
     lbd = np.sqrt(S * u_norm * v_norm)
-    W = np.where(positive, U_pos, U_neg) * _ratio(lbd, u_norm)
+    W = np.empty(U.shape, dtype=dtype)
+    ratio = np.asarray(_ratio(lbd, u_norm), dtype=np.float64)  # exact: float32 values as float64
+    cpu_kernels.signed_part_columns(U, ZERO_ENTRY_RTOL * u_scale, positive, ratio, float(np.sqrt(S[0])), W)
     H = np.where(positive[:, None], V_pos, V_neg) * _ratio(lbd, v_norm)[:, None]
     # the leading pair of a non-negative X has one sign (Perron-Frobenius): take |u|, |v|
-    W[:, 0] = np.sqrt(S[0]) * np.abs(U[:, 0])
     H[0, :] = np.sqrt(S[0]) * np.abs(Vt[0, :])
+    H = H.astype(dtype, copy=False)
     if init in ("nndsvda", "nndsvdar"):
         fill = np.sqrt(mean / S.shape[0])
     if init == "nndsvda":
@@ -257,7 +279,10 @@ def nndsvd_from_svd(U, S, Vt, init="nndsvd", mean=None, rng=None):
     elif init == "nndsvdar":
         for A in (W, H):
             zeros = A == 0
-            A[zeros] = np.abs(fill * rng.standard_normal(int(zeros.sum())) / 100)
+            values = rng.standard_normal(int(zeros.sum()))
+            values *= fill  # in place: a million-row W has millions of zeros
+            values /= 100
+            A[zeros] = np.abs(values, out=values)
     return W, H
 
 
@@ -299,5 +324,5 @@ def initialize_factors(X, n_components, init, rng, dtype, W=None, H=None, who="N
         return W, H
     if init == "random":
         return _random_init(X, n_components, rng, dtype)
-    W, H = _nndsvd(X, n_components, rng, init)
-    return np.ascontiguousarray(W, dtype=dtype), np.ascontiguousarray(H, dtype=dtype)
+    W, H = _nndsvd(X, n_components, rng, init, dtype)
+    return np.ascontiguousarray(W), np.ascontiguousarray(H)

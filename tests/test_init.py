@@ -105,3 +105,58 @@ def test_svd_via_gram_when_the_sketch_is_wider_than_the_short_side(k):
     np.testing.assert_allclose(S, S_ref, rtol=1e-9)
     reference = rank_k_part(U_ref, S_ref, Vt_ref)
     np.testing.assert_allclose(rank_k_part(U, S, Vt), reference, atol=1e-9 * np.abs(reference).max())
+
+
+def numpy_nndsvd(U, S, Vt, init, mean, rng):
+    """NNDSVD written with NumPy expressions alone (what the compiled W side replaced): the
+    oracle of rounding, bit for bit."""
+    U, Vt = _init._rounding_to_zero(U, axis=0), _init._rounding_to_zero(Vt, axis=1)
+    U_pos, U_neg, V_pos, V_neg = np.maximum(U, 0), np.maximum(-U, 0), np.maximum(Vt, 0), np.maximum(-Vt, 0)
+    u_pos, u_neg = np.linalg.norm(U_pos, axis=0), np.linalg.norm(U_neg, axis=0)
+    v_pos, v_neg = np.linalg.norm(V_pos, axis=1), np.linalg.norm(V_neg, axis=1)
+    positive = u_pos * v_pos >= u_neg * v_neg
+    u_norm, v_norm = np.where(positive, u_pos, u_neg), np.where(positive, v_pos, v_neg)
+    lbd = np.sqrt(S * u_norm * v_norm)
+    W = np.where(positive, U_pos, U_neg) * _init._ratio(lbd, u_norm)
+    H = np.where(positive[:, None], V_pos, V_neg) * _init._ratio(lbd, v_norm)[:, None]
+    W[:, 0], H[0, :] = np.sqrt(S[0]) * np.abs(U[:, 0]), np.sqrt(S[0]) * np.abs(Vt[0, :])
+    fill = np.sqrt(mean / S.shape[0]) if mean is not None else None
+    for A in (W, H):
+        if init == "nndsvda":
+            A[A == 0] = fill
+        elif init == "nndsvdar":
+            zeros = A == 0
+            A[zeros] = np.abs(fill * rng.standard_normal(int(zeros.sum())) / 100)
+    return W, H
+
+
+@pytest.mark.parametrize("init", ["nndsvd", "nndsvda", "nndsvdar"])
+@pytest.mark.parametrize("svd_dtype", [np.float64, np.float32])
+def test_nndsvd_rounds_exactly_as_its_numpy_expressions(init, svd_dtype):
+    rng = np.random.default_rng(4)
+    U = rng.standard_normal((3001, 9)).astype(svd_dtype)
+    U[5, 2], U[7, 3] = 1e-20, -1e-20  # within rounding of 0: taken as 0
+    U[:, 8] = np.abs(U[:, 8])  # no negative part
+    S, Vt = np.linspace(9, 1, 9).astype(svd_dtype), rng.standard_normal((9, 40)).astype(svd_dtype)
+    W, H = nndsvd_from_svd(U, S, Vt, init, mean=0.3, rng=np.random.default_rng(1), dtype=svd_dtype)
+    W_ref, H_ref = numpy_nndsvd(U, S, Vt, init, 0.3, np.random.default_rng(1))
+    assert W.dtype == H.dtype == svd_dtype and W.flags.c_contiguous
+    np.testing.assert_array_equal(W, W_ref.astype(svd_dtype))
+    np.testing.assert_array_equal(H, H_ref.astype(svd_dtype))
+
+
+def test_a_sampled_gram_gives_the_leading_subspace_of_a_tall_matrix():
+    """Past ``max_gram_rows`` rows the Gram is estimated from a random sample of them: the
+    triplets are then those of a start (near the exact ones), and below it nothing changes."""
+    X = low_rank(20000, 60, 8, seed=6, noise=0.05)
+    k = 8
+    U, S, Vt = randomized_svd_via_gram(X, k, 2, random_state=0, max_gram_rows=2000)
+    _, S_exact, Vt_exact = np.linalg.svd(X, full_matrices=False)
+    np.testing.assert_allclose(S, S_exact[:k], rtol=0.05)
+    cosines = np.linalg.svd(Vt @ Vt_exact[:k].T, compute_uv=False)  # principal angles' cosines
+    assert cosines.min() > 0.99
+    reconstruction = np.linalg.norm(X - rank_k_part(U, S, Vt)) / np.linalg.norm(X)
+    assert reconstruction < 1.5 * np.linalg.norm(X - rank_k_part(*randomized_svd(X, k, random_state=0))) / np.linalg.norm(X)
+    unsampled = randomized_svd_via_gram(X, k, 2, random_state=0)
+    for a, b in zip(unsampled, randomized_svd_via_gram(X, k, 2, random_state=0, max_gram_rows=20000)):
+        np.testing.assert_array_equal(a, b)
