@@ -349,87 +349,188 @@ def nnls_rows(Y, G, P, order, zero_dead, max_rounds, start_free):  # pragma: no 
         idx = np.empty(k, dtype=np.int64)
         z = np.empty(k)
         x = np.empty(k)
-        have_factor = False
-        n_free = 0
-        for t in range(task * _NNLS_ROWS_PER_TASK, min(n, (task + 1) * _NNLS_ROWS_PER_TASK)):
-            r = order[t]
+        zb = np.empty((k, _LANES))  # the group's solutions, entry a of lane l at [a, l]
+        g = np.empty(_LANES)
+        size = np.empty(_LANES)
+        ok = np.empty(_LANES, dtype=np.bool_)
+        lane_rows = np.empty(_LANES, dtype=np.int64)
+        state = np.zeros(2, dtype=np.int64)  # (have_factor, n_free) of the cached factorization
+        t, t_end = task * _NNLS_ROWS_PER_TASK, min(n, (task + 1) * _NNLS_ROWS_PER_TASK)
+        while t < t_end:
+            # a group: the consecutive rows that start from the same free set
+            lane_rows[0] = order[t]
             for j in range(k):
-                free[j] = (start_free or Y[r, j] > 0.0) and Gd[j, j] > 0.0
-            fewest, chances, solved = k + 1, _FULL_EXCHANGES, False
-            for _ in range(max_rounds):
-                same = have_factor
+                free[j] = (start_free or Y[lane_rows[0], j] > 0.0) and Gd[j, j] > 0.0
+            q = 1
+            while q < _LANES and t + q < t_end:
+                r = order[t + q]
+                same = True
                 for j in range(k):
-                    if same and free[j] != factored[j]:
+                    if ((start_free or Y[r, j] > 0.0) and Gd[j, j] > 0.0) != free[j]:
                         same = False
-                if not same:
-                    n_free = 0
-                    for j in range(k):
-                        factored[j] = free[j]
-                        if free[j]:
-                            idx[n_free] = j
-                            n_free += 1
-                    for a in range(n_free):
-                        for b in range(a + 1):
-                            A[a, b] = Gd[idx[a], idx[b]]
-                    have_factor = _cholesky_leading(A, L, n_free)
-                    if not have_factor:
                         break
-                for a in range(n_free):  # L L^T z = P[r, F]
-                    s = float(P[r, idx[a]])
-                    for b in range(a):
-                        s -= L[a, b] * z[b]
-                    z[a] = s / L[a, a]
-                for a in range(n_free - 1, -1, -1):
-                    s = z[a]
-                    for b in range(a + 1, n_free):
-                        s -= L[b, a] * z[b]
-                    z[a] = s / L[a, a]
-                for j in range(k):
-                    x[j] = 0.0
-                for a in range(n_free):
-                    x[idx[a]] = z[a]
-                n_bad, last_bad = 0, -1
-                for j in range(k):
-                    bad = False
-                    if free[j]:
-                        bad = x[j] < 0.0
-                    elif Gd[j, j] > 0.0:
-                        g = -float(P[r, j])
-                        size = abs(g)
-                        for a in range(n_free):
-                            term = Gd[j, idx[a]] * z[a]
-                            g += term
-                            size += abs(term)
-                        bad = g < -KKT_RTOL * size
-                    infeasible[j] = bad
-                    if bad:
-                        n_bad += 1
-                        last_bad = j
-                if n_bad == 0:
-                    solved = True
+                if not same:
                     break
-                if n_bad < fewest or chances > 0:
-                    if n_bad < fewest:
-                        fewest, chances = n_bad, _FULL_EXCHANGES
-                    else:
-                        chances -= 1
-                    for j in range(k):
-                        if infeasible[j]:
-                            free[j] = not free[j]
-                else:
-                    free[last_bad] = not free[last_bad]
-            if solved:
-                for j in range(k):
-                    if Gd[j, j] > 0.0:
-                        Y[r, j] = x[j]
-                    elif zero_dead:
-                        Y[r, j] = 0.0
+                lane_rows[q] = r
+                q += 1
+            if _nnls_factor(Gd, free, factored, idx, A, L, state, k):
+                _nnls_group_round(Y, P, Gd, free, idx, L, zb, g, size, ok, lane_rows, q, int(state[1]), zero_dead, k)
             else:
-                unsolved[task] += 1
+                ok[:q] = False
+            for lane in range(q):
+                if not ok[lane] and not _nnls_row(Y, P, Gd, lane_rows[lane], free, factored, infeasible, idx, A, L, z,
+                                                  x, state, zero_dead, max_rounds, start_free, k):
+                    unsolved[task] += 1
+            t += q
     total = 0
     for task in range(n_tasks):
         total += unsolved[task]
     return total
+
+
+@nb.njit(**JIT_OPTIONS)  # typed by its caller
+def _nnls_factor(Gd, free, factored, idx, A, L, state, k):  # pragma: no cover - compiled
+    """Make ``L`` the Cholesky factor of ``G`` on the free set (kept when ``factored`` is that
+    set already); ``state`` holds (factor valid, free count). False for dependent components."""
+    same = state[0] != 0
+    for j in range(k):
+        if same and free[j] != factored[j]:
+            same = False
+    if same:
+        return True
+    n_free = 0
+    for j in range(k):
+        factored[j] = free[j]
+        if free[j]:
+            idx[n_free] = j
+            n_free += 1
+    for a in range(n_free):
+        for b in range(a + 1):
+            A[a, b] = Gd[idx[a], idx[b]]
+    valid = _cholesky_leading(A, L, n_free)
+    state[0], state[1] = 1 if valid else 0, n_free
+    return valid
+
+
+@nb.njit(**JIT_OPTIONS)  # typed by its caller
+def _nnls_group_round(Y, P, Gd, free, idx, L, zb, g, size, ok, lane_rows, q, n_free, zero_dead, k):  # pragma: no cover
+    """One pivoting round for ``q`` rows that share the free set, side by side (the loops over
+    the lanes vectorise): ``ok[l]`` says whether lane ``l``'s row met the KKT conditions, and
+    such rows get their solution. Each lane's arithmetic is what :func:`_nnls_row`'s first
+    round does for that row alone."""
+    for a in range(n_free):  # L z = P[r, F], every lane
+        col = idx[a]
+        for lane in range(q):
+            zb[a, lane] = float(P[lane_rows[lane], col])
+        for b in range(a):
+            coefficient = L[a, b]
+            for lane in range(q):
+                zb[a, lane] -= coefficient * zb[b, lane]
+        pivot = L[a, a]
+        for lane in range(q):
+            zb[a, lane] /= pivot
+    for a in range(n_free - 1, -1, -1):  # L^T y = z
+        for b in range(a + 1, n_free):
+            coefficient = L[b, a]
+            for lane in range(q):
+                zb[a, lane] -= coefficient * zb[b, lane]
+        pivot = L[a, a]
+        for lane in range(q):
+            zb[a, lane] /= pivot
+    for lane in range(q):
+        ok[lane] = True
+    for a in range(n_free):
+        for lane in range(q):
+            if zb[a, lane] < 0.0:
+                ok[lane] = False
+    for j in range(k):
+        if free[j] or not Gd[j, j] > 0.0:
+            continue
+        for lane in range(q):
+            g[lane] = -float(P[lane_rows[lane], j])
+            size[lane] = abs(g[lane])
+        for a in range(n_free):
+            coefficient = Gd[j, idx[a]]
+            for lane in range(q):
+                term = coefficient * zb[a, lane]
+                g[lane] += term
+                size[lane] += abs(term)
+        for lane in range(q):
+            if g[lane] < -KKT_RTOL * size[lane]:
+                ok[lane] = False
+    for lane in range(q):
+        if ok[lane]:
+            r = lane_rows[lane]
+            for j in range(k):
+                if Gd[j, j] > 0.0:
+                    Y[r, j] = 0.0
+                elif zero_dead:
+                    Y[r, j] = 0.0
+            for a in range(n_free):
+                Y[r, idx[a]] = zb[a, lane]
+
+
+@nb.njit(**JIT_OPTIONS)  # typed by its caller
+def _nnls_row(Y, P, Gd, r, free, factored, infeasible, idx, A, L, z, x, state, zero_dead, max_rounds, start_free,
+              k):  # pragma: no cover - compiled
+    """Block principal pivoting for row ``r`` alone, from its current support (see
+    :func:`nnls_rows`); True when solved (``Y[r]`` then holds the solution)."""
+    for j in range(k):
+        free[j] = (start_free or Y[r, j] > 0.0) and Gd[j, j] > 0.0
+    fewest, chances = k + 1, _FULL_EXCHANGES
+    for _ in range(max_rounds):
+        if not _nnls_factor(Gd, free, factored, idx, A, L, state, k):
+            return False
+        n_free = state[1]
+        for a in range(n_free):  # L z = P[r, F]; the same order of operations as a group's lane
+            s = float(P[r, idx[a]])
+            for b in range(a):
+                s -= L[a, b] * z[b]
+            z[a] = s / L[a, a]
+        for a in range(n_free - 1, -1, -1):
+            s = z[a]
+            for b in range(a + 1, n_free):
+                s -= L[b, a] * z[b]
+            z[a] = s / L[a, a]
+        for j in range(k):
+            x[j] = 0.0
+        for a in range(n_free):
+            x[idx[a]] = z[a]
+        n_bad, last_bad = 0, -1
+        for j in range(k):
+            bad = False
+            if free[j]:
+                bad = x[j] < 0.0
+            elif Gd[j, j] > 0.0:
+                g = -float(P[r, j])
+                size = abs(g)
+                for a in range(n_free):
+                    term = Gd[j, idx[a]] * z[a]
+                    g += term
+                    size += abs(term)
+                bad = g < -KKT_RTOL * size
+            infeasible[j] = bad
+            if bad:
+                n_bad += 1
+                last_bad = j
+        if n_bad == 0:
+            for j in range(k):
+                if Gd[j, j] > 0.0:
+                    Y[r, j] = x[j]
+                elif zero_dead:
+                    Y[r, j] = 0.0
+            return True
+        if n_bad < fewest or chances > 0:
+            if n_bad < fewest:
+                fewest, chances = n_bad, _FULL_EXCHANGES
+            else:
+                chances -= 1
+            for j in range(k):
+                if infeasible[j]:
+                    free[j] = not free[j]
+        else:
+            free[last_bad] = not free[last_bad]
+    return False
 
 
 def _support_signature(f):
