@@ -60,6 +60,7 @@ def test_peers_quick_prints_each_peer_against_nmfsched_and_a_roofline(capsys):
     roofline = [line for line in out if line.startswith("- digits:")]
     assert len(roofline) == 1 and "of GEMM" in roofline[0]
     assert re.search(r"nothing but its two products would reach \d+% of GEMM$", roofline[0])
+    assert re.search(r"one-batch epochs [\d.]+ ms = [\d.]+x their two products \([\d.]+ ms\)", roofline[0])
     assert out[-1].startswith("to each peer's error in <= 0.5x its time: ") and "of 2 (case, peer) pairs" in out[-1]
 
 
