@@ -319,73 +319,118 @@ def _cholesky_leading(A, L, f):  # pragma: no cover - compiled
 def nnls_rows(Y, G, P, order, zero_dead, max_rounds, start_free):  # pragma: no cover - compiled
     """Solve ``min_{y >= 0} 1/2 y G y - y . P[r]`` exactly for every row ``r`` of ``Y`` (in place).
 
-    Block principal pivoting (Kim & Park, 2011), one row at a time, started from the row's
-    current support, the free set ``{j : Y[r, j] > 0}`` (with ``start_free``, from every
-    component: a cold start's rows then share their first factorization); each round solves the free
+    Block principal pivoting (Kim & Park, 2011) for each row, started from the row's current
+    support, the free set ``{j : Y[r, j] > 0}`` (with ``start_free``, from every component: a
+    cold start's rows then share their first factorization); each round solves the free
     components' equations ``G_FF y_F = P[r, F]`` (Cholesky, in float64) and checks the KKT
     conditions (``y_F >= 0``, gradient ``>= 0`` on the bound components); infeasible
     components change sides, all of them while that reduces their count (with
     :data:`_FULL_EXCHANGES` tries more), then the last one alone. A row whose conditions hold
     gets its solution; a row still infeasible after ``max_rounds`` rounds, or whose free
-    components are dependent, is left as it was. Rows are visited in ``order`` (a
-    permutation of the rows), so a task that meets the same free set again reuses its
-    factorization. A component with ``G_jj = 0`` (the other factor's is 0) does not enter the
-    problem: it is set to 0 with ``zero_dead`` (an L1 weight makes 0 its minimiser), else kept.
-    Returns the number of rows left as they were.
+    components are dependent, is left as it was. Rows are taken in ``order`` (a permutation
+    of the rows, grouped by support: :func:`support_codes`), :data:`_NNLS_ROWS_PER_TASK` per
+    parallel task; within a task each round solves the rows that share a free set side by
+    side and reuses the last factorization (:func:`_nnls_task`). A row's arithmetic, and so
+    its solution, does not depend on the rows beside it. A component with ``G_jj = 0`` (the
+    other factor's is 0) does not enter the problem: it is set to 0 with ``zero_dead`` (an
+    L1 weight makes 0 its minimiser), else kept. Returns the number of rows left as they were.
     """
     n, k = Y.shape
     n_tasks = (n + _NNLS_ROWS_PER_TASK - 1) // _NNLS_ROWS_PER_TASK
     unsolved = np.zeros(n_tasks, dtype=np.int64)
     for task in nb.prange(n_tasks):
-        Gd = np.empty((k, k))
-        for i in range(k):
-            for j in range(k):
-                Gd[i, j] = G[i, j]
-        A = np.empty((k, k))
-        L = np.empty((k, k))
-        free = np.zeros(k, dtype=np.bool_)
-        factored = np.zeros(k, dtype=np.bool_)
-        infeasible = np.zeros(k, dtype=np.bool_)
-        idx = np.empty(k, dtype=np.int64)
-        z = np.empty(k)
-        x = np.empty(k)
-        zb = np.empty((k, _LANES))  # the group's solutions, entry a of lane l at [a, l]
-        g = np.empty(_LANES)
-        size = np.empty(_LANES)
-        ok = np.empty(_LANES, dtype=np.bool_)
-        lane_rows = np.empty(_LANES, dtype=np.int64)
-        state = np.zeros(2, dtype=np.int64)  # (have_factor, n_free) of the cached factorization
-        t, t_end = task * _NNLS_ROWS_PER_TASK, min(n, (task + 1) * _NNLS_ROWS_PER_TASK)
-        while t < t_end:
-            # a group: the consecutive rows that start from the same free set
-            lane_rows[0] = order[t]
-            for j in range(k):
-                free[j] = (start_free or Y[lane_rows[0], j] > 0.0) and Gd[j, j] > 0.0
-            q = 1
-            while q < _LANES and t + q < t_end:
-                r = order[t + q]
-                same = True
-                for j in range(k):
-                    if ((start_free or Y[r, j] > 0.0) and Gd[j, j] > 0.0) != free[j]:
-                        same = False
-                        break
-                if not same:
-                    break
-                lane_rows[q] = r
-                q += 1
-            if _nnls_factor(Gd, free, factored, idx, A, L, state, k):
-                _nnls_group_round(Y, P, Gd, free, idx, L, zb, g, size, ok, lane_rows, q, int(state[1]), zero_dead, k)
-            else:
-                ok[:q] = False
-            for lane in range(q):
-                if not ok[lane] and not _nnls_row(Y, P, Gd, lane_rows[lane], free, factored, infeasible, idx, A, L, z,
-                                                  x, state, zero_dead, max_rounds, start_free, k):
-                    unsolved[task] += 1
-            t += q
+        t0, t1 = task * _NNLS_ROWS_PER_TASK, min(n, (task + 1) * _NNLS_ROWS_PER_TASK)
+        unsolved[task] = _nnls_task(Y, G, P, order[t0:t1], zero_dead, max_rounds, start_free)
     total = 0
     for task in range(n_tasks):
         total += unsolved[task]
     return total
+
+
+@nb.njit(**JIT_OPTIONS)  # typed by its caller
+def _nnls_task(Y, G, P, rows, zero_dead, max_rounds, start_free):  # pragma: no cover - compiled
+    """:func:`nnls_rows` for ``rows`` (one task): every round takes the rows still pivoting,
+    ordered by free set, and solves each run of rows that share one side by side
+    (:func:`_nnls_group_round`); each row's pivoting is Kim and Park's for that row alone.
+    Returns the number of rows left as they were."""
+    k = Y.shape[1]
+    m = rows.shape[0]
+    Gd = np.empty((k, k))
+    for i in range(k):
+        for j in range(k):
+            Gd[i, j] = G[i, j]
+    A = np.empty((k, k))
+    L = np.empty((k, k))
+    factored = np.zeros(k, dtype=np.bool_)
+    idx = np.empty(k, dtype=np.int64)
+    state = np.zeros(2, dtype=np.int64)  # (valid, free count) of the cached factorization
+    free = np.zeros((m, k), dtype=np.bool_)  # each row's current free set
+    fewest = np.full(m, k + 1, dtype=np.int64)
+    chances = np.full(m, _FULL_EXCHANGES, dtype=np.int64)
+    pending = np.arange(m)
+    codes = np.empty(m, dtype=np.uint64)
+    zb = np.empty((k, _LANES))  # a group's solutions, entry a of lane l at [a, l]
+    g = np.empty(_LANES)
+    size = np.empty(_LANES)
+    n_bad = np.empty(_LANES, dtype=np.int64)
+    last_bad = np.empty(_LANES, dtype=np.int64)
+    bad = np.empty((_LANES, k), dtype=np.bool_)
+    lanes = np.empty(_LANES, dtype=np.int64)
+    for i in range(m):
+        for j in range(k):
+            free[i, j] = (start_free or Y[rows[i], j] > 0.0) and Gd[j, j] > 0.0
+    n_pending, n_unsolved = m, 0
+    for _ in range(max_rounds):
+        if n_pending == 0:
+            break
+        for p in range(n_pending):  # group the rows by free set (the first round: already)
+            code = np.uint64(0)
+            for j in range(k):
+                if free[pending[p], j]:
+                    code += (np.uint64(1) << np.uint64(j)) if k <= 64 else _SUPPORT_MULTIPLIERS[j % 4096]
+            codes[p] = code
+        sorted_pending = pending[:n_pending][np.argsort(codes[:n_pending], kind="mergesort")]
+        n_next = 0
+        p = 0
+        while p < n_pending:
+            first = sorted_pending[p]
+            lanes[0] = first
+            q = 1
+            while q < _LANES and p + q < n_pending:
+                other = sorted_pending[p + q]
+                same = True
+                for j in range(k):
+                    if free[other, j] != free[first, j]:
+                        same = False
+                        break
+                if not same:
+                    break
+                lanes[q] = other
+                q += 1
+            p += q
+            if not _nnls_factor(Gd, free[first], factored, idx, A, L, state, k):
+                n_unsolved += q  # dependent free components: left to the sweeps
+                continue
+            _nnls_group_round(Y, P, Gd, free[first], idx, L, zb, g, size, n_bad, last_bad, bad, rows, lanes, q,
+                              int(state[1]), zero_dead, k)
+            for lane in range(q):
+                i = lanes[lane]
+                if n_bad[lane] == 0:
+                    continue
+                if n_bad[lane] < fewest[i] or chances[i] > 0:  # all infeasible change sides...
+                    if n_bad[lane] < fewest[i]:
+                        fewest[i], chances[i] = n_bad[lane], _FULL_EXCHANGES
+                    else:
+                        chances[i] -= 1
+                    for j in range(k):
+                        if bad[lane, j]:
+                            free[i, j] = not free[i, j]
+                else:  # ... or, when that stopped helping, the last one alone
+                    free[i, last_bad[lane]] = not free[i, last_bad[lane]]
+                pending[n_next] = i
+                n_next += 1
+        n_pending = n_next
+    return n_unsolved + n_pending
 
 
 @nb.njit(**JIT_OPTIONS)  # typed by its caller
@@ -413,15 +458,16 @@ def _nnls_factor(Gd, free, factored, idx, A, L, state, k):  # pragma: no cover -
 
 
 @nb.njit(**JIT_OPTIONS)  # typed by its caller
-def _nnls_group_round(Y, P, Gd, free, idx, L, zb, g, size, ok, lane_rows, q, n_free, zero_dead, k):  # pragma: no cover
-    """One pivoting round for ``q`` rows that share the free set, side by side (the loops over
-    the lanes vectorise): ``ok[l]`` says whether lane ``l``'s row met the KKT conditions, and
-    such rows get their solution. Each lane's arithmetic is what :func:`_nnls_row`'s first
-    round does for that row alone."""
-    for a in range(n_free):  # L z = P[r, F], every lane
+def _nnls_group_round(Y, P, Gd, free, idx, L, zb, g, size, n_bad, last_bad, bad, rows, lanes, q, n_free, zero_dead,
+                      k):  # pragma: no cover - compiled
+    """One pivoting round for the ``q`` rows ``rows[lanes[:q]]`` that share the free set
+    ``free``, side by side (the loops over the lanes vectorise; each lane's arithmetic is
+    the same whatever the others): per lane its count of infeasible components, the last
+    of them and which (``n_bad``, ``last_bad``, ``bad``); a row with none gets its solution."""
+    for a in range(n_free):  # L z = P[r, F]
         col = idx[a]
         for lane in range(q):
-            zb[a, lane] = float(P[lane_rows[lane], col])
+            zb[a, lane] = float(P[rows[lanes[lane]], col])
         for b in range(a):
             coefficient = L[a, b]
             for lane in range(q):
@@ -438,99 +484,46 @@ def _nnls_group_round(Y, P, Gd, free, idx, L, zb, g, size, ok, lane_rows, q, n_f
         for lane in range(q):
             zb[a, lane] /= pivot
     for lane in range(q):
-        ok[lane] = True
-    for a in range(n_free):
-        for lane in range(q):
-            if zb[a, lane] < 0.0:
-                ok[lane] = False
+        n_bad[lane] = 0
+        last_bad[lane] = -1
+    a = 0
     for j in range(k):
-        if free[j] or not Gd[j, j] > 0.0:
-            continue
-        for lane in range(q):
-            g[lane] = -float(P[lane_rows[lane], j])
-            size[lane] = abs(g[lane])
-        for a in range(n_free):
-            coefficient = Gd[j, idx[a]]
+        if free[j]:  # the free components: feasible when >= 0
             for lane in range(q):
-                term = coefficient * zb[a, lane]
+                infeasible = zb[a, lane] < 0.0
+                bad[lane, j] = infeasible
+                if infeasible:
+                    n_bad[lane] += 1
+                    last_bad[lane] = j
+            a += 1
+            continue
+        if not Gd[j, j] > 0.0:  # a dead component: not in the problem
+            for lane in range(q):
+                bad[lane, j] = False
+            continue
+        for lane in range(q):  # the bound ones: feasible when the gradient is >= 0
+            g[lane] = -float(P[rows[lanes[lane]], j])
+            size[lane] = abs(g[lane])
+        for b in range(n_free):
+            coefficient = Gd[j, idx[b]]
+            for lane in range(q):
+                term = coefficient * zb[b, lane]
                 g[lane] += term
                 size[lane] += abs(term)
         for lane in range(q):
-            if g[lane] < -KKT_RTOL * size[lane]:
-                ok[lane] = False
+            infeasible = g[lane] < -KKT_RTOL * size[lane]
+            bad[lane, j] = infeasible
+            if infeasible:
+                n_bad[lane] += 1
+                last_bad[lane] = j
     for lane in range(q):
-        if ok[lane]:
-            r = lane_rows[lane]
+        if n_bad[lane] == 0:
+            r = rows[lanes[lane]]
             for j in range(k):
-                if Gd[j, j] > 0.0:
+                if Gd[j, j] > 0.0 or zero_dead:
                     Y[r, j] = 0.0
-                elif zero_dead:
-                    Y[r, j] = 0.0
-            for a in range(n_free):
-                Y[r, idx[a]] = zb[a, lane]
-
-
-@nb.njit(**JIT_OPTIONS)  # typed by its caller
-def _nnls_row(Y, P, Gd, r, free, factored, infeasible, idx, A, L, z, x, state, zero_dead, max_rounds, start_free,
-              k):  # pragma: no cover - compiled
-    """Block principal pivoting for row ``r`` alone, from its current support (see
-    :func:`nnls_rows`); True when solved (``Y[r]`` then holds the solution)."""
-    for j in range(k):
-        free[j] = (start_free or Y[r, j] > 0.0) and Gd[j, j] > 0.0
-    fewest, chances = k + 1, _FULL_EXCHANGES
-    for _ in range(max_rounds):
-        if not _nnls_factor(Gd, free, factored, idx, A, L, state, k):
-            return False
-        n_free = state[1]
-        for a in range(n_free):  # L z = P[r, F]; the same order of operations as a group's lane
-            s = float(P[r, idx[a]])
-            for b in range(a):
-                s -= L[a, b] * z[b]
-            z[a] = s / L[a, a]
-        for a in range(n_free - 1, -1, -1):
-            s = z[a]
-            for b in range(a + 1, n_free):
-                s -= L[b, a] * z[b]
-            z[a] = s / L[a, a]
-        for j in range(k):
-            x[j] = 0.0
-        for a in range(n_free):
-            x[idx[a]] = z[a]
-        n_bad, last_bad = 0, -1
-        for j in range(k):
-            bad = False
-            if free[j]:
-                bad = x[j] < 0.0
-            elif Gd[j, j] > 0.0:
-                g = -float(P[r, j])
-                size = abs(g)
-                for a in range(n_free):
-                    term = Gd[j, idx[a]] * z[a]
-                    g += term
-                    size += abs(term)
-                bad = g < -KKT_RTOL * size
-            infeasible[j] = bad
-            if bad:
-                n_bad += 1
-                last_bad = j
-        if n_bad == 0:
-            for j in range(k):
-                if Gd[j, j] > 0.0:
-                    Y[r, j] = x[j]
-                elif zero_dead:
-                    Y[r, j] = 0.0
-            return True
-        if n_bad < fewest or chances > 0:
-            if n_bad < fewest:
-                fewest, chances = n_bad, _FULL_EXCHANGES
-            else:
-                chances -= 1
-            for j in range(k):
-                if infeasible[j]:
-                    free[j] = not free[j]
-        else:
-            free[last_bad] = not free[last_bad]
-    return False
+            for b in range(n_free):
+                Y[r, idx[b]] = zb[b, lane]
 
 
 def _support_signature(f):
