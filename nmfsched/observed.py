@@ -228,6 +228,16 @@ def solve_w(backend, X, Ht, W, max_sweeps, tol, l1=0.0, l2=0.0):
 
 
 # -- the observed entries of the user's X ------------------------------------------------------
+def has_nan(X):
+    """Whether a dense ``X`` with no infinite or negative entry (validated) holds a NaN: its sum
+    is NaN exactly then, since such entries can only overflow the sum to ``+inf`` (no array of
+    ``X``'s size is made: ``isnan(X).any()`` took 0.35 s at a million rows). With negative
+    entries a sum of ``inf - inf`` can say True falsely; the caller then finds them."""
+    xp = array_namespace(X)
+    with np.errstate(over="ignore"):  # an overflowing sum is expected, and says no NaN
+        return bool(xp.isnan(xp.sum(X)))
+
+
 def observed_entries(X, missing, who, sparse=scipy.sparse):
     """The observed entries of a validated ``X`` as a CSR matrix, or None when every entry is observed.
 
@@ -251,7 +261,7 @@ def observed_entries(X, missing, who, sparse=scipy.sparse):
         if not n_nan:
             return None
         raise ValueError(stored_nan_message(n_nan))
-    if not is_sparse and not bool(xp.isnan(X).any()):
+    if not is_sparse and not has_nan(X):
         return None
     observed = observed_matrix(X, sparse)
     if observed.data.shape[0] == 0:

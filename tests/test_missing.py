@@ -476,3 +476,15 @@ def test_a_per_minibatch_step_search_is_refused_with_missing_entries():
     given_X, *_ = problem(16, n=40, m=10)
     with pytest.raises(ValueError, match="every entry observed.*use an epoch scheduler"):
         StochasticNMF(3, scheduler="line_search", max_iter=2).fit(given_X)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_has_nan_finds_one_nan_and_is_not_fooled_by_an_overflowing_sum(dtype):
+    from nmfsched.observed import has_nan
+
+    big = np.finfo(dtype).max
+    X = np.full((64, 8), big / 4, dtype=dtype)  # the sum overflows to +inf, never NaN
+    assert not has_nan(X)
+    X[37, 5] = np.nan
+    assert has_nan(X)
+    assert not has_nan(np.zeros((3, 2), dtype=dtype))
