@@ -104,6 +104,7 @@ class InMemoryRows:
         self._is_sparse = hasattr(X, "tocsr")
         self._ct_buf = be.empty((self.n_features, self.k), self.dtype)
         self._p_full = be.empty((self.n_samples, self.k), self.dtype)  # X H^T after a refresh
+        self._p_full_current = False  # whether _p_full is X H^T for the W and H of the last refresh
         self._xb_buf = self._xht_buf = self._wb_buf = None
         self.WtW = be.gram(self.W)
 
@@ -165,6 +166,7 @@ class InMemoryRows:
     def refresh(self, Ht, max_sweeps, tol, penalty):
         be = self.backend
         block = objective.w_block(be, be.all_rows(self.X), Ht, self._p_full)
+        self._p_full_current = True
         objective.sweep(be, self.W, block, max_sweeps, tol, penalty.l1_W, penalty.l2_W)
         self.WtW = be.gram(self.W)
         loss = objective.loss_from_grams(self.sq_norm_X, be.inner(self.W, block.P), self.WtW, block.G)
@@ -182,6 +184,12 @@ class InMemoryRows:
 
     def regram(self, Ht):
         self.WtW = self.backend.gram(self.W)
+        self._p_full_current = False
+
+    def refreshed_block(self, HHt):
+        """``(H H^T, X H^T)`` of the last :meth:`refresh` (``HHt`` its ``H H^T``), or None when a
+        :meth:`restore` or :meth:`regram` came after it."""
+        return objective.BlockProblem(HHt, self._p_full) if self._p_full_current else None
 
     def probe_blocks(self, batch_size, rng, Ht):
         be = self.backend
@@ -201,6 +209,7 @@ class InMemoryRows:
         W, WtW = snapshot
         self.W[...] = W
         self.WtW = WtW.copy()
+        self._p_full_current = False
 
     def W_host(self):
         return self.backend.to_host(self.W)

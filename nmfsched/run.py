@@ -239,7 +239,8 @@ class FitRun:
             return (W if is_device_array(X) else solver.backend.to_host(W)), math.sqrt(2.0 * fit)
         be = solver.backend
         W, block = solve_w(be, solver.X, H, W=solver.W, max_sweeps=settings.transform_max_sweeps,
-                           tol=settings.transform_tol, l1=solver.penalty.l1_W, l2=solver.penalty.l2_W, return_block=True)
+                           tol=settings.transform_tol, l1=solver.penalty.l1_W, l2=solver.penalty.l2_W, return_block=True,
+                           block=solver.refreshed_w_block())
         # the error from the solve's own products (no pass over X), unless it is below their rounding
         fit = objective.loss_from_grams(solver.sq_norm_X, be.inner(W, block.P), be.gram(W), block.G)
         if objective.below_gram_resolution(fit, solver.sq_norm_X, solver.dtype):

@@ -438,6 +438,14 @@ class StochasticSolver:
         """Whether ``W`` was just swept against the current ``H`` by :meth:`refresh_w`."""
         return self._refreshed
 
+    def refreshed_w_block(self):
+        """``(H H^T, X H^T)`` at the current ``H`` when the last :meth:`refresh_w` computed them
+        and ``H`` has not moved since (the final solve then needs no pass over ``X``); else None."""
+        if not self._refreshed:
+            return None
+        refreshed_block = getattr(self.rows, "refreshed_block", None)
+        return None if refreshed_block is None else refreshed_block(self._hht)
+
     def mark_refreshed(self):
         """Take the current ``W`` as :meth:`refresh_w`'s result for the current ``H`` (it was
         saved right after one): set what the refresh leaves for the next one-batch epoch,
@@ -485,7 +493,8 @@ def trace(A):
     return A.diagonal().sum()
 
 
-def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6, l1=0.0, l2=0.0, return_block=False, exact=True):
+def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6, l1=0.0, l2=0.0, return_block=False, exact=True,
+            block=None):
     """``argmin_{W >= 0} 1/2 ||X - W H||^2 + l1 |W|_1 + l2/2 ||W||^2``, row by row.
 
     With ``exact`` (the default), each row is solved exactly from its support in ``W`` (or
@@ -496,12 +505,12 @@ def solve_w(backend, X, H, *, W=None, max_sweeps=200, tol=1e-6, l1=0.0, l2=0.0, 
     ``X`` and ``W`` may be host or device arrays. Returns ``W`` as a device array of
     ``backend`` (a NumPy array on the CPU); with ``return_block``, ``(W, block)``, the block's
     ``G = H H^T`` and ``P = X H^T`` giving the loss by :func:`nmfsched.objective.loss_from_grams`
-    without another pass over ``X``.
+    without another pass over ``X``; ``block``, when the caller has it, saves computing it.
     """
-    Xd = backend.to_device(X)
-    Ht = backend.asarray(np.asarray(H).T, dtype=H.dtype)
     n, k = X.shape[0], H.shape[0]
-    block = objective.w_block(backend, backend.all_rows(Xd), Ht, backend.empty((n, k), H.dtype))
+    if block is None:
+        Ht = backend.asarray(np.asarray(H).T, dtype=H.dtype)
+        block = objective.w_block(backend, backend.all_rows(backend.to_device(X)), Ht, backend.empty((n, k), H.dtype))
     cold = W is None
     W = backend.zeros((n, k), H.dtype) if cold else backend.asarray(W, dtype=H.dtype).copy()
     if exact:

@@ -447,3 +447,43 @@ def test_one_minibatch_noise_is_zero_whatever_the_rounding_of_its_sums():
         grad_sq, noise_sq = stats.per_component(Ht)
         np.testing.assert_allclose(grad_sq, (G**2).sum(axis=0), rtol=1e-13)
         np.testing.assert_allclose(noise_sq, expected_noise * (G**2).sum(axis=0), rtol=1e-3)
+
+
+@pytest.mark.parametrize("batch_size", [40, 200])  # minibatch epochs; one batch of every row
+def test_the_final_solve_reuses_the_last_refresh_and_ends_where_a_fresh_one_does(monkeypatch, batch_size):
+    """After an epoch, ``H`` has not moved since the ``W`` refresh computed ``X H^T``: the
+    final solve takes those products (no pass over ``X``) and returns what a solve that
+    computes them afresh returns, bit for bit. After a rejected epoch it computes them."""
+    from nmfsched import StochasticNMF, objective, run
+
+    X = low_rank(200, 30, 4, seed=2, noise=0.1)
+    calls, finishes = [], []
+    real_w_block, real_finish = objective.w_block, run.FitRun.finish
+    monkeypatch.setattr(objective, "w_block", lambda *a: calls.append(1) or real_w_block(*a))
+
+    def finish(self, X):
+        reused = self.solver.refreshed_w_block()
+        calls.clear()
+        W, error = real_finish(self, X)
+        n_products = len(calls)
+        fresh = solve_w(self.solver.backend, self.solver.X, self.solver.H, W=self.solver.W,
+                        max_sweeps=self.settings.transform_max_sweeps, tol=self.settings.transform_tol)
+        finishes.append((reused is not None, n_products, W, fresh))
+        return W, error
+
+    monkeypatch.setattr(run.FitRun, "finish", finish)
+    StochasticNMF(4, batch_size=batch_size, max_iter=5, tol=0, random_state=0).fit(X)
+    reused, n_products, W, fresh = finishes[0]
+    assert reused and n_products == 0
+    np.testing.assert_array_equal(W, fresh)
+
+    solver = StochasticSolver(X, *[np.asarray(a) for a in (np.full((200, 4), 0.5), np.full((4, 30), 0.5))],
+                              backend=get_backend("cpu"), batch_size=batch_size, w_sweeps=2,
+                              rng=np.random.default_rng(0))
+    solver.refresh_w(2)
+    assert solver.refreshed_w_block() is not None
+    solver.restore(solver.snapshot())  # what a rejected epoch does
+    assert solver.refreshed_w_block() is None
+    solver.refresh_w(2)
+    solver.mark_refreshed()  # a continued run: W taken as refreshed, X H^T not computed
+    assert solver.refreshed_w_block() is None
