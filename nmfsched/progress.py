@@ -26,7 +26,7 @@ class EpochProgress:
         self.close()
 
     def epoch_done(self, record, reason=None):
-        """Advance by one epoch (an :class:`~nmfsched.history.EpochRecord`); ``reason`` the stop
+        """Advance by one epoch (an :class:`~nmfsched.epochs.EpochRecord`); ``reason`` the stop
         reason when the run stops there."""
         if self._bar is None:
             return

@@ -242,6 +242,9 @@ class ObservedRows(InMemoryRows):
     def resize(self, batch_size):
         pass  # a minibatch's entries are selected afresh (CSR row selection)
 
+    def refreshed_block(self, HHt):
+        return None  # no Gram-form block: the final solve runs over the observed entries
+
     def w_half(self, rows, Ht, w_sweeps, penalty):
         be = self.backend
         Xb, Wb = self.X[rows], self.W[rows]
