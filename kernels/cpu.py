@@ -387,7 +387,7 @@ def _nnls_task(Y, G, P, rows, zero_dead, max_rounds, start_free):  # pragma: no 
             code = np.uint64(0)
             for j in range(k):
                 if free[pending[p], j]:
-                    code += (np.uint64(1) << np.uint64(j)) if k <= 64 else _SUPPORT_MULTIPLIERS[j % 4096]
+                    code += _support_term(j, k)
             codes[p] = code
         sorted_pending = pending[:n_pending][np.argsort(codes[:n_pending], kind="mergesort")]
         n_next = 0
@@ -540,13 +540,18 @@ def support_codes(Y, out):  # pragma: no cover - compiled
     (the bit mask where ``k <= 64``, else a multiplicative hash: unequal supports then rarely
     share a code, which costs only a factorization's reuse)."""
     n, k = Y.shape
-    multipliers = _SUPPORT_MULTIPLIERS
     for r in nb.prange(n):
         code = np.uint64(0)
         for j in range(k):
             if Y[r, j] > 0.0:
-                code += (np.uint64(1) << np.uint64(j)) if k <= 64 else multipliers[j % 4096]
+                code += _support_term(j, k)
         out[r] = code
+
+
+@nb.njit(**JIT_OPTIONS)  # typed by its callers
+def _support_term(j, k):  # pragma: no cover - compiled
+    """Component ``j``'s share of a support code (:func:`support_codes`; ``_nnls_task`` groups by it too)."""
+    return (np.uint64(1) << np.uint64(j)) if k <= 64 else _SUPPORT_MULTIPLIERS[j % 4096]
 
 
 # --------------------------------------------------------------------------------------
