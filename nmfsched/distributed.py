@@ -588,6 +588,9 @@ class DaskRows:
     def all_rows_h_block(self):
         return objective.BlockProblem(self.WtW, self._ct_full)
 
+    def refreshed_block(self, HHt):
+        return None  # X H^T lives in the chunks; the final solve is the chunks' own (dask_fit)
+
     def regram(self, Ht):
         """``W^T W`` and the summed ``X^T W`` again by one product pass (no sweeps)."""
         chunks = range(self.data.n_chunks)

@@ -72,6 +72,10 @@ class RowStore(Protocol):
         """Make ``WtW`` (and what :meth:`all_rows_h_block` returns) exact for the current ``W``
         and ``H`` without sweeping ``W`` (a continued run)."""
 
+    def refreshed_block(self, HHt) -> Any:
+        """``(H H^T, X H^T)`` of the last :meth:`refresh` (``HHt`` its ``H H^T``) while they still
+        hold, for the final solve; None where the store keeps no such block."""
+
     def probe_blocks(self, batch_size: int, rng: np.random.Generator, Ht):
         """Per minibatch of one epoch, ``(|B|, block)`` at the current ``W`` and ``H`` (as :meth:`w_half`'s)."""
 

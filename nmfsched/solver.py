@@ -441,10 +441,7 @@ class StochasticSolver:
     def refreshed_w_block(self):
         """``(H H^T, X H^T)`` at the current ``H`` when the last :meth:`refresh_w` computed them
         and ``H`` has not moved since (the final solve then needs no pass over ``X``); else None."""
-        if not self._refreshed:
-            return None
-        refreshed_block = getattr(self.rows, "refreshed_block", None)
-        return None if refreshed_block is None else refreshed_block(self._hht)
+        return self.rows.refreshed_block(self._hht) if self._refreshed else None
 
     def mark_refreshed(self):
         """Take the current ``W`` as :meth:`refresh_w`'s result for the current ``H`` (it was
