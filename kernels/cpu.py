@@ -25,9 +25,9 @@ class _PerDtypeKernel:
     a float dtype when it first meets one.
 
     ``nb.njit(signatures)`` builds every signature when the module is imported, so the first
-    fit after install compiled every kernel for both dtypes (32 s for digits). Here each float
-    dtype has its own dispatcher, made on first use with that dtype's signatures only, so a
-    float64 dense fit builds just the kernels it calls (12.6 s). ``dtype_arg`` is the argument
+    fit after install compiled every kernel for both dtypes. Here each float dtype has its
+    own dispatcher, made on first use with that dtype's signatures only, so a float64 dense
+    fit builds just the kernels it calls. ``dtype_arg`` is the argument
     whose dtype picks the dispatcher.
     """
 
@@ -110,9 +110,8 @@ def _cd_signature(f):
 #: Rows the coordinate kernel sweeps side by side. A row's coordinate steps form a chain,
 #: each waiting on the last, so one row at a time leaves the vector units idle. A group of
 #: rows is kept transposed (entry ``j`` of every row in the group contiguous), so each step
-#: and each gradient update runs across the group as one vectorised loop. Measured on one
-#: thread: 4 sweeps of dense 5000 x 20 rows 4.4 to 1.8 ms, 3 of olivetti's 4096 x 40 6.7 to
-#: 4.0 ms; every row's arithmetic, and so its result, is what it was one row at a time.
+#: and each gradient update runs across the group as one vectorised loop; every row's
+#: arithmetic, and so its result, is what it was one row at a time.
 _LANES = 64
 
 
@@ -875,19 +874,75 @@ def _compiled_operands(*arrays):
 _DOT_CHUNK = 1 << 16
 
 
+#: Independent float64 sums per task in :func:`dot_in_float64`: with one running sum each add
+#: waits on the last, and the scan runs at a fraction of memory speed.
+_DOT_LANES = 8
+
+
 @_per_dtype(lambda f: [nb.float64(f[::1], f[::1])], PARALLEL_JIT_OPTIONS)
 def dot_in_float64(a, b):  # pragma: no cover - compiled
-    """``a @ b`` accumulated in float64, :data:`_DOT_CHUNK` entries per thread task (a fixed
-    split: the sum does not depend on the thread count)."""
+    """``a @ b`` accumulated in float64, :data:`_DOT_CHUNK` entries per thread task, each
+    summed in :data:`_DOT_LANES` interleaved lanes (a fixed split and order: the sum does not
+    depend on the thread count)."""
     n = a.shape[0]
     n_chunks = (n + _DOT_CHUNK - 1) // _DOT_CHUNK
     partial = np.zeros(n_chunks)
     for c in nb.prange(n_chunks):
-        total = 0.0
-        for i in range(c * _DOT_CHUNK, min(n, (c + 1) * _DOT_CHUNK)):
-            total += np.float64(a[i]) * np.float64(b[i])
-        partial[c] = total
+        start, stop = c * _DOT_CHUNK, min(n, (c + 1) * _DOT_CHUNK)
+        lanes = np.zeros(_DOT_LANES)
+        whole = start + (stop - start) // _DOT_LANES * _DOT_LANES
+        for i in range(start, whole, _DOT_LANES):
+            for j in range(_DOT_LANES):
+                lanes[j] += np.float64(a[i + j]) * np.float64(b[i + j])
+        for i in range(whole, stop):
+            lanes[0] += np.float64(a[i]) * np.float64(b[i])
+        partial[c] = lanes.sum()
     return partial.sum()
+
+
+#: Interleaved lanes of :func:`count_entry_kinds`' screen (as :data:`_DOT_LANES`: one
+#: running value per task leaves the scan waiting on each add).
+_SCREEN_LANES = 16
+
+
+def _scan_signatures(f):
+    """Writable and read-only (a memory-mapped file's) 1-D arrays of ``f``."""
+    return [nb.int64[::1](f[::1]), nb.int64[::1](nb.types.Array(f, 1, "C", readonly=True))]
+
+
+@_per_dtype(_scan_signatures, PARALLEL_JIT_OPTIONS)
+def count_entry_kinds(values):  # pragma: no cover - compiled
+    """``[NaN, infinite, negative]`` entry counts of ``values`` in one pass, :data:`_DOT_CHUNK`
+    entries per thread task.
+
+    Each task first screens its entries by summing ``v * 0 + (v - |v|)``: every term is
+    ``+-0`` for a finite ``v >= 0`` (``-0.0`` included), negative for ``v < 0`` and NaN for
+    a NaN or infinite ``v``, so the sum is 0 exactly when all are good; only a task whose
+    sum is not 0 counts its entries one by one. Input validation's scan: one pass instead of
+    two masked NumPy passes."""
+    n = values.shape[0]
+    n_chunks = (n + _DOT_CHUNK - 1) // _DOT_CHUNK
+    counts = np.zeros((n_chunks, 3), dtype=np.int64)
+    zero = values.dtype.type(0)
+    for c in nb.prange(n_chunks):
+        start, stop = c * _DOT_CHUNK, min(n, (c + 1) * _DOT_CHUNK)
+        lanes = np.zeros(_SCREEN_LANES, dtype=values.dtype)
+        whole = start + (stop - start) // _SCREEN_LANES * _SCREEN_LANES
+        for i in range(start, whole, _SCREEN_LANES):
+            for j in range(_SCREEN_LANES):
+                v = values[i + j]
+                lanes[j] += v * zero + (v - abs(v))
+        for i in range(whole, stop):
+            v = values[i]
+            lanes[0] += v * zero + (v - abs(v))
+        if lanes.sum() == 0:
+            continue
+        for i in range(start, stop):
+            v = values[i]
+            counts[c, 0] += v != v
+            counts[c, 1] += abs(v) == np.inf
+            counts[c, 2] += v < 0
+    return counts.sum(axis=0)
 
 
 def _dot64(a, b):

@@ -3,6 +3,7 @@
 import numpy as np
 import scipy.sparse as sp
 
+from .kernels import cpu as cpu_kernels
 from .theory.namespace import array_namespace, is_device_array
 
 # Rows per chunk when scanning a dense array, so a check never allocates an X-sized mask.
@@ -41,6 +42,15 @@ def find_bad_entries(X, is_bad):
     return _first_bad_dense(np.asarray(X), is_bad)
 
 
+def _entry_kind_counts(X):
+    """``(NaN, infinite, negative)`` counts of a dense host ``X`` in one compiled pass, or None
+    where the kernel does not take ``X`` (not a C-contiguous float32/float64 ndarray)."""
+    if not (isinstance(X, np.ndarray) and X.dtype in (np.float32, np.float64) and X.flags.c_contiguous):
+        return None
+    nan, inf, negative = cpu_kernels.count_entry_kinds(X.reshape(-1))
+    return int(nan), int(inf), int(negative)
+
+
 def is_dask_array(X):
     """Whether ``X`` is a Dask array (checked without importing Dask)."""
     return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "chunks") and hasattr(X, "dask")
@@ -69,6 +79,11 @@ def check_finite_nonnegative(X, name="X", who="NMF", missing="error"):
     missing : {"error", "nan", "unstored"}, default="error"
         The estimator's ``missing`` parameter.
     """
+    counts = _entry_kind_counts(X)
+    if counts is not None:
+        nan, inf, negative = counts
+        if (nan if missing == "error" else 0) + inf + negative == 0:
+            return  # the common case in one pass; a bad entry is located by the scans below
     if missing == "error":
         count, first = find_bad_entries(X, lambda a: ~np.isfinite(a))
         if count:

@@ -233,6 +233,32 @@ def test_inner_accumulates_float32_in_float64(rng, n):
     assert np.isnan(be.inner(a, b))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, cpu._DOT_CHUNK, 3 * cpu._DOT_CHUNK + 5])
+def test_count_entry_kinds_matches_numpy(rng, dtype, n):
+    """NaN, infinite and negative counts as NumPy's masks give them; -0.0 is not negative,
+    -inf is both infinite and negative."""
+    values = rng.random(n).astype(dtype)
+    bad = rng.choice(n, size=min(n, 7), replace=False)
+    values[bad] = np.array([np.nan, np.inf, -np.inf, -1.0, -0.0, np.nan, -2.5], dtype=dtype)[: bad.size]
+    expected = [np.isnan(values).sum(), np.isinf(values).sum(), (values < 0).sum()]
+    np.testing.assert_array_equal(cpu.count_entry_kinds(values), expected)
+    values.flags.writeable = False  # as a memory-mapped .npy opened read-only
+    np.testing.assert_array_equal(cpu.count_entry_kinds(values), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_count_entry_kinds_screen_edges(dtype):
+    """The screen's sum is 0 for zeros of either sign and not 0 for the smallest negative
+    subnormal, or for negatives large enough to overflow it."""
+    tiny, huge = np.finfo(dtype).smallest_subnormal, np.finfo(dtype).max
+    cases = {(-0.0, 0.0): [0, 0, 0], (0.0, -tiny): [0, 0, 1], (-huge, -huge): [0, 0, 2], (np.inf, -huge): [0, 1, 1]}
+    for entries, expected in cases.items():
+        values = np.zeros(2 * cpu._DOT_CHUNK + 1, dtype=dtype)
+        values[-len(entries):] = entries
+        np.testing.assert_array_equal(cpu.count_entry_kinds(values), expected, err_msg=str(entries))
+
+
 def test_backend_accepts_mixed_index_dtypes():
     X = sp.random(10, 8, density=0.5, format="csr", random_state=2)
     X.indices = X.indices.astype(np.int32)
