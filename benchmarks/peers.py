@@ -36,14 +36,23 @@ Cases: scikit-learn's digits r16; from ../shared/data when present olivetti/242 
 cbcl/255 r49, tdt2 r30, jasper/5000 r4, MovieLens ratings r16; generated dense 5000x1000
 r20, tall 60000x300 r40, wide 400x20000 r10 and sparse topic-model counts 8000x6000 r20.
 
+``--json PATH`` also writes every figure (each case's peers, nmfsched's defaults, its ``tol=0``
+curve of error against time, the roofline line), the command, date and machine; the docs'
+benchmarks page is generated from that file (``docs/benchmarks/*.json``).
+
     python benchmarks/peers.py [--quick] [--seed 0] [--repeats 1] [--case NAME ...] [--skip-peer NAME ...]
+                               [--json PATH]
 """
 
 import argparse
 import contextlib
 import csv
 import io
+import json
+import os
+import platform
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -508,6 +517,38 @@ def table_rows(name, k, results, ours):
     ]
 
 
+def machine_description():
+    """What produced a result: the CPU, its cores, and the versions of the libraries timed."""
+    import sklearn
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__}
+    with contextlib.suppress(ImportError):
+        import torch
+
+        versions["torch"] = torch.__version__
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.system(), "versions": versions}
+
+
+def case_record(name, X, k, results, ours, history, roofline_line):
+    """One case of ``--json``: the peers' figures, nmfsched's and its ``tol=0`` curve."""
+    seconds, error, batch_size = ours
+    return {
+        "name": name, "rank": k, "shape": list(X.shape), "dtype": str(X.dtype), "sparse": bool(sp.issparse(X)),
+        "peers": [{"peer": r.peer, "seconds": r.seconds, "error": r.error,
+                   "ratios": [q if np.isfinite(q) else None for q in r.ratios],
+                   "defaults_reach": bool(r.defaults_reach)} for r in results],
+        "nmfsched": {"seconds": seconds, "error": error, "batch_size": int(batch_size)},
+        "curve": {"seconds": [float(t) for t in history["seconds"]],
+                  "rel_error": [float(e) for e in history["rel_error"]]},
+        "roofline": roofline_line,
+    }
+
+
 def main(argv=None):
     peers_here = available_peers()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -524,6 +565,7 @@ def main(argv=None):
                         help="only the two large cases (FACTOR scales their rows; 1: a million dense rows), with "
                         "nmfsched's anytime curve and the schedules under a fixed epoch budget")
     parser.add_argument("--budget-epochs", type=int, default=8, help="with --large: the schedules' epoch budget")
+    parser.add_argument("--json", type=Path, help="also write every figure, the command and the machine here")
     args = parser.parse_args(argv)
     peers = {name: peer for name, peer in peers_here.items() if name not in args.skip_peer}
     if not peers:
@@ -535,7 +577,7 @@ def main(argv=None):
     print("| data | rank | peer | peer s | peer error | nmfsched s | nmfsched error "
           "| to peer's error / peer's time | defaults reach it |")
     print("|---|---|---|---|---|---|---|---|---|")
-    rooflines, all_results = [], []
+    rooflines, all_results, records = [], [], []
     for name, load, k in cases(args.quick, args.seed, args.large):
         if args.case and not any(name.startswith(c) for c in args.case):
             continue
@@ -545,6 +587,7 @@ def main(argv=None):
         print("\n".join(table_rows(name, k, results, ours)), flush=True)
         rooflines.append(roofline(name, X, k, history, ours[2], machine))
         all_results.extend(results)
+        records.append(case_record(name, X, k, results, ours, history, rooflines[-1]))
         if args.large:  # printed as they come: a large case takes minutes, and the next may fail
             for line in (f"{name}: nmfsched's error reached by " + anytime(history),
                          f"{name}: {schedules_under_budget(X, k, args.seed, args.budget_epochs)}",
@@ -557,6 +600,13 @@ def main(argv=None):
     reach = sum(r.defaults_reach for r in all_results)
     print(f"\nto each peer's error in <= 0.5x its time: {within} of {len(all_results)} (case, peer) pairs; "
           f"defaults stop at or below the peer's error: {reach} of {len(all_results)}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "script": "benchmarks/peers.py", "command": " ".join(["python", "benchmarks/peers.py", *(
+                sys.argv[1:] if argv is None else argv)]),
+            "date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
+            "tolerance": args.tolerance, "repeats": args.repeats, "cases": records,
+        }, indent=1) + "\n")
     return all_results
 
 

@@ -1,8 +1,11 @@
 """The benchmark scripts run (a smoke test; timings are never asserted)."""
 
 import importlib.util
+import json
 import re
 from pathlib import Path
+
+import numpy as np
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -47,10 +50,11 @@ def test_scheduler_comparison_counts_wins_ties_and_speed():
     np.testing.assert_allclose(ratio, np.mean([10 / 7, 10 / 10.02]))
 
 
-def test_peers_quick_prints_each_peer_against_nmfsched_and_a_roofline(capsys):
+def test_peers_quick_prints_each_peer_against_nmfsched_and_a_roofline(capsys, tmp_path):
     peers = load("peers")
     skip = [name for name in peers.available_peers() if name not in ("NMF(cd)", "NMF(mu)")]
-    results = peers.main(["--quick", "--case", "digits", *[a for name in skip for a in ("--skip-peer", name)]])
+    argv = ["--quick", "--case", "digits", *[a for name in skip for a in ("--skip-peer", name)]]
+    results = peers.main([*argv, "--json", str(tmp_path / "peers.json")])
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("| data | rank | peer | peer s | peer error | nmfsched s | nmfsched error |")
     rows = [line.split("|") for line in out if line.startswith("| digits |")]
@@ -62,6 +66,15 @@ def test_peers_quick_prints_each_peer_against_nmfsched_and_a_roofline(capsys):
     assert re.search(r"nothing but its two products would reach \d+% of GEMM$", roofline[0])
     assert re.search(r"one-batch epochs [\d.]+ ms = [\d.]+x their two products \([\d.]+ ms\)", roofline[0])
     assert out[-1].startswith("to each peer's error in <= 0.5x its time: ") and "of 2 (case, peer) pairs" in out[-1]
+    report = json.loads((tmp_path / "peers.json").read_text())  # what the docs' benchmarks page is made from
+    assert report["script"] == "benchmarks/peers.py" and report["command"].endswith("peers.json")
+    assert report["machine"]["cores"] >= 1 and report["date"]
+    (case,) = report["cases"]
+    assert case["name"] == "digits" and [p["peer"] for p in case["peers"]] == ["NMF(cd)", "NMF(mu)"]
+    assert [p["error"] for p in case["peers"]] == [r.error for r in results]
+    curve = case["curve"]
+    assert len(curve["seconds"]) == len(curve["rel_error"]) > 1 and np.all(np.diff(curve["seconds"]) >= 0)
+    assert case["roofline"] == roofline[0][len("- "):]
 
 
 def test_peers_ratio_and_reach_against_peers_of_known_error():
@@ -122,8 +135,6 @@ def test_rl_policy_quick_compares_the_policy_with_every_baseline(capsys, tmp_pat
     names = {line.split("|")[1].strip() for line in summary}
     assert {"greedy", "constant", "cosine"} <= names and any(n.startswith("step(") for n in names)
     assert "held-out check: none of the" in out
-    import json
-
     rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
     assert rows[0]["problem"] == "digits r16" and set(rows[0]["equal_epochs"]) >= {"rl", "greedy"}
 
