@@ -48,9 +48,6 @@ import argparse
 import contextlib
 import csv
 import io
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -70,6 +67,9 @@ from nmfsched.kernels.cpu import CPUBackend
 from nmfsched.metrics import relative_error
 from nmfsched.solver import ONE_BATCH_H_SWEEPS, ONE_BATCH_W_SWEEPS, resolve_w_sweeps
 from nmfsched.warmup import warm_up
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_report  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -517,23 +517,6 @@ def table_rows(name, k, results, ours):
     ]
 
 
-def machine_description():
-    """What produced a result: the CPU, its cores, and the versions of the libraries timed."""
-    import sklearn
-
-    versions = {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__}
-    with contextlib.suppress(ImportError):
-        import torch
-
-        versions["torch"] = torch.__version__
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.system(), "versions": versions}
-
-
 def case_record(name, X, k, results, ours, history, roofline_line):
     """One case of ``--json``: the peers' figures, nmfsched's and its ``tol=0`` curve."""
     seconds, error, batch_size = ours
@@ -601,12 +584,8 @@ def main(argv=None):
     print(f"\nto each peer's error in <= 0.5x its time: {within} of {len(all_results)} (case, peer) pairs; "
           f"defaults stop at or below the peer's error: {reach} of {len(all_results)}")
     if args.json:
-        args.json.write_text(json.dumps({
-            "script": "benchmarks/peers.py", "command": " ".join(["python", "benchmarks/peers.py", *(
-                sys.argv[1:] if argv is None else argv)]),
-            "date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
-            "tolerance": args.tolerance, "repeats": args.repeats, "cases": records,
-        }, indent=1) + "\n")
+        write_report(args.json, "benchmarks/peers.py", argv, tolerance=args.tolerance, repeats=args.repeats,
+                     cases=records)
     return all_results
 
 

@@ -17,10 +17,16 @@ reported against GreedyLR's.
 Problems: scikit-learn's digits, ../shared/data's olivetti and cbcl when present, and
 generated families (tall, wide, sparse text-like counts, noisy low rank, badly scaled rows).
 
-    python benchmarks/schedulers.py [--seeds 3] [--epochs 40] [--tie 0.005] [--quick]
+``--json PATH`` also writes the table, every run's final loss, the command, date and machine
+(the docs' benchmarks page is generated from it), and the share of (problem, seed) pairs in
+which every scheduler ended within ``--tie`` of the best: where the guard's cap binds, the
+schedules tie.
+
+    python benchmarks/schedulers.py [--seeds 3] [--epochs 40] [--tie 0.005] [--quick] [--json PATH]
 """
 
 import argparse
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +37,9 @@ from sklearn.datasets import load_digits
 
 from nmfsched import StochasticNMF, schedulers
 from nmfsched.stability import StabilityWarning
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_report  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REFERENCE = "greedy"
@@ -101,6 +110,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--tie", type=float, default=0.005, help="relative final-loss tolerance of an 'equal'")
     parser.add_argument("--quick", action="store_true", help="digits only, 1 seed, 5 epochs")
+    parser.add_argument("--json", type=Path, help="also write the table and every final loss here")
     args = parser.parse_args(argv)
     seeds, epochs = (1, 5) if args.quick else (args.seeds, args.epochs)
     names = [n for n in schedulers.available() if not n.startswith("test-")]
@@ -137,6 +147,17 @@ def main(argv=None):
             f"line_search wall time / greedy's per fit: median {np.median(wall):.2f} "
             f"(range {min(wall):.2f}-{max(wall):.2f}); trial H steps per minibatch: mean {np.mean(trials):.2f}."
         )
+    finals = {f"{problem} / seed {seed}": {name: float(res[0][-1]) for name, res in pair.items()}
+              for (problem, seed), pair in runs.items()}
+    tied = sum(max(f.values()) <= min(f.values()) * (1 + args.tie) for f in finals.values())
+    print(f"every scheduler within {args.tie:g} of the best final loss: {tied} of {len(finals)} (problem, seed) pairs")
+    if args.json:
+        write_report(args.json, "benchmarks/schedulers.py", argv, reference=REFERENCE, epochs=epochs,
+                     tie=args.tie, batch=FIXED_BATCH, fixed=[b for b in FIXED if b in rows],
+                     rows={base: dict(zip(("final", "final_tie", "epochs", "time", "mean_ratio"), r))
+                           for base, r in rows.items()},
+                     all_tied=tied, pairs=len(finals), final_losses=finals)
+    return rows
 
 
 if __name__ == "__main__":

@@ -25,14 +25,21 @@ def test_core_vs_sklearn_quick(capsys):
     assert {r.split("|")[3].strip() for r in rows} == {"nmfsched", "sklearn NMF(cd)", "sklearn MiniBatchNMF"}
 
 
-def test_schedulers_quick(capsys):
-    load("schedulers").main(["--quick"])
+def test_schedulers_quick(capsys, tmp_path):
+    load("schedulers").main(["--quick", "--json", str(tmp_path / "schedulers.json")])
     out = capsys.readouterr().out.splitlines()
     rows = [line for line in out if line.startswith("| ") and not line.startswith("| baseline")]
     assert {r.split("|")[1].strip() for r in rows} >= {"constant", "step", "linear", "cosine", "hypergradient"}
     assert all(r.split("|")[2].strip().endswith("%") for r in rows)
     assert "line_search" in {r.split("|")[1].strip() for r in rows}
     assert any(line.startswith("line_search wall time / greedy's per fit") for line in out)
+    report = json.loads((tmp_path / "schedulers.json").read_text())  # the docs' schedules table
+    assert report["script"] == "benchmarks/schedulers.py" and report["pairs"] == 1
+    assert set(report["rows"]) == {r.split("|")[1].strip() for r in rows}
+    (finals,) = report["final_losses"].values()
+    tied = max(finals.values()) <= min(finals.values()) * (1 + report["tie"])
+    assert report["all_tied"] == int(tied)
+    assert out[-1] == f"every scheduler within {report['tie']:g} of the best final loss: {int(tied)} of 1 (problem, seed) pairs"
 
 
 def test_scheduler_comparison_counts_wins_ties_and_speed():
