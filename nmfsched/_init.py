@@ -13,12 +13,9 @@ from .theory.namespace import array_namespace, is_device_array
 INIT_METHODS = ("nndsvd", "nndsvda", "nndsvdar", "random", "custom")
 #: The SVD-based ones (they need ``n_components <= min(n_samples, n_features)``).
 SVD_INITS = ("nndsvd", "nndsvda", "nndsvdar")
-#: What ``init=None`` means (where the rank allows an SVD). Measured over seeds 0-2 against
-#: "nndsvda" (tol=0, three sweeps on ``H`` per one-batch epoch): epochs to scikit-learn
-#: NMF(cd)'s error 87-93 -> 63-76 on olivetti r40, 53-56 -> 35-44 on cbcl r49, 12 -> 3-4 on
-#: dense 5000 x 1000 r20, 32-46 -> 26-31 on digits r16, but 47-59 -> 60-67 on wide
-#: 400 x 20000 r10; on digits the default run stopped at or below nmf-torch's error on two
-#: seeds of three (nndsvda: none). See the README's "The start" for the final errors.
+#: What ``init=None`` means (where the rank allows an SVD): small random fills of NNDSVD's
+#: zeros took fewer epochs than "nndsvda" on most of the peers' suite (the measurements:
+#: docs/user-guide/how-it-works.md).
 DEFAULT_INIT = "nndsvdar"
 
 
@@ -90,11 +87,8 @@ def init_power_iterations(k, n_samples, n_features):
     of the smaller dimension, else 4.
 
     scikit-learn's ``randomized_svd`` takes 7 in the first case. NNDSVD needs only a rough
-    leading subspace: measured over 3 seeds, 2 gave the same final errors at defaults on
-    jasper r4, dense 5000x1000 r20, wide 400x20000 r10 and topic counts r20 (MovieLens
-    r16: within 0.05%), and cut the time to scikit-learn NMF(cd)'s error by up to 45%
-    (topic counts 0.50 -> 0.28 s, dense 0.70 -> 0.58 s). Below 4 in the other case
-    changed the basin on cbcl r49 (0.20046 against 0.19873), so that case keeps 4.
+    leading subspace, so 2 leave the final errors as they were and save time; below 4 in
+    the other case changed the basin a fit ends in (docs/user-guide/how-it-works.md).
     """
     return 2 if k < 0.1 * min(n_samples, n_features) else 4
 
@@ -154,10 +148,8 @@ def gram_is_cheaper(shape, k, n_iter, n_oversamples=10):
     half the products), multiplies ``X`` by ``k`` vectors once and the Gram by
     ``k + n_oversamples`` vectors ``n_iter + 2`` times. Its flops run at about twice the
     rate of the range finder's skinny products and LU steps, so it wins where the short
-    side is below about ``8 (n_iter + 1) (k + n_oversamples)``. Measured on one thread over
-    13 shapes, the route this picks was the faster one on every shape: 0.22-0.44 of the
-    range finder's time on 60000 x 300 r40, cbcl, olivetti, digits, jasper r4 and
-    400 x 20000 r10 (0.88); 5000 x 1000 r20 keeps the range finder (the Gram: 1.7x its time).
+    side is below about ``8 (n_iter + 1) (k + n_oversamples)``; on the 13 shapes it was
+    measured on, the route this picks was the faster one on every shape.
     """
     n, m = shape
     short, long = min(n, m), max(n, m)

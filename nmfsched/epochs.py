@@ -97,7 +97,7 @@ class History:
 #: The ``tol`` test judges a loss relative to itself, but never finer than this fraction of
 #: ``1/2 ||X||^2`` (the loss of a zero fit; a relative error of 3.2%): nearly exact fits
 #: otherwise run on to ``max_iter`` while their squared relative error falls by less than
-#: 1e-6 a window (see the README, "When a fit stops").
+#: 1e-6 a window (docs/user-guide/how-it-works.md, "When to stop").
 LOSS_FLOOR = 1e-3
 
 

@@ -32,9 +32,8 @@ class Extrapolation:
     Parameters
     ----------
     beta : float, default=0.2
-        The starting weight of the displacement. Measured on the peers' suite: 0.5 (the
-        paper's) cost more epochs to scikit-learn's NMF(cd) error on olivetti and cbcl
-        than no extrapolation; 0.2 saved 19-32% of them on digits, cbcl and jasper.
+        The starting weight of the displacement: the paper's 0.5 cost epochs on the peers'
+        suite where 0.2 saved them (docs/user-guide/how-it-works.md has the measurements).
     growth : float, default=1.05
         Factor on ``beta`` (and on its ceiling) after an epoch that lowered the loss.
     shrink : float, default=2.0

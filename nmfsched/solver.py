@@ -49,13 +49,9 @@ class EpochReport(NamedTuple):
     n_trials: int  #: trial steps a per-minibatch step search evaluated (0 without one)
 
 
-#: Sweeps on ``W`` (at least; ``w_sweeps`` if larger) and on ``H`` in a one-batch epoch.
-#: Measured against one sweep of each (and ``w_sweeps``): epochs to scikit-learn NMF(cd)'s
-#: error fell 194 -> 109 on olivetti r40, 140 -> 89 on cbcl r49, 61 -> 45 on digits r16.
-#: A third ``H`` sweep (once the sweeps kept the gradient current, a sweep cost half as
-#: much) cut them again 115 -> 87 on olivetti and 74 -> 59 on wide 400 x 20000 r10, and
-#: nmf-torch's error on dense 5000 x 1000 r20 163 -> 142, with cbcl, jasper and digits
-#: unchanged; a fourth moved digits into a higher basin (0.25840 against 0.25726).
+#: Sweeps on ``W`` (at least; ``w_sweeps`` if larger) and on ``H`` in a one-batch epoch: more
+#: sweeps per pass over ``X`` cost less than more passes (the measurements behind each constant
+#: of this block are in docs/user-guide/how-it-works.md, "The constants and their evidence").
 ONE_BATCH_W_SWEEPS = 4
 ONE_BATCH_H_SWEEPS = 3
 
@@ -63,49 +59,31 @@ ONE_BATCH_H_SWEEPS = 3
 MIN_AUTO_BATCH = 256
 #: With ``grow_batch``, the batch at least multiplies by this after every epoch, whatever
 #: the norm test asks: a geometric floor, as in hybrid deterministic-stochastic methods
-#: (Friedlander & Schmidt, 2012), so the deterministic epochs come after a few stochastic
-#: ones. Measured against the norm test alone (tol=0, seeds 0 and 1): time to nmf-torch
-#: batch's error on tall 60000 x 300 r40 33.5 -> 17.8 s, dense 5000 x 1000 r20 2.75-2.95 ->
-#: 1.99-2.21 s, jasper r4 0.15-0.18 -> 0.11-0.12 s, digits r16 0.05-0.11 -> 0.05-0.06 s;
-#: cbcl r49 unchanged (its norm test already reached one batch after 2 epochs).
+#: (Friedlander & Schmidt, 2012), so the deterministic epochs come after a few stochastic ones.
 MIN_BATCH_GROWTH = 2
 #: With ``grow_batch``, "auto" splits the first epoch into at most this many minibatches, so
-#: (with the twofold floor) at most three stochastic epochs come before the one-batch ones.
-#: Hundreds of small steps in the first epoch left tall 60000 x 300 r40 with a slower
-#: deterministic tail: time to nmf-torch online's error 0.00896 (tol=0, seeds 0-2) from
-#: 256 rows (235 batches) over 14 s, 1024 rows 12.8 s, 3750 rows 8.4-10.4 s, 7500 rows
-#: (8 batches) 7.6-8.0 s. The other matrices it touches were neutral over seeds 0-2: jasper
-#: r4 (9 -> 8 batches), dense 5000 x 1000 r20 (20 -> 8: to nmf-torch batch's error
-#: 2.22-2.60 -> 2.44-2.51 s, default error 0.00579-0.00671 -> 0.00582-0.00610), cbcl r49
-#: (9 -> 8: to scikit-learn NMF(cd)'s error 0.31-0.38 -> 0.33-0.50 s, default error
-#: 0.19878-0.19909 -> 0.19866-0.19919). Larger generated ones (seeds 0-1): 300000 x 100 r10
-#: within 5% of the best error in 6.7 s (816 rows: not in 8 s); 30000 x 1000 r20 level at
-#: 10 s but 0.3 s later to the error a 256-row first epoch reaches.
+#: (with the twofold floor) at most three stochastic epochs come before the one-batch ones:
+#: hundreds of small first steps left a slower deterministic tail.
 MAX_FIRST_EPOCH_BATCHES = 8
 #: ...but the first epoch's batch is at most this many rows beyond the cost-based minimum:
 #: on many rows, a batch's gradient is precise at a size that does not grow with the rows,
-#: and more ``H`` steps per pass pay. At a million dense rows (8 epochs, rank 20) the
-#: eighth part (125 000 rows) ended 45% above a fixed 16 384-row batch.
+#: and more ``H`` steps per pass pay.
 FIRST_EPOCH_MAX_ROWS = 16384
 #: A batch of at least this many rows grows by the norm test alone, without
 #: :data:`MIN_BATCH_GROWTH`'s floor, at :data:`PRECISE_NOISE_RATIO`: it stays stochastic
-#: while its noise allows, which the floor gave up after a few epochs (a million dense
-#: rows, 8 epochs from 16 384 rows: 19% higher with the floor). Smaller batches, on fewer
-#: rows, keep the floor and the plain norm test.
+#: while its noise allows, which the floor gave up after a few epochs. Smaller batches, on
+#: fewer rows, keep the floor and the plain norm test.
 PRECISE_BATCH_ROWS = 8192
 #: The noise a batch of :data:`PRECISE_BATCH_ROWS` or more may carry, relative to the gradient,
-#: before it grows (``theta^2`` of the norm test; the guard's bound takes the rest). At 1,
-#: a million dense rows (8 epochs) ended 2.0% above the best fixed batch; at 4, 0.4%.
+#: before it grows (``theta^2`` of the norm test; the guard's bound takes the rest).
 PRECISE_NOISE_RATIO = 4.0
 #: How many minibatch steps at the noise-optimal rate a one-batch epoch is worth (its three
 #: ``H`` sweeps, over-relaxed rate and extrapolation): a precise batch goes straight to one
 #: batch once :func:`~nmfsched.theory.one_batch_pays` says so. Calibrated on a million dense
-#: rows: at 3 it never switched (error 0.00896 at 120 s against 0.00841 for the doubling
-#: floor), at 30 it switched after the first epoch (8 epochs 27% above the best fixed
-#: batch), at 10 after about 80 epochs (0.00857 at 120 s, 8 epochs unchanged).
+#: rows, between never switching and switching after the first epoch.
 ONE_BATCH_GAIN = 10.0
-#: Per-batch cost of the Python loop and kernel dispatch on the CPU (~50-100 us), in flops at
-#: ~10-20 GFLOP/s; a backend may declare its own (``batch_overhead_flops``).
+#: Per-batch cost of the Python loop and kernel dispatch on the CPU, in flops; a backend may
+#: declare its own (``batch_overhead_flops``).
 BATCH_OVERHEAD_FLOPS = 1e6
 
 
