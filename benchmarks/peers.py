@@ -517,6 +517,18 @@ def table_rows(name, k, results, ours):
     ]
 
 
+#: Epochs of a ``tol=0`` curve kept in ``--json`` (see :func:`thinned_curve`).
+CURVE_POINTS = 200
+
+
+def thinned_curve(seconds, rel_error, max_points=CURVE_POINTS):
+    """At most about ``max_points`` epochs of a curve, spaced evenly in log(epoch), the first
+    and last kept: enough to plot it on log axes, a few KB instead of every epoch."""
+    n = len(seconds)
+    keep = np.unique(np.concatenate([[0, n - 1], np.geomspace(1, n, max_points).astype(int) - 1])) if n else []
+    return {"seconds": [float(seconds[i]) for i in keep], "rel_error": [float(rel_error[i]) for i in keep]}
+
+
 def case_record(name, X, k, results, ours, history, roofline_line):
     """One case of ``--json``: the peers' figures, nmfsched's and its ``tol=0`` curve."""
     seconds, error, batch_size = ours
@@ -526,8 +538,7 @@ def case_record(name, X, k, results, ours, history, roofline_line):
                    "ratios": [q if np.isfinite(q) else None for q in r.ratios],
                    "defaults_reach": bool(r.defaults_reach)} for r in results],
         "nmfsched": {"seconds": seconds, "error": error, "batch_size": int(batch_size)},
-        "curve": {"seconds": [float(t) for t in history["seconds"]],
-                  "rel_error": [float(e) for e in history["rel_error"]]},
+        "curve": thinned_curve(history["seconds"], history["rel_error"]),
         "roofline": roofline_line,
     }
 

@@ -81,6 +81,10 @@ def test_peers_quick_prints_each_peer_against_nmfsched_and_a_roofline(capsys, tm
     assert [p["error"] for p in case["peers"]] == [r.error for r in results]
     curve = case["curve"]
     assert len(curve["seconds"]) == len(curve["rel_error"]) > 1 and np.all(np.diff(curve["seconds"]) >= 0)
+    many = np.arange(5000.0)  # a long run's curve is thinned for the file, its ends kept
+    thin = peers.thinned_curve(many, many[::-1])
+    assert len(thin["seconds"]) <= peers.CURVE_POINTS + 2 and thin["seconds"][::len(thin["seconds"]) - 1] == [0, 4999]
+    assert thin["rel_error"] == [4999 - t for t in thin["seconds"]]
     assert case["roofline"] == roofline[0][len("- "):]
 
 
