@@ -4,12 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench gpu-check gpu-wheels clean
+.PHONY: demo test lint docs notebooks bench gpu-check gpu-wheels clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,notebooks,lint]"
+	$(BIN)/python -m pip install --quiet -e ".[test,notebooks,lint,docs]"
 	# compile the Numba kernels into their cache now (about 30 s on 2 cores), not in the first fit
 	$(BIN)/python -c "from nmfsched.kernels.cpu import compile_kernels; compile_kernels()"
 	touch $(STAMP)
@@ -22,6 +22,16 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# the documentation site into docs/_build/html, warnings as errors (open docs/_build/html/index.html)
+docs: $(STAMP)
+	rm -rf docs/generated docs/_generated
+	$(BIN)/python -m sphinx -W --keep-going -q -E -b html docs docs/_build/html
+
+# execute every notebook in place, full size, and stamp it with its code (tests/test_docs.py
+# checks the stamp: the docs show these stored outputs)
+notebooks: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python docs/_ext/refresh_notebooks.py notebooks/*.ipynb
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/core_vs_sklearn.py
@@ -40,4 +50,4 @@ gpu-wheels:
 		--implementation cp --platform manylinux2014_x86_64 -d .whl torchnmf==0.3.5
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis gpu-check-out
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis gpu-check-out docs/_build docs/generated docs/_generated

@@ -66,7 +66,7 @@ class SchedulerProtocol(Protocol):
     its stability cap.
     """
 
-    lr: float  #: the current proposal: the rate for the next epoch
+    lr: float  #: The current proposal: the rate for the next epoch.
 
     def reset(self, lr0: float, total_epochs: int | None = None) -> None:
         """Start a run from ``lr0``; ``total_epochs`` is its epoch budget (None: unknown)."""

@@ -218,7 +218,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     n_iter_ : int
         Epochs run (accumulates over ``partial_fit`` calls).
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Defined only when ``X`` has string feature names.
     history_ : dict of ndarray
         One entry per epoch: "epoch"; "seconds" (since fit started); "loss"

@@ -41,9 +41,6 @@ class GreedyLR(Scheduler):
     patience : int, default=0
         ``num_good``/``num_bad`` must exceed it before the rate changes (0: act at once).
 
-    The defaults of ``factor`` and ``patience`` were chosen on the whole suite of
-    ``benchmarks/schedulers.py`` (12 settings of factor, patience, smoothing, cooldown and
-    warmup; never per problem): 0.5/0 matched or beat the baselines most often.
     smooth : bool, default=True
         Compare the rolling mean of the last ``window`` losses instead of the raw loss.
     window : int, default=3
@@ -69,6 +66,12 @@ class GreedyLR(Scheduler):
     reset_after : int, default=0
         After this many epochs, return once to the initial rate (0: never). The
         published version calls it ``reset``, which is this protocol's method name.
+
+    Notes
+    -----
+    The defaults of ``factor`` and ``patience`` were chosen on the whole suite of
+    ``benchmarks/schedulers.py`` (12 settings of factor, patience, smoothing, cooldown and
+    warmup; never per problem): 0.5/0 matched or beat the baselines most often.
     """
 
     def __init__(
