@@ -2,8 +2,9 @@
 
 They live here, below the loop and the schedulers that both use them: :class:`Observation`
 is what the loop reports after every epoch, :class:`SchedulerProtocol` everything the loop and
-the estimator rely on, and :class:`MinibatchSearch` the one optional extension (a scheduler
-that picks each minibatch's rate itself). :mod:`nmfsched.schedulers` re-exports all three.
+the estimator rely on, and two optional extensions: :class:`MinibatchSearch` (a scheduler that
+picks each minibatch's rate itself) and :class:`BatchPolicy` (one that shapes the batch growth,
+told of it by a :class:`BatchProposal`). :mod:`nmfsched.schedulers` re-exports all five.
 """
 
 import math
@@ -41,6 +42,8 @@ class Observation:
     rejected : bool
         The guard undid the epoch (it ended above the loss the run started from);
         ``loss`` is then the restored one.
+    batch_size : int
+        Rows per minibatch during the epoch (0 where not reported).
     """
 
     epoch: int
@@ -53,6 +56,7 @@ class Observation:
     noise_sq: float = math.nan
     seconds: float = math.nan
     rejected: bool = False
+    batch_size: int = 0
 
 
 @runtime_checkable
@@ -94,3 +98,46 @@ class MinibatchSearch(Protocol):
 
     def search_step(self, trial: Callable[[float], tuple[float, float]], cap: float, n_batches: int) -> float:
         """The rate for one minibatch, in ``[0, cap]``."""
+
+
+@dataclass(frozen=True)
+class BatchProposal:
+    """The batch growth the solver proposes after an epoch (see :class:`BatchPolicy`).
+
+    Attributes
+    ----------
+    epoch : int
+        Epochs completed.
+    batch_size : int
+        Rows per minibatch during the epoch just run.
+    proposed : int
+        The rows the solver's rule picks for the next epoch (the norm test, the twofold
+        floor below 8 192 rows, one batch where it pays): from ``batch_size`` to ``n_samples``.
+    n_samples : int
+        Rows of ``X``: a batch of this many is one batch of every row (no gradient noise).
+    grad_sq, noise_sq : float
+        The epoch's squared mean gradient of ``H`` and its minibatch variance at ``batch_size``.
+    """
+
+    epoch: int
+    batch_size: int
+    proposed: int
+    n_samples: int
+    grad_sq: float = math.nan
+    noise_sq: float = math.nan
+
+
+@runtime_checkable
+class BatchPolicy(Protocol):
+    """A scheduler that also shapes the batch growth (the solver detects this method).
+
+    With ``grow_batch=True``, after every epoch that did not already use every row, the
+    solver calls ``next_batch_size(proposal)`` and runs the next epoch on that many rows per
+    minibatch (the rows split into batches that differ by at most one). The stability bound
+    of the next epoch is computed for the size chosen, so the guard stays in force whatever
+    the policy picks.
+    """
+
+    def next_batch_size(self, proposal: BatchProposal) -> int:
+        """Return the rows per minibatch of the next epoch: an int from ``proposal.batch_size``
+        (the batch never shrinks) to ``proposal.n_samples``."""

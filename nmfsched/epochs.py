@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import objective
-from .contracts import MinibatchSearch, Observation
+from .contracts import BatchPolicy, MinibatchSearch, Observation
 from .theory import lr_upper_bound
 
 
@@ -54,6 +54,7 @@ class EpochRecord:
             noise_sq=self.noise_sq,
             seconds=self.seconds,
             rejected=self.rejected,
+            batch_size=self.batch_size,
         )
 
 
@@ -153,7 +154,8 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
        rejects it (it ended above ``start_loss``);
     2. with ``grow_batch``, grows the batch where its gradient noise exceeded its signal
        (small batches at least twofold; :meth:`~nmfsched.solver.StochasticSolver.grow_batch`),
-       and sets the bound of the next (:func:`_next_bound`);
+       or as a scheduler that is a :class:`~nmfsched.contracts.BatchPolicy` decides, and sets
+       the bound of the next (:func:`_next_bound`);
     3. is recorded, and the scheduler told, from one :class:`EpochRecord`;
     4. stops the run if a rule says so;
     5. is handed to ``on_epoch(record, reason)`` when given (``reason`` None unless the run
@@ -172,6 +174,7 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
     """
     t_start = time.perf_counter() if t_start is None else t_start
     search = scheduler if isinstance(scheduler, MinibatchSearch) else None
+    batch_policy = scheduler if isinstance(scheduler, BatchPolicy) else None
     proposed = scheduler.lr
     previous_loss = start_loss if current_loss is None else current_loss  # the iterate's loss
     last_epoch = len(history) + stopping.max_epochs
@@ -183,7 +186,7 @@ def run_epochs(solver, scheduler, guard, history, *, start_loss, stopping, t_sta
         seconds = time.perf_counter() - t_start
         previous_loss = loss
         bound_in_force, batch_size = guard.bound, solver.batch_size
-        guard.bound = _next_bound(solver, grad_sq, noise_sq, lipschitz, grow_batch)
+        guard.bound = _next_bound(solver, grad_sq, noise_sq, lipschitz, grow_batch, batch_policy, epoch)
         record = _record(solver, epoch, seconds, loss, report, proposed, bound_in_force, grad_sq, noise_sq,
                          batch_size, rejected, guard.bound)
         history.append(record)
@@ -225,15 +228,16 @@ def _record(solver, epoch, seconds, loss, report, proposed, bound_in_force, grad
     )
 
 
-def _next_bound(solver, grad_sq, noise_sq, lipschitz, grow_batch):
-    """The bound for the next epoch, after growing the batch where ``grow_batch`` says so.
+def _next_bound(solver, grad_sq, noise_sq, lipschitz, grow_batch, batch_policy=None, epoch=0):
+    """The bound for the next epoch, after growing the batch where ``grow_batch`` says so
+    (as the scheduler says, for a :class:`~nmfsched.contracts.BatchPolicy`).
 
     The noise is the measured one rescaled to the batch size in force
     (:meth:`~nmfsched.solver.StochasticSolver.grow_batch`); one batch of all rows has none,
     whatever rounding left in the measured spread, so its bound is the deterministic limit
     2 wherever the gradient is not 0 (theory/README.md, Proposition 3).
     """
-    next_noise_sq = solver.grow_batch(grad_sq, noise_sq, lipschitz) if grow_batch else noise_sq
+    next_noise_sq = solver.grow_batch(grad_sq, noise_sq, lipschitz, batch_policy, epoch) if grow_batch else noise_sq
     if solver.full_batch:
         next_noise_sq = np.zeros_like(next_noise_sq)
     return lr_upper_bound(grad_sq, next_noise_sq, lipschitz)

@@ -29,11 +29,13 @@ The solver calls backend primitives only; the ``k x k`` algebra is NumPy on the 
 """
 
 import math
+from numbers import Integral
 from typing import NamedTuple
 
 import numpy as np
 
 from . import objective, observed
+from .contracts import BatchProposal
 from .gradient_statistics import GradientStatistics
 from .row_stores import InMemoryRows, ObservedRows, even_batch_size, even_batch_size_at_most
 from .searched_step import SearchedHStep
@@ -85,6 +87,18 @@ ONE_BATCH_GAIN = 10.0
 #: Per-batch cost of the Python loop and kernel dispatch on the CPU, in flops; a backend may
 #: declare its own (``batch_overhead_flops``).
 BATCH_OVERHEAD_FLOPS = 1e6
+
+
+def _policy_batch_size(policy, proposal):
+    """``policy.next_batch_size(proposal)``, checked: an int from the batch in force to every row."""
+    size = policy.next_batch_size(proposal)
+    if isinstance(size, bool) or not isinstance(size, Integral) or not proposal.batch_size <= size <= proposal.n_samples:
+        raise ValueError(
+            f"{type(policy).__name__}.next_batch_size returned {size!r} after epoch {proposal.epoch}; it must "
+            f"be an int from the batch in force ({proposal.batch_size} rows) to the number of rows "
+            f"({proposal.n_samples})."
+        )
+    return int(size)
 
 
 def resolve_batch_size(batch_size, n_samples, n_features, n_components, nnz, w_sweeps,
@@ -235,14 +249,15 @@ class StochasticSolver:
         """The selections of one epoch's minibatches in a fresh random order (see the row store)."""
         return self.rows.minibatches(self.batch_size, self.rng)
 
-    def grow_batch(self, grad_sq, noise_sq, lipschitz):
+    def grow_batch(self, grad_sq, noise_sq, lipschitz, policy=None, epoch=0):
         """Raise the batch size to where the noise is predicted not to exceed the gradient,
         and at least :data:`MIN_BATCH_GROWTH` times over below :data:`PRECISE_BATCH_ROWS`
         (from there, to every row once :func:`~nmfsched.theory.one_batch_pays`).
 
         Uses :func:`nmfsched.theory.batch_size_for_noise` on the last pass's statistics.
-        Returns the noise predicted at the batch size now in force, for the next epoch's
-        bound.
+        A ``policy`` (:class:`~nmfsched.contracts.BatchPolicy`) is shown that proposal for
+        ``epoch`` and picks the size instead. Returns the noise predicted at the batch size
+        now in force, for the next epoch's bound.
         """
         n, b = self.n_samples, self.batch_size
         if b >= n:
@@ -253,7 +268,13 @@ class StochasticSolver:
             wanted = n
         else:
             wanted = max(batch_size_for_noise(grad_sq, noise_sq, lipschitz, b, n, PRECISE_NOISE_RATIO), b)
-        wanted = even_batch_size(n, max(1, n // min(n, wanted)))  # at least that many rows
+        wanted = min(n, int(wanted))
+        if policy is not None:
+            wanted = _policy_batch_size(policy, BatchProposal(
+                epoch, b, wanted, n, float(np.sum(grad_sq)), float(np.sum(noise_sq))))
+            if wanted == b:  # held: the batches stay as they are (re-splitting could add a row)
+                return noise_at_batch_size(noise_sq, b, b, n)
+        wanted = even_batch_size(n, max(1, n // wanted))  # at least that many rows
         self.batch_size = wanted
         self.rows.resize(wanted)
         return noise_at_batch_size(noise_sq, b, wanted, n)

@@ -65,6 +65,8 @@ def test_examples_run_and_say_what_they_show(examples):
     hidden, truth, completed = examples["hidden"], examples["truth"], examples["completed"]
     assert np.linalg.norm((completed - truth)[hidden]) <= 1e-3 * np.linalg.norm(truth[hidden])
     assert examples["model"].components_.shape == (16, 64)  # the Dask fit, last
+    held = examples["held"].history_["batch_size"]  # a scheduler shaping the batch growth
+    assert held[0] == held[1] == held[2] < held[3]
 
 
 def test_home_page_example_runs():

@@ -5,7 +5,7 @@
 """
 
 from . import constant, decay, greedy, hypergradient, line_search, plateau, rl, step, warmup  # noqa: F401  (registers them)
-from .base import MinibatchSearch, Observation, Scheduler, SchedulerProtocol
+from .base import BatchPolicy, BatchProposal, MinibatchSearch, Observation, Scheduler, SchedulerProtocol
 from .constant import ConstantScheduler
 from .decay import CosineScheduler, ExponentialScheduler, LinearScheduler, MultiStepScheduler
 from .greedy import GreedyLR
@@ -18,6 +18,8 @@ from .step import StepScheduler
 from .warmup import WarmupScheduler
 
 __all__ = [
+    "BatchPolicy",
+    "BatchProposal",
     "MinibatchSearch",
     "Observation",
     "Scheduler",

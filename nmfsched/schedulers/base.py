@@ -1,7 +1,8 @@
 """:class:`Scheduler`, the base class of the built-in schedulers.
 
 It implements the loop's scheduler protocol (:mod:`nmfsched.contracts`, re-exported here:
-:class:`Observation`, :class:`SchedulerProtocol`, :class:`MinibatchSearch`) and
+:class:`Observation`, :class:`SchedulerProtocol`, :class:`MinibatchSearch`,
+:class:`BatchPolicy`, :class:`BatchProposal`) and
 scikit-learn's parameter protocol (``get_params``/``set_params``), so that ``clone``,
 ``GridSearchCV`` and pipelines work with scheduler instances.
 """
@@ -11,9 +12,9 @@ import inspect
 import math
 from numbers import Integral
 
-from ..contracts import MinibatchSearch, Observation, SchedulerProtocol
+from ..contracts import BatchPolicy, BatchProposal, MinibatchSearch, Observation, SchedulerProtocol
 
-__all__ = ["MinibatchSearch", "Observation", "Scheduler", "SchedulerProtocol"]
+__all__ = ["BatchPolicy", "BatchProposal", "MinibatchSearch", "Observation", "Scheduler", "SchedulerProtocol"]
 
 
 class Scheduler:
