@@ -1,6 +1,5 @@
 """Sphinx configuration of nmfsched's documentation (``make docs``)."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -66,4 +65,3 @@ html_sidebars = {"index": [], "benchmarks": []}  # the wide tables get the page'
 
 def setup(app):
     app.connect("builder-inited", lambda app: benchmark_pages.write_pages(DOCS / "benchmarks", DOCS / "_generated"))
-    os.environ.setdefault("MPLBACKEND", "Agg")

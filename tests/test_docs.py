@@ -214,8 +214,9 @@ def test_toctrees_name_pages_that_exist():
 
 
 # -- the notebooks' stored outputs -------------------------------------------------------
-def _refresh_module():
-    spec = importlib.util.spec_from_file_location("refresh_notebooks", DOCS / "_ext" / "refresh_notebooks.py")
+def _docs_extension(name):
+    """A module of docs/_ext (not a package: Sphinx's conf.py puts the folder on the path)."""
+    spec = importlib.util.spec_from_file_location(name, DOCS / "_ext" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -231,7 +232,7 @@ def test_stored_notebook_outputs_come_from_its_current_code(path):
     import json
 
     nb = json.loads(path.read_text())
-    refresh = _refresh_module()
+    refresh = _docs_extension("refresh_notebooks")
     stamp = nb["metadata"].get(refresh.STAMP_KEY, {}).get("code_sha256")
     assert stamp == refresh.code_digest(nb), f"{path.name} changed after its outputs were made: run make notebooks"
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
@@ -239,20 +240,13 @@ def test_stored_notebook_outputs_come_from_its_current_code(path):
 
 
 # -- the benchmarks page -----------------------------------------------------------------
-def _benchmark_pages():
-    spec = importlib.util.spec_from_file_location("benchmark_pages", DOCS / "_ext" / "benchmark_pages.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmarks_page_is_generated_from_the_scripts_json(tmp_path):
     """Every (case, peer) of the committed peers.json is a row, the summary counts them as
     the script did, and the schedules table has a row per baseline with its provenance."""
     import json
 
     pytest.importorskip("matplotlib")
-    _benchmark_pages().write_pages(DOCS / "benchmarks", tmp_path)
+    _docs_extension("benchmark_pages").write_pages(DOCS / "benchmarks", tmp_path)
     peers = json.loads((DOCS / "benchmarks" / "peers.json").read_text())
     page = (tmp_path / "peers.md").read_text()
     assert page.startswith(f"Produced by `{peers['command']}` on {peers['date']}")
