@@ -3,11 +3,18 @@ its per-component definition."""
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from conftest import low_rank
 from sklearn.utils.extmath import randomized_svd
 
 from nmfsched import _init
-from nmfsched._init import gram_is_cheaper, initialize_factors, nndsvd_from_svd, randomized_svd_via_gram
+from nmfsched._init import (
+    gram_is_cheaper,
+    initialize_factors,
+    nndsvd_from_svd,
+    randomized_svd_sampled_rows,
+    randomized_svd_via_gram,
+)
 
 
 def rank_k_part(U, S, Vt):
@@ -160,3 +167,58 @@ def test_a_sampled_gram_gives_the_leading_subspace_of_a_tall_matrix():
     unsampled = randomized_svd_via_gram(X, k, 2, random_state=0)
     for a, b in zip(unsampled, randomized_svd_via_gram(X, k, 2, random_state=0, max_gram_rows=20000)):
         np.testing.assert_array_equal(a, b)
+
+
+def sparse_low_rank(n, m, k, seed, density=0.3, dtype=np.float64):
+    """A sparse non-negative rank-``k`` product of sparse factors, with noise on its non-zeros."""
+    rng = np.random.default_rng(seed)
+    X = (sp.random(n, k, density=density, random_state=rng) @ sp.random(k, m, density=density, random_state=rng)).tocsr()
+    X.data += 0.05 * X.data.mean() * rng.random(X.nnz)
+    return X.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sampled_rows_svd_of_a_sparse_matrix_finds_its_leading_subspace(dtype):
+    """The row space from a quarter of the rows, then one pass over all of them: the triplets
+    are exact for the projection onto that space (``U`` orthonormal, ``X V`` = ``U S``), and
+    the singular values, the subspace and the rank-``k`` error are those of the exact SVD."""
+    X = sparse_low_rank(6000, 300, 6, seed=1, dtype=dtype)
+    k = 6
+    U, S, Vt = randomized_svd_sampled_rows(X, k, 2, random_state=0, sample_rows=1500)
+    assert U.shape == (6000, k) and S.shape == (k,) and Vt.shape == (k, 300)
+    assert U.dtype == S.dtype == Vt.dtype == np.float64
+    Xd = X.toarray().astype(np.float64)
+    tol = 1e-9 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(U.T @ U, np.eye(k), atol=tol)
+    np.testing.assert_allclose(Vt @ Vt.T, np.eye(k), atol=tol)
+    np.testing.assert_allclose(Xd @ Vt.T, U * S, atol=tol * S[0])
+    _, S_exact, Vt_exact = np.linalg.svd(Xd, full_matrices=False)
+    np.testing.assert_allclose(S, S_exact[:k], rtol=1e-3)
+    assert np.linalg.svd(Vt @ Vt_exact[:k].T, compute_uv=False).min() > 0.999
+    error = np.linalg.norm(Xd - rank_k_part(U, S, Vt))
+    full = np.linalg.norm(Xd - rank_k_part(*randomized_svd(Xd, k, random_state=0)))
+    assert error < 1.01 * full
+
+
+def test_sampled_rows_svd_pads_a_rank_short_matrix_with_zero_triplets():
+    X = sp.csr_matrix(np.outer(np.arange(1.0, 401.0), np.ones(30)))  # rank 1
+    U, S, Vt = randomized_svd_sampled_rows(X, 4, 2, random_state=0, sample_rows=100)
+    assert S[0] > 0 and np.all(S[1:] == 0) and np.all(U[:, 1:] == 0) and np.all(Vt[1:] == 0)
+    np.testing.assert_allclose(rank_k_part(U, S, Vt), X.toarray(), rtol=1e-12)
+
+
+def test_a_tall_sparse_matrix_starts_from_sampled_rows(monkeypatch):
+    """Past :data:`INIT_GRAM_MAX_ROWS` rows a sparse ``X``'s start samples its rows; below it the
+    start is scikit-learn's randomized SVD as before."""
+    calls = []
+    monkeypatch.setattr(_init, "INIT_GRAM_MAX_ROWS", 1000)
+    monkeypatch.setattr(_init, "randomized_svd", lambda *a, **kw: calls.append("sklearn") or randomized_svd(*a, **kw))
+    monkeypatch.setattr(
+        _init, "randomized_svd_sampled_rows",
+        lambda *a, **kw: calls.append("sampled") or randomized_svd_sampled_rows(*a, **kw),
+    )
+    for n in (1000, 3000):
+        W, H = initialize_factors(sparse_low_rank(n, 200, 4, seed=2), 4, "nndsvdar", np.random.default_rng(0), np.float64)
+        assert W.shape == (n, 4) and H.shape == (4, 200) and (W >= 0).all() and (H >= 0).all()
+        assert np.isfinite(W).all() and np.isfinite(H).all() and W.any() and H.any()
+    assert calls == ["sklearn", "sampled"]
