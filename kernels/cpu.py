@@ -900,29 +900,51 @@ def dot_in_float64(a, b):  # pragma: no cover - compiled
     return partial.sum()
 
 
-#: Interleaved lanes of :func:`count_entry_kinds`' screen (as :data:`_DOT_LANES`: one
+#: Interleaved lanes of :func:`scan_entries`' screen (as :data:`_DOT_LANES`: one
 #: running value per task leaves the scan waiting on each add).
 _SCREEN_LANES = 16
 
 
 def _scan_signatures(f):
     """Writable and read-only (a memory-mapped file's) 1-D arrays of ``f``."""
-    return [nb.int64[::1](f[::1]), nb.int64[::1](nb.types.Array(f, 1, "C", readonly=True))]
+    result = nb.types.Tuple((nb.int64[::1], nb.float64))
+    return [result(f[::1]), result(nb.types.Array(f, 1, "C", readonly=True))]
+
+
+#: Interleaved lanes of :func:`_largest_in`: with 8 or 16 LLVM left the loop scalar (3-4x
+#: slower), with 32 it vectorises.
+_MAX_LANES = 32
+
+
+@nb.njit(**JIT_OPTIONS)  # typed by its caller, scan_entries
+def _largest_in(values, start, stop):  # pragma: no cover - compiled
+    """The largest of ``values[start:stop]`` (none NaN) and 0, in :data:`_MAX_LANES` lanes. A
+    loop of its own: taken in the screen's loop, the maximum kept that loop scalar."""
+    tops = np.zeros(_MAX_LANES, dtype=values.dtype)
+    whole = start + (stop - start) // _MAX_LANES * _MAX_LANES
+    for i in range(start, whole, _MAX_LANES):
+        for j in range(_MAX_LANES):
+            tops[j] = max(tops[j], values[i + j])
+    for i in range(whole, stop):
+        tops[0] = max(tops[0], values[i])
+    return tops.max()
 
 
 @_per_dtype(_scan_signatures, PARALLEL_JIT_OPTIONS)
-def count_entry_kinds(values):  # pragma: no cover - compiled
-    """``[NaN, infinite, negative]`` entry counts of ``values`` in one pass, :data:`_DOT_CHUNK`
-    entries per thread task.
+def scan_entries(values):  # pragma: no cover - compiled
+    """``([NaN, infinite, negative] counts, largest entry)`` of ``values`` in one pass,
+    :data:`_DOT_CHUNK` entries per thread task. The largest ignores NaN and is 0 where every
+    entry is NaN or below 0 (a validated ``X``'s scale; see :mod:`nmfsched.scaling`).
 
     Each task first screens its entries by summing ``v * 0 + (v - |v|)``: every term is
     ``+-0`` for a finite ``v >= 0`` (``-0.0`` included), negative for ``v < 0`` and NaN for
     a NaN or infinite ``v``, so the sum is 0 exactly when all are good; only a task whose
-    sum is not 0 counts its entries one by one. Input validation's scan: one pass instead of
-    two masked NumPy passes."""
+    sum is not 0 counts its entries (and takes its largest) one by one. Input validation's
+    scan, which also gives the data's scale: one pass instead of three NumPy passes."""
     n = values.shape[0]
     n_chunks = (n + _DOT_CHUNK - 1) // _DOT_CHUNK
     counts = np.zeros((n_chunks, 3), dtype=np.int64)
+    largest = np.zeros(n_chunks)
     zero = values.dtype.type(0)
     for c in nb.prange(n_chunks):
         start, stop = c * _DOT_CHUNK, min(n, (c + 1) * _DOT_CHUNK)
@@ -936,13 +958,17 @@ def count_entry_kinds(values):  # pragma: no cover - compiled
             v = values[i]
             lanes[0] += v * zero + (v - abs(v))
         if lanes.sum() == 0:
+            largest[c] = _largest_in(values, start, stop)
             continue
+        top = zero
         for i in range(start, stop):
             v = values[i]
             counts[c, 0] += v != v
             counts[c, 1] += abs(v) == np.inf
             counts[c, 2] += v < 0
-    return counts.sum(axis=0)
+            top = v if v > top else top  # NaN > top is false
+        largest[c] = top
+    return counts.sum(axis=0), largest.max() if n_chunks else 0.0
 
 
 def _dot64(a, b):

@@ -1,5 +1,7 @@
 """Input checks that say what is wrong and where, before anything reaches a kernel."""
 
+from typing import NamedTuple
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -42,13 +44,24 @@ def find_bad_entries(X, is_bad):
     return _first_bad_dense(np.asarray(X), is_bad)
 
 
-def _entry_kind_counts(X):
-    """``(NaN, infinite, negative)`` counts of a dense host ``X`` in one compiled pass, or None
-    where the kernel does not take ``X`` (not a C-contiguous float32/float64 ndarray)."""
-    if not (isinstance(X, np.ndarray) and X.dtype in (np.float32, np.float64) and X.flags.c_contiguous):
+class EntryScan(NamedTuple):
+    """What the validation's one pass over ``X``'s entries found (see :func:`check_finite_nonnegative`)."""
+
+    nan: int  #: NaN entries
+    infinite: int  #: infinite entries
+    negative: int  #: negative entries (-inf included)
+    largest: float  #: the largest entry, NaN ignored (0 where none is above 0)
+
+
+def scan_entries(X):
+    """The :class:`EntryScan` of a host ``X`` in one compiled pass: a dense C-contiguous
+    float32/float64 ndarray, or a CSR matrix's stored entries; None for any other ``X``
+    (the kernel does not take it)."""
+    values = X.data if sp.issparse(X) and X.format == "csr" else X
+    if not (isinstance(values, np.ndarray) and values.dtype in (np.float32, np.float64) and values.flags.c_contiguous):
         return None
-    nan, inf, negative = cpu_kernels.count_entry_kinds(X.reshape(-1))
-    return int(nan), int(inf), int(negative)
+    (nan, inf, negative), largest = cpu_kernels.scan_entries(values.reshape(-1))
+    return EntryScan(int(nan), int(inf), int(negative), float(largest))
 
 
 def is_dask_array(X):
@@ -78,12 +91,16 @@ def check_finite_nonnegative(X, name="X", who="NMF", missing="error"):
         The estimator or function whose input this is.
     missing : {"error", "nan", "unstored"}, default="error"
         The estimator's ``missing`` parameter.
+
+    Returns
+    -------
+    scan : EntryScan or None
+        The counts and the largest entry where the one-pass scan took ``X``
+        (:func:`scan_entries`), so a caller need not read ``X`` again for them.
     """
-    counts = _entry_kind_counts(X)
-    if counts is not None:
-        nan, inf, negative = counts
-        if (nan if missing == "error" else 0) + inf + negative == 0:
-            return  # the common case in one pass; a bad entry is located by the scans below
+    scan = scan_entries(X)
+    if scan is not None and (scan.nan if missing == "error" else 0) + scan.infinite + scan.negative == 0:
+        return scan  # the common case in one pass; a bad entry is located by the scans below
     if missing == "error":
         count, first = find_bad_entries(X, lambda a: ~np.isfinite(a))
         if count:
@@ -95,6 +112,7 @@ def check_finite_nonnegative(X, name="X", who="NMF", missing="error"):
     count, first = find_bad_entries(X, lambda a: a < 0)  # NaN < 0 is false
     if count:
         raise ValueError(negative_message(name, who, count, first))
+    return scan
 
 
 def check_device_X(X, who, missing="error"):
@@ -191,7 +209,7 @@ def check_factor(A, expected_shape, name, who, dtype):
     return A
 
 
-def validate_input(estimator, X, *, reset, backend, missing="error"):
+def validate_input(estimator, X, *, reset, backend, missing="error", return_scan=False):
     """``X`` checked for ``estimator`` (``fit`` when ``reset``, else ``transform``), ready for a run.
 
     Host input goes through scikit-learn's ``validate_data`` (float64 or float32, CSR for
@@ -200,7 +218,9 @@ def validate_input(estimator, X, *, reset, backend, missing="error"):
     Dask array is checked for shape and dtype only (its entries by the fit's first pass, so it
     is never read twice or gathered). ``backend`` is the estimator's parameter: device input
     needs "gpu" or "auto", Dask input "cpu" or "auto". ``missing`` other than "error" lets NaN
-    through (a missing entry; see :func:`nmfsched.observed.observed_entries`).
+    through (a missing entry; see :func:`nmfsched.observed.observed_entries`). With
+    ``return_scan``, returns ``(X, scan)``: the :class:`EntryScan` of host input (its counts
+    and largest entry, so the fit need not read ``X`` again for them), None for other input.
     """
     from sklearn.utils.validation import validate_data
 
@@ -214,8 +234,8 @@ def validate_input(estimator, X, *, reset, backend, missing="error"):
                           ensure_all_finite=False)
         if sp.issparse(X):
             X = X.tocsr()  # one conversion; the kernels and the checks read CSR
-        check_finite_nonnegative(X, name="X", who=who, missing=missing)
-        return X
+        scan = check_finite_nonnegative(X, name="X", who=who, missing=missing)
+        return (X, scan) if return_scan else X
     if reset:
         estimator.n_features_in_ = int(X.shape[1])
         if hasattr(estimator, "feature_names_in_"):
@@ -224,7 +244,7 @@ def validate_input(estimator, X, *, reset, backend, missing="error"):
         raise ValueError(
             f"X has {X.shape[1]} features, but {who} is expecting {estimator.n_features_in_} features as input."
         )
-    return X
+    return (X, None) if return_scan else X
 
 
 def _device_input(X, backend, who, missing):

@@ -356,13 +356,16 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return tags
 
     def _check_X(self, X, *, reset):
-        return validate_input(self, X, reset=reset, backend=self.backend, missing=self.missing)
+        """``X`` validated, and its :class:`~nmfsched._validation.EntryScan` (None for device or Dask input)."""
+        return validate_input(self, X, reset=reset, backend=self.backend, missing=self.missing, return_scan=True)
 
-    def _observed(self, X, backend):
-        """The observed entries of a validated ``X`` (CSR, on ``X``'s side), or None when none is missing."""
+    def _observed(self, X, backend, scan=None):
+        """The observed entries of a validated ``X`` (CSR, on ``X``'s side), or None when none is
+        missing; ``scan`` is ``X``'s from the validation."""
         if self.missing == "error" or is_dask_array(X):
             return None
-        return observed.observed_entries(X, self.missing, type(self).__name__, observed.sparse_module(backend))
+        return observed.observed_entries(X, self.missing, type(self).__name__, observed.sparse_module(backend),
+                                         n_nan=None if scan is None else scan.nan)
 
     def _warn_unobserved(self, X_observed, W=None, H=None):
         """Warn about rows (and columns) without an observed entry and set their ``W`` rows (``H``
@@ -504,17 +507,17 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         t_start = time.perf_counter()
         self._validate_params()
         self._warn_if_deprecated()
-        X = self._check_X(X, reset=True)
+        X, scan = self._check_X(X, reset=True)
         if is_dask_array(X):
             return self._fit_transform_dask(X, W, H, t_start)
         timings = {"validate": time.perf_counter() - t_start}
         clock = _PhaseClock(timings)
         backend = self._get_backend(X)
         clock.lap("backend")
-        scale = DataScale.of(largest_entry(X))  # data far from 1 in magnitude is fitted scaled: exactly
+        scale = DataScale.of(largest_entry(X, scan))  # data far from 1 in magnitude is fitted scaled: exactly
         settings = self._run_settings(data_scale=scale.s)
         X, W, H = scale.data(X), scale.factors_in(W), scale.factors_in(H)
-        X_observed = self._observed(X, backend)
+        X_observed = self._observed(X, backend, scan)
         masked = X_observed is not None
         with backend.compute_context():
             Xd = backend.to_device(X if X_observed is None else X_observed)
@@ -603,12 +606,12 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 "partial_fit takes in-memory chunks; fit a Dask array with fit or fit_transform, which "
                 "run its chunks as minibatches on dask.distributed (or pass X.blocks[i].compute() here)."
             )
-        X = self._check_X(X, reset=first)
+        X, scan = self._check_X(X, reset=first)
         backend = self._get_backend(X)
         # the first chunk sets the scale (see nmfsched.scaling); later chunks are fitted at it
-        scale = DataScale.of(largest_entry(X)) if first else getattr(self, "_scale", NO_SCALE)
+        scale = DataScale.of(largest_entry(X, scan)) if first else getattr(self, "_scale", NO_SCALE)
         X = scale.data(X)
-        X_observed = self._observed(X, backend)
+        X_observed = self._observed(X, backend, scan)
         # one epoch a call: no stopping rule but an exact fit, no extrapolation across chunks
         settings = self._run_settings(extrapolate=False, tol=0.0, max_time=None, data_scale=scale.s)
         with backend.compute_context():
@@ -647,7 +650,7 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         W : ndarray of shape (n_samples, n_components)
         """
         check_is_fitted(self)
-        X = self._check_X(X, reset=False)
+        X, scan = self._check_X(X, reset=False)
         H = self.components_.astype(X.dtype, copy=False)
         if is_dask_array(X):  # lazy: each block scales itself (its rows are solved on their own)
             from .distributed import transform
@@ -656,10 +659,10 @@ class StochasticNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             return transform(X, H, self.transform_max_sweeps, self.transform_tol, type(self).__name__, penalty,
                              self.missing)
         backend = self._get_backend(X)
-        scale = DataScale.of(largest_entry(X))  # the rows' own scale (see nmfsched.scaling)
+        scale = DataScale.of(largest_entry(X, scan))  # the rows' own scale (see nmfsched.scaling)
         X, H = scale.data(X), scale.factors_in(H)
         penalty = self._run_settings(data_scale=scale.s).penalty(*X.shape)  # W's weights scale with n_features only
-        X_observed = self._observed(X, backend)
+        X_observed = self._observed(X, backend, scan)
         with backend.compute_context():
             if X_observed is not None:
                 self._warn_unobserved(X_observed)

@@ -238,7 +238,7 @@ def has_nan(X):
         return bool(xp.isnan(xp.sum(X)))
 
 
-def observed_entries(X, missing, who, sparse=scipy.sparse):
+def observed_entries(X, missing, who, sparse=scipy.sparse, n_nan=None):
     """The observed entries of a validated ``X`` as a CSR matrix, or None when every entry is observed.
 
     ``X`` is a NumPy/CuPy array or a SciPy/cupyx CSR matrix whose entries are finite or NaN
@@ -247,6 +247,8 @@ def observed_entries(X, missing, who, sparse=scipy.sparse):
     stored entries are its observed ones, NaN among them excluded; a dense ``X`` as "nan"),
     "error" (never called: NaN was refused). Observed entries must be non-negative. ``sparse``
     is the sparse module of ``X``'s arrays (``cupyx.scipy.sparse`` for CuPy input).
+    ``n_nan``, where the validation counted them, is the number of NaN entries of ``X`` (stored
+    ones if sparse); then ``X`` is not read again to find whether it has any.
 
     Raises
     ------
@@ -257,11 +259,11 @@ def observed_entries(X, missing, who, sparse=scipy.sparse):
     is_sparse = hasattr(X, "tocsr")
     xp = array_namespace(X.data if is_sparse else X)
     if is_sparse and missing == "nan":
-        n_nan = int(xp.isnan(X.data).sum())
+        n_nan = int(xp.isnan(X.data).sum()) if n_nan is None else n_nan
         if not n_nan:
             return None
         raise ValueError(stored_nan_message(n_nan))
-    if not is_sparse and not has_nan(X):
+    if not is_sparse and not (has_nan(X) if n_nan is None else n_nan):
         return None
     observed = observed_matrix(X, sparse)
     if observed.data.shape[0] == 0:

@@ -120,9 +120,12 @@ def _times(X, factor):
     return X * X.dtype.type(factor) if X.dtype.kind == "f" else X * factor
 
 
-def largest_entry(X):
+def largest_entry(X, scan=None):
     """The largest observed entry of a validated ``X`` (entries >= 0; NaN ignored; 0 for none):
-    dense, sparse or CuPy. One pass, no copy."""
+    dense, sparse or CuPy. One pass, no copy; none where ``scan``, the validation's
+    :class:`~nmfsched._validation.EntryScan` of ``X``, has it."""
+    if scan is not None:
+        return scan.largest
     values = X.data if hasattr(X, "tocsr") else X
     if values.size == 0:
         return 0.0

@@ -233,30 +233,46 @@ def test_inner_accumulates_float32_in_float64(rng, n):
     assert np.isnan(be.inner(a, b))
 
 
+def numpy_scan(values):
+    """The oracle of :func:`cpu.scan_entries`: NumPy's masks, and the largest non-NaN entry floored at 0."""
+    counts = [np.isnan(values).sum(), np.isinf(values).sum(), (values < 0).sum()]
+    finite = values[~np.isnan(values)]
+    return counts, max(0.0, float(finite.max())) if finite.size else 0.0
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [1, cpu._DOT_CHUNK, 3 * cpu._DOT_CHUNK + 5])
-def test_count_entry_kinds_matches_numpy(rng, dtype, n):
-    """NaN, infinite and negative counts as NumPy's masks give them; -0.0 is not negative,
-    -inf is both infinite and negative."""
-    values = rng.random(n).astype(dtype)
-    bad = rng.choice(n, size=min(n, 7), replace=False)
+@pytest.mark.parametrize("n", [0, 1, 17, cpu._DOT_CHUNK, 3 * cpu._DOT_CHUNK + 5])
+@pytest.mark.parametrize("n_bad", [0, 7])
+def test_scan_entries_matches_numpy(rng, dtype, n, n_bad):
+    """NaN, infinite and negative counts as NumPy's masks give them (-0.0 is not negative,
+    -inf is both infinite and negative), and the largest entry as NaN-ignoring max."""
+    values = (rng.random(n) * 10).astype(dtype)
+    bad = rng.choice(n, size=min(n, n_bad), replace=False)
     values[bad] = np.array([np.nan, np.inf, -np.inf, -1.0, -0.0, np.nan, -2.5], dtype=dtype)[: bad.size]
-    expected = [np.isnan(values).sum(), np.isinf(values).sum(), (values < 0).sum()]
-    np.testing.assert_array_equal(cpu.count_entry_kinds(values), expected)
-    values.flags.writeable = False  # as a memory-mapped .npy opened read-only
-    np.testing.assert_array_equal(cpu.count_entry_kinds(values), expected)
+    expected_counts, expected_largest = numpy_scan(values)
+    for _ in range(2):
+        counts, largest = cpu.scan_entries(values)
+        np.testing.assert_array_equal(counts, expected_counts)
+        assert largest == expected_largest
+        values.flags.writeable = False  # as a memory-mapped .npy opened read-only
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_count_entry_kinds_screen_edges(dtype):
+def test_scan_entries_screen_edges(dtype):
     """The screen's sum is 0 for zeros of either sign and not 0 for the smallest negative
-    subnormal, or for negatives large enough to overflow it."""
+    subnormal, or for negatives large enough to overflow it; the largest entry is found in a
+    clean task and beside a NaN in a flagged one, and is 0 where all are NaN or negative."""
     tiny, huge = np.finfo(dtype).smallest_subnormal, np.finfo(dtype).max
-    cases = {(-0.0, 0.0): [0, 0, 0], (0.0, -tiny): [0, 0, 1], (-huge, -huge): [0, 0, 2], (np.inf, -huge): [0, 1, 1]}
-    for entries, expected in cases.items():
+    cases = {(-0.0, 0.0): ([0, 0, 0], 0.0), (0.0, -tiny): ([0, 0, 1], 0.0), (-huge, -huge): ([0, 0, 2], 0.0),
+             (np.inf, -huge): ([0, 1, 1], np.inf), (np.nan, 3.0): ([1, 0, 0], 3.0), (huge, 1.0): ([0, 0, 0], huge)}
+    for entries, (expected_counts, expected_largest) in cases.items():
         values = np.zeros(2 * cpu._DOT_CHUNK + 1, dtype=dtype)
         values[-len(entries):] = entries
-        np.testing.assert_array_equal(cpu.count_entry_kinds(values), expected, err_msg=str(entries))
+        counts, largest = cpu.scan_entries(values)
+        np.testing.assert_array_equal(counts, expected_counts, err_msg=str(entries))
+        assert largest == float(dtype(expected_largest)), entries
+    counts, largest = cpu.scan_entries(np.full(5, np.nan, dtype=dtype))
+    assert list(counts) == [5, 0, 0] and largest == 0.0
 
 
 def test_backend_accepts_mixed_index_dtypes():

@@ -52,6 +52,37 @@ def test_large_dense_input_is_scanned_in_chunks_without_missing_entries(monkeypa
         check_finite_nonnegative(X)
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("missing", ["error", "nan"])
+def test_the_validation_scan_gives_the_counts_and_scale_once(monkeypatch, sparse, missing):
+    """The one-pass scan of host input (dense or CSR) returns its counts and largest entry, and
+    the fit takes the data's scale and the NaN check from it instead of reading ``X`` again."""
+    import nmfsched.observed
+    import nmfsched.scaling
+
+    X = np.random.default_rng(0).random((40, 6)) * 3e5  # outside the scaling's safe range
+    X[X < 1e5] = 0
+    X = sp.csr_matrix(X) if sparse else X
+    scan = check_finite_nonnegative(X, missing=missing)
+    values = X.data if sparse else X
+    assert scan == (0, 0, 0, float(values.max()))
+    monkeypatch.setattr(nmfsched.scaling, "array_namespace", lambda a: pytest.fail("X was read again for its scale"))
+    monkeypatch.setattr(nmfsched.observed, "has_nan", lambda X: pytest.fail("X was read again for NaN"))
+    model = StochasticNMF(2, random_state=0, max_iter=3, tol=0, missing=missing).fit(X)
+    assert np.isfinite(model.components_).all() and model.reconstruction_err_ > 0
+    model.transform(X)
+    assert check_finite_nonnegative(X.tocsc() if sparse else np.asfortranarray(X)) is None  # not the kernel's layout
+
+
+def test_a_scan_of_entries_with_missing_ones_counts_them():
+    X = np.ones((4, 3))
+    X[1, 2] = X[3, 0] = np.nan
+    X[2, 1] = 7.0
+    assert check_finite_nonnegative(X, missing="nan") == (2, 0, 0, 7.0)
+    model = StochasticNMF(1, random_state=0, max_iter=2, tol=0).fit(X)  # missing='nan', the default
+    assert model.observed_fraction_ == pytest.approx(10 / 12)
+
+
 @pytest.mark.parametrize(
     "X,match",
     [
