@@ -81,9 +81,15 @@ PRECISE_BATCH_ROWS = 8192
 PRECISE_NOISE_RATIO = 4.0
 #: How many minibatch steps at the noise-optimal rate a one-batch epoch is worth (its three
 #: ``H`` sweeps, over-relaxed rate and extrapolation): a precise batch goes straight to one
-#: batch once :func:`~nmfsched.theory.one_batch_pays` says so. Calibrated on a million dense
-#: rows, between never switching and switching after the first epoch.
+#: batch once :func:`~nmfsched.theory.one_batch_pays` says so, per pass over ``X``. Calibrated
+#: on a million dense rows, between never switching and switching after the first epoch.
 ONE_BATCH_GAIN = 10.0
+#: Passes over ``X`` of a minibatch epoch (its two minibatch products and the refresh) and of
+#: a one-batch epoch (the refresh and the ``H`` step's product). The switch to one batch weighs
+#: the two epochs' decreases per pass: compared per epoch, it came after 73 epochs at a
+#: million dense rows, while a one-batch epoch took 0.64 of a minibatch epoch's time.
+MINIBATCH_EPOCH_PASSES = 3
+ONE_BATCH_EPOCH_PASSES = 2
 #: Per-batch cost of the Python loop and kernel dispatch on the CPU, in flops; a backend may
 #: declare its own (``batch_overhead_flops``).
 BATCH_OVERHEAD_FLOPS = 1e6
@@ -264,7 +270,8 @@ class StochasticSolver:
             return noise_at_batch_size(noise_sq, b, b, n)  # none
         if b < PRECISE_BATCH_ROWS:
             wanted = max(batch_size_for_noise(grad_sq, noise_sq, lipschitz, b, n), MIN_BATCH_GROWTH * b)
-        elif one_batch_pays(grad_sq, noise_sq, lipschitz, b, n, gain=ONE_BATCH_GAIN):
+        elif one_batch_pays(grad_sq, noise_sq, lipschitz, b, n,
+                            gain=ONE_BATCH_GAIN * MINIBATCH_EPOCH_PASSES / ONE_BATCH_EPOCH_PASSES):
             wanted = n
         else:
             wanted = max(batch_size_for_noise(grad_sq, noise_sq, lipschitz, b, n, PRECISE_NOISE_RATIO), b)

@@ -288,20 +288,23 @@ def test_a_growing_batch_starts_with_few_minibatches():
     assert fixed.history_["batch_size"][0] == resolve_batch_size("auto", 4000, 300, 20, 4000 * 300, 2) < 500
 
 
-def test_on_many_rows_the_first_batches_are_capped_and_precise_batches_grow_by_noise_alone():
-    from nmfsched.solver import FIRST_EPOCH_MAX_ROWS, MIN_BATCH_GROWTH, PRECISE_BATCH_ROWS, resolve_batch_size
+def test_on_many_rows_the_first_batches_are_capped_and_precise_batches_grow_by_noise_alone(monkeypatch):
+    import nmfsched.solver
+    from nmfsched.solver import FIRST_EPOCH_MAX_ROWS, MIN_BATCH_GROWTH, resolve_batch_size
     from nmfsched.theory import batch_size_for_noise
 
     million = (1_000_000, 300, 20, 1_000_000 * 300, 2)
     size = resolve_batch_size("auto", *million, max_batches=8)
     assert FIRST_EPOCH_MAX_ROWS * 0.98 <= size <= FIRST_EPOCH_MAX_ROWS  # not 125 000: 62 batches
     assert resolve_batch_size("auto", 120_000, 300, 20, 120_000 * 300, 2, max_batches=8) == 15000  # fewer rows: an eighth
-    n, L = 64 * PRECISE_BATCH_ROWS, np.ones(4)  # 64 batches: far more than a one-batch epoch is worth
+    precise = 512  # PRECISE_BATCH_ROWS made small, so the test needs no million rows
+    monkeypatch.setattr(nmfsched.solver, "PRECISE_BATCH_ROWS", precise)
+    n, L = 128 * precise, np.ones(4)  # 128 batches: far more than a one-batch epoch is worth
     X = low_rank(n, 12, 4, noise=0.5)
     rng = np.random.default_rng(0)
-    solver = make_solver(X, rng.random((n, 4)), rng.random((4, 12)), PRECISE_BATCH_ROWS, 1, seed=0)
+    solver = make_solver(X, rng.random((n, 4)), rng.random((4, 12)), precise, 1, seed=0)
     b = solver.batch_size
-    assert b == PRECISE_BATCH_ROWS
+    assert b == precise
     solver.grow_batch(np.ones(4), 1e-6 * np.ones(4), L)  # quiet: no twofold floor at this size
     assert solver.batch_size == b
     solver.grow_batch(np.ones(4), 5 * np.ones(4), L)  # noise 5x the gradient: grows, to 4x allowed
@@ -312,6 +315,24 @@ def test_on_many_rows_the_first_batches_are_capped_and_precise_batches_grow_by_n
     small = make_solver(X[:1000], rng.random((1000, 4)), rng.random((4, 12)), 64, 1, seed=0)
     small.grow_batch(np.ones(4), 1e-6 * np.ones(4), L)  # below that size the floor stays
     assert small.batch_size >= MIN_BATCH_GROWTH * 63
+
+
+def test_the_switch_to_one_batch_weighs_the_epochs_per_pass(monkeypatch):
+    """A minibatch epoch reads X three times and a one-batch epoch twice: statistics where one
+    batch does not pay per epoch but pays per pass switch to one batch."""
+    import nmfsched.solver
+    from nmfsched.solver import ONE_BATCH_GAIN
+    from nmfsched.theory import one_batch_pays
+
+    precise = 512
+    monkeypatch.setattr(nmfsched.solver, "PRECISE_BATCH_ROWS", precise)
+    n, L = 64 * precise, np.ones(4)
+    grad_sq, noise_sq = np.ones(4), 5 * np.ones(4)
+    assert not one_batch_pays(grad_sq, noise_sq, L, precise, n, gain=ONE_BATCH_GAIN)
+    rng = np.random.default_rng(0)
+    solver = make_solver(low_rank(n, 12, 4, noise=0.5), rng.random((n, 4)), rng.random((4, 12)), precise, 1, seed=0)
+    solver.grow_batch(grad_sq, noise_sq, L)
+    assert solver.batch_size == n and solver.full_batch
 
 
 def test_one_batch_epochs_reuse_the_refresh_product(monkeypatch):
