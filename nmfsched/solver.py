@@ -208,6 +208,8 @@ class StochasticSolver:
         self._searched_step = None  # made by the first per-minibatch search
         self._refreshed = False  # W was just swept against the current H (and _hht is H H^T)
         self._hht = None
+        self._w_generation = 0  # counts the changes of W (and W^T W): a snapshot of the rows is reused until the next
+        self._rows_snapshot = (None, -1)  # (the last snapshot of the rows, the generation it was taken at)
 
     # -- the rows ---------------------------------------------------------------------------
     @property
@@ -339,6 +341,7 @@ class StochasticSolver:
             block = self.rows.all_rows_h_block()
         else:
             nb, HHt, block = self.rows.w_half(selection, self.Ht, self.w_sweeps, self.penalty)
+            self._w_generation += 1
         self._refreshed = False  # H moves next
         return nb, HHt, block
 
@@ -383,6 +386,7 @@ class StochasticSolver:
         """
         be = self.backend
         self.statistics.start_pass()
+        self._w_generation += 1  # a store may recompute its W^T W (and curvature) here
         cross = fit = 0.0
         for nb, block in self.rows.probe_blocks(self.batch_size, self.rng, self.Ht):
             statistics = self.statistics.accumulator(nb)
@@ -434,6 +438,7 @@ class StochasticSolver:
         Also resets the running ``W^T W`` to its exact value (no drift across epochs).
         """
         fit, HHt = self.rows.refresh(self.Ht, max_sweeps, tol, self.penalty)
+        self._w_generation += 1
         self._hht = HHt
         self._refreshed = True
         # The Gram identity cancels large terms; never report a negative loss from rounding.
@@ -454,6 +459,7 @@ class StochasticSolver:
         saved right after one): set what the refresh leaves for the next one-batch epoch,
         without sweeping ``W`` again, so a continued run takes the steps the first would."""
         self.rows.regram(self.Ht)
+        self._w_generation += 1
         self._hht = self.backend.gram(self.Ht)
         self._refreshed = True
 
@@ -476,12 +482,23 @@ class StochasticSolver:
         return self.penalty.value(sum_W, float(be.to_host(trace(self.WtW))), sum_H, float(be.to_host(trace(HHt))))
 
     def snapshot(self):
-        """A copy of the iterate (``W``, the running ``W^T W`` and ``H``)."""
-        return self.rows.snapshot(), self.Ht.copy()
+        """A copy of the iterate (``W``, the running ``W^T W`` and ``H``).
+
+        Snapshots taken while ``W`` has not changed share one copy of the rows: a one-batch
+        epoch's ``H`` step leaves ``W`` as it was, so the guard's snapshot before the epoch and
+        the extrapolation's after the step held the same ``W`` twice (at a million rows a copy
+        was 8% of the epoch). Snapshots are only read, by :meth:`restore`.
+        """
+        rows, generation = self._rows_snapshot
+        if generation != self._w_generation:
+            rows = self.rows.snapshot()
+            self._rows_snapshot = (rows, self._w_generation)
+        return rows, self.Ht.copy()
 
     def restore(self, snapshot):
         rows, Ht = snapshot
         self.rows.restore(rows)
+        self._w_generation += 1
         self.Ht[...] = Ht
         self._refreshed = False
 

@@ -335,6 +335,45 @@ def test_the_switch_to_one_batch_weighs_the_epochs_per_pass(monkeypatch):
     assert solver.batch_size == n and solver.full_batch
 
 
+def test_snapshots_share_the_rows_until_w_changes(monkeypatch):
+    """A one-batch epoch's H step leaves W as it was: the guard's snapshot before the epoch and
+    the extrapolation's after the step share one copy of the rows; any change of W (a
+    minibatch's W half, a refresh, a restore) makes the next snapshot copy them afresh, and
+    every restore brings back the W of its own snapshot."""
+    X = low_rank(60, 15, 3, noise=0.1)
+    rng = np.random.default_rng(0)
+    solver = make_solver(X, rng.random((60, 3)), rng.random((3, 15)), 20, 1, seed=0)
+    copies = []
+    real = type(solver.rows).snapshot
+    monkeypatch.setattr(type(solver.rows), "snapshot", lambda self: copies.append(1) or real(self))
+    first = solver.snapshot()
+    assert solver.snapshot()[0] is first[0] and len(copies) == 1
+    solver.sgd_epoch(0.5)  # minibatches: W changes
+    W_after_epoch = solver.W.copy()
+    second = solver.snapshot()
+    assert second[0] is not first[0] and len(copies) == 2
+    solver.restore(first)
+    np.testing.assert_array_equal(solver.W, first[0][0])
+    third = solver.snapshot()
+    assert third[0] is not first[0] and len(copies) == 3  # a restore counts as a change
+    solver.restore(second)
+    np.testing.assert_array_equal(solver.W, W_after_epoch)
+    solver.refresh_w(1)
+    assert solver.snapshot()[0] is not third[0] and len(copies) == 4
+
+
+def test_a_guarded_extrapolated_one_batch_epoch_copies_w_once(monkeypatch):
+    from nmfsched import StochasticNMF
+    from nmfsched.row_stores import InMemoryRows
+
+    X = low_rank(80, 12, 3, noise=0.1)
+    copies = []
+    real = InMemoryRows.snapshot
+    monkeypatch.setattr(InMemoryRows, "snapshot", lambda self: copies.append(1) or real(self))
+    model = StochasticNMF(3, batch_size=80, max_iter=6, tol=0, random_state=0).fit(X)
+    assert model.n_iter_ == 6 and len(copies) <= model.n_iter_ + 1  # was two per epoch
+
+
 def test_one_batch_epochs_reuse_the_refresh_product(monkeypatch):
     """After a refresh, a one-batch epoch takes no X H^T of its own (the refresh's is the
     same product); after a restore it must compute one. The values are pinned by
