@@ -323,7 +323,7 @@ def nndsvd_from_svd(U, S, Vt, init="nndsvd", mean=None, rng=None, dtype=np.float
     H = np.where(positive[:, None], V_pos, V_neg) * _ratio(lbd, v_norm)[:, None]
     # the leading pair of a non-negative X has one sign (Perron-Frobenius): take |u|, |v|
     H[0, :] = np.sqrt(S[0]) * np.abs(Vt[0, :])
-    H = H.astype(dtype, copy=False)
+    H = np.ascontiguousarray(H, dtype=dtype)  # C-ordered for the fill kernel (a wide X gives an F-ordered Vt)
     if init in ("nndsvda", "nndsvdar"):
         fill = np.sqrt(mean / S.shape[0])
     if init == "nndsvda":
@@ -331,11 +331,10 @@ def nndsvd_from_svd(U, S, Vt, init="nndsvd", mean=None, rng=None, dtype=np.float
         H[H == 0] = fill
     elif init == "nndsvdar":
         for A in (W, H):
-            zeros = A == 0
-            values = rng.standard_normal(int(zeros.sum()))
+            values = rng.standard_normal(int(np.count_nonzero(A == 0)))
             values *= fill  # in place: a million-row W has millions of zeros
             values /= 100
-            A[zeros] = np.abs(values, out=values)
+            cpu_kernels.fill_zeros(A, np.abs(values, out=values))
     return W, H
 
 

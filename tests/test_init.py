@@ -139,15 +139,16 @@ def numpy_nndsvd(U, S, Vt, init, mean, rng):
 
 @pytest.mark.parametrize("init", ["nndsvd", "nndsvda", "nndsvdar"])
 @pytest.mark.parametrize("svd_dtype", [np.float64, np.float32])
-def test_nndsvd_rounds_exactly_as_its_numpy_expressions(init, svd_dtype):
+@pytest.mark.parametrize("order", ["C", "F"])  # F: the Gram route's Vt of a wide X is a transpose
+def test_nndsvd_rounds_exactly_as_its_numpy_expressions(init, svd_dtype, order):
     rng = np.random.default_rng(4)
     U = rng.standard_normal((3001, 9)).astype(svd_dtype)
     U[5, 2], U[7, 3] = 1e-20, -1e-20  # within rounding of 0: taken as 0
     U[:, 8] = np.abs(U[:, 8])  # no negative part
-    S, Vt = np.linspace(9, 1, 9).astype(svd_dtype), rng.standard_normal((9, 40)).astype(svd_dtype)
+    S, Vt = np.linspace(9, 1, 9).astype(svd_dtype), rng.standard_normal((9, 40)).astype(svd_dtype, order=order)
     W, H = nndsvd_from_svd(U, S, Vt, init, mean=0.3, rng=np.random.default_rng(1), dtype=svd_dtype)
     W_ref, H_ref = numpy_nndsvd(U, S, Vt, init, 0.3, np.random.default_rng(1))
-    assert W.dtype == H.dtype == svd_dtype and W.flags.c_contiguous
+    assert W.dtype == H.dtype == svd_dtype and W.flags.c_contiguous and H.flags.c_contiguous
     np.testing.assert_array_equal(W, W_ref.astype(svd_dtype))
     np.testing.assert_array_equal(H, H_ref.astype(svd_dtype))
 

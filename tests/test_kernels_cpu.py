@@ -275,6 +275,20 @@ def test_scan_entries_screen_edges(dtype):
     assert list(counts) == [5, 0, 0] and largest == 0.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fill_zeros_matches_numpys_mask_assignment(rng, dtype):
+    a = rng.random((301, 7)).astype(dtype)
+    a[a < 0.4] = 0
+    a[0, 0], a[5, 6] = -0.0, 0.0  # -0.0 == 0: filled as NumPy's mask takes it
+    values = rng.standard_normal(int(np.count_nonzero(a == 0))) * 1e-3  # float64, rounded on the way in
+    expected = a.copy()
+    expected[expected == 0] = values
+    cpu.fill_zeros(a, values)
+    np.testing.assert_array_equal(a, expected)
+    with pytest.raises(TypeError):  # not C-ordered: refused, never filled in a copy
+        cpu.fill_zeros(np.asfortranarray(a), values)
+
+
 def test_backend_accepts_mixed_index_dtypes():
     X = sp.random(10, 8, density=0.5, format="csr", random_state=2)
     X.indices = X.indices.astype(np.int32)
