@@ -231,6 +231,7 @@ class FitRun:
         ``X`` is the data as the caller holds it: device input gets a device ``W`` back.
         """
         solver, settings = self.solver, self.settings
+        solver.drop_snapshot()
         H = solver.H
         if solver.rows.observed:  # the error over the observed entries, from the solve's residual
             W = solver.W.copy()

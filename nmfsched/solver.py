@@ -495,6 +495,11 @@ class StochasticSolver:
             self._rows_snapshot = (rows, self._w_generation)
         return rows, self.Ht.copy()
 
+    def drop_snapshot(self):
+        """Let go of the rows' copy kept for the next :meth:`snapshot` to share (the next one
+        copies them afresh): the final solve then holds no third ``W``."""
+        self._rows_snapshot = (None, -1)
+
     def restore(self, snapshot):
         rows, Ht = snapshot
         self.rows.restore(rows)

@@ -359,7 +359,10 @@ def test_snapshots_share_the_rows_until_w_changes(monkeypatch):
     solver.restore(second)
     np.testing.assert_array_equal(solver.W, W_after_epoch)
     solver.refresh_w(1)
-    assert solver.snapshot()[0] is not third[0] and len(copies) == 4
+    fourth = solver.snapshot()
+    assert fourth[0] is not third[0] and len(copies) == 4
+    solver.drop_snapshot()  # the copy kept for sharing is let go: the next snapshot copies afresh
+    assert solver.snapshot()[0] is not fourth[0] and len(copies) == 5
 
 
 def test_a_guarded_extrapolated_one_batch_epoch_copies_w_once(monkeypatch):
