@@ -93,6 +93,17 @@ def init_power_iterations(k, n_samples, n_features):
     return 2 if k < 0.1 * min(n_samples, n_features) else 4
 
 
+def range_finder(matmul, rmatmul, n_columns, width, n_iter, rng, dtype, *, xp=np):
+    """An orthonormal basis (``width`` columns, an array of ``xp``) of the leading range of a
+    matrix of ``n_columns`` columns known by its products ``X @ B`` and ``X.T @ Q``: ``X``
+    times a Gaussian draw from ``rng``, then ``n_iter`` QR-normalised power iterations."""
+    Q, _ = xp.linalg.qr(matmul(xp.asarray(rng.standard_normal((n_columns, width)), dtype=dtype)))
+    for _ in range(n_iter):
+        Z, _ = xp.linalg.qr(rmatmul(Q))
+        Q, _ = xp.linalg.qr(matmul(Z))
+    return Q
+
+
 def randomized_svd_operator(matmul, rmatmul, shape, dtype, k, rng, *, xp=np, n_oversamples=10, n_iter=None):
     """Top-``k`` singular triplets of a matrix known by its products ``X @ B`` and ``X.T @ Q``.
 
@@ -105,10 +116,7 @@ def randomized_svd_operator(matmul, rmatmul, shape, dtype, k, rng, *, xp=np, n_o
     width = min(k + n_oversamples, n, m)
     if n_iter is None:
         n_iter = init_power_iterations(k, n, m)
-    Q, _ = xp.linalg.qr(matmul(xp.asarray(rng.standard_normal((m, width)), dtype=dtype)))
-    for _ in range(n_iter):
-        Z, _ = xp.linalg.qr(rmatmul(Q))
-        Q, _ = xp.linalg.qr(matmul(Z))
+    Q = range_finder(matmul, rmatmul, m, width, n_iter, rng, dtype, xp=xp)
     B = rmatmul(Q).T  # Q^T X, without transposing a sparse X
     Ub, S, Vt = xp.linalg.svd(B.astype(xp.float64), full_matrices=False)
     return Q.astype(xp.float64) @ Ub[:, :k], S[:k], Vt[:k]
@@ -159,9 +167,9 @@ def gram_is_cheaper(shape, k, n_iter, n_oversamples=10):
     n, m = shape
     short, long = min(n, m), max(n, m)
     width = k + n_oversamples
-    range_finder = (2 * n_iter + 2) * n * m * width
+    range_finder_flops = (2 * n_iter + 2) * n * m * width
     via_gram = short * short * long / 2 + n * m * k + (n_iter + 2) * short * short * width
-    return via_gram < 2 * range_finder
+    return via_gram < 2 * range_finder_flops
 
 
 def randomized_svd_via_gram(X, k, n_iter, random_state, n_oversamples=10, block_rows=8192, max_gram_rows=None):
@@ -216,8 +224,8 @@ def randomized_svd_sampled_rows(X, k, n_iter, random_state, sample_rows, n_overs
     """Approximate top-``k`` singular triplets of a CSR ``X`` whose row space is found from
     ``sample_rows`` of its rows drawn at random.
 
-    The range finder with QR-normalised power iterations runs on the sample ``A = X[rows]``'s
-    row space (``m x (k + p)`` basis ``Q``, ``2 n_iter + 1`` products with ``A``); then one
+    :func:`range_finder` runs on the sample ``A = X[rows]``'s row space (``m x (k + p)``
+    basis ``Q``, ``2 n_iter + 1`` products with ``A``); then one
     pass over every row forms ``Y = X Q``, and the SVD ``Y = U_y S (V_y)^T`` gives the triplets
     of ``X Q Q^T``: ``U = U_y``, ``Vt = (Q V_y)^T``, with ``V_y`` and ``S`` from the
     eigendecomposition of ``Y^T Y`` (directions below its float64 rounding are dropped and come
@@ -235,17 +243,11 @@ def randomized_svd_sampled_rows(X, k, n_iter, random_state, sample_rows, n_overs
     sample = backend.take_rows(X, rows)
     by_rows = np.empty((rows.shape[0], width), dtype=dtype)
     by_columns = np.empty((m, width), dtype=dtype)
-
-    def row_space(B):  # an orthonormal basis of A^T B
-        Z, _ = linalg.qr(backend.xbt_wb(sample, np.ascontiguousarray(B, dtype=dtype), by_columns),
-                         mode="economic", check_finite=False)
-        return Z
-
-    Q = row_space(random_state.normal(size=(rows.shape[0], width)))
-    for _ in range(n_iter):
-        Z, _ = linalg.qr(backend.xb_ht(sample, np.ascontiguousarray(Q, dtype=dtype), by_rows),
-                         mode="economic", check_finite=False)
-        Q = row_space(Z)
+    Q = range_finder(  # of A^T: the sample's row space
+        lambda B: backend.xbt_wb(sample, np.ascontiguousarray(B, dtype=dtype), by_columns),
+        lambda Z: backend.xb_ht(sample, np.ascontiguousarray(Z, dtype=dtype), by_rows),
+        rows.shape[0], width, n_iter, random_state, dtype,
+    )
     Y = backend.xb_ht(backend.all_rows(X), np.ascontiguousarray(Q, dtype=dtype), np.empty((n, width), dtype=dtype))
     # the SVD of the tall Y from its Gram: a LAPACK SVD of 300 000 x 40 took as long as the pass
     lam, E = linalg.eigh(_gram_float64(Y), check_finite=False)  # ascending
