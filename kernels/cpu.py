@@ -570,6 +570,17 @@ PARALLEL_MIN_GATHER_BYTES = 1 << 18
 T_PRODUCT_K_BY_M = {np.dtype(np.float32): False, np.dtype(np.float64): True}
 
 
+def _vector_types(f):
+    """A 1-D array of ``f``, writable or read-only (see :func:`_data_types`)."""
+    return [f[::1], nb.types.Array(f, 1, "C", readonly=True)]
+
+
+def _data_types(f):
+    """A dense ``X`` of ``f`` as the kernels that only read it take it: writable, or read-only
+    (a memory-mapped ``.npy`` file, an array whose owner set ``writeable=False``)."""
+    return [f[:, ::1], nb.types.Array(f, 2, "C", readonly=True)]
+
+
 @nb.njit([nb.types.UniTuple(nb.int64, 2)(nb.int64, nb.int64, nb.int64)], **JIT_OPTIONS)
 def _block_rows(n_rows, n_blocks, block):  # pragma: no cover - compiled
     """``(r0, r1)``: the rows of block ``block`` when ``n_rows`` rows are split into
@@ -579,7 +590,7 @@ def _block_rows(n_rows, n_blocks, block):  # pragma: no cover - compiled
     return r0, min(n_rows, r0 + size)
 
 
-@_per_dtype(lambda f: [nb.void(f[:, ::1], f[:, ::1], f[:, ::1], nb.int64)], PARALLEL_JIT_OPTIONS)
+@_per_dtype(lambda f: [nb.void(x, f[:, ::1], f[:, ::1], nb.int64) for x in _data_types(f)], PARALLEL_JIT_OPTIONS)
 def dense_matmul(A, B, out, n_blocks):  # pragma: no cover - compiled
     """``out = A @ B``, each of ``n_blocks`` blocks of rows of ``A`` on its own thread."""
     for block in nb.prange(n_blocks):
@@ -601,7 +612,7 @@ def _sum_blocks(partial, out):  # pragma: no cover - compiled
             out[i, j] = total
 
 
-@_per_dtype(lambda f: [nb.void(f[:, ::1], f[:, ::1], f[:, ::1], f[:, :, ::1])], PARALLEL_JIT_OPTIONS)
+@_per_dtype(lambda f: [nb.void(x, f[:, ::1], f[:, ::1], f[:, :, ::1]) for x in _data_types(f)], PARALLEL_JIT_OPTIONS)
 def dense_t_matmul(A, B, out, partial):  # pragma: no cover - compiled
     """``out = A.T @ B``: block ``c`` of rows gives its product in ``partial[c]``, then the
     blocks are summed into ``out``.
@@ -627,11 +638,117 @@ def dense_t_matmul(A, B, out, partial):  # pragma: no cover - compiled
         _sum_blocks(partial.transpose((0, 2, 1)), out)
 
 
-@_per_dtype(lambda f: [nb.void(f[:, ::1], nb.int64[::1], f[:, ::1])], PARALLEL_JIT_OPTIONS)
+@_per_dtype(lambda f: [nb.void(x, nb.int64[::1], f[:, ::1]) for x in _data_types(f)], PARALLEL_JIT_OPTIONS)
 def gather_rows(X, rows, out):  # pragma: no cover - compiled
     """``out[i] = X[rows[i]]`` (``np.take(..., out=...)`` is 5x slower on wide rows)."""
     for i in nb.prange(rows.shape[0]):
         out[i, :] = X[rows[i], :]
+
+
+# --------------------------------------------------------------------------------------
+# The W half of a large dense minibatch in one pass over its rows of X
+# --------------------------------------------------------------------------------------
+#: The smallest minibatch (bytes of its rows of ``X``) whose ``W`` half :meth:`CPUBackend.dense_w_pass`
+#: fuses; below it the separate products and gather find the rows in cache.
+W_PASS_MIN_BYTES = 1 << 24
+_NO_ROWS = np.empty(0, dtype=np.int64)
+#: Bytes of ``X`` one thread of :func:`dense_w_pass` takes at a time (256 rows of 300 float32
+#: columns): they stay in the core's cache from the first product to the second.
+W_PASS_STEP_BYTES = 256 * 300 * 4
+#: The fewest rows a step of :func:`dense_w_pass` may take: on wider rows each step's small
+#: products and its ``m x k`` sum cost more than the pass saves (8-17x slower at 20 000 columns).
+W_PASS_MIN_STEP_ROWS = 64
+
+
+def _w_pass_signatures(f):
+    # X, rows, gather, Ht, G, l1, steps, max_sweeps, tol, W, P_out, C_part, gram_part, inner_part, step_rows
+    return [
+        nb.void(
+            x, nb.int64[::1], nb.boolean, f[:, ::1], f[:, ::1], f, f[::1], nb.int64, f, f[:, ::1],
+            f[:, ::1], f[:, :, ::1], nb.float64[:, :, :, ::1], nb.float64[::1], nb.int64,
+        )
+        for x in _data_types(f)
+    ]
+
+
+@_per_dtype(_w_pass_signatures, PARALLEL_JIT_OPTIONS)
+def dense_w_pass(X, rows, gather, Ht, G, l1, steps, max_sweeps, tol, W, P_out, C_part, gram_part, inner_part,
+                 step_rows):  # pragma: no cover - compiled
+    """The ``W`` half of a dense minibatch, reading its rows of ``X`` from memory once.
+
+    The minibatch is ``X[rows]`` (``gather``) or every row of ``X``. Block ``c`` of its rows
+    (one per thread, ``C_part.shape[0]`` blocks) is taken ``step_rows`` rows at a time:
+    ``P = X_s H^T``; ``W_s`` swept ``max_sweeps`` times as :func:`projected_cd` sweeps it for
+    ``(G, P - l1)`` at ``steps`` and ``tol`` (no clipping); then, while ``X_s`` is still in
+    cache, ``X_s^T W_s`` is added to ``C_part[c]`` (its transpose where ``C_part`` is
+    ``(blocks, k, m)``), ``W_s^T W_s`` before and after the sweeps
+    to ``gram_part[c, 0]`` and ``gram_part[c, 1]`` (float64), and ``<W_s, P>`` to
+    ``inner_part[c]`` (``gram_part[c, 0]`` only for a gathered minibatch). For every row,
+    ``P`` is written to ``P_out`` and ``W`` swept in place.
+    The separate kernels read each row of ``X`` twice, and a gathered minibatch a third and
+    fourth time (its copy's write and read).
+    """
+    n = rows.shape[0] if gather else X.shape[0]
+    m, k = X.shape[1], W.shape[1]
+    n_blocks = C_part.shape[0]
+    clip_rel = np.zeros(k, dtype=W.dtype)
+    clip_abs = np.full(k, np.inf, dtype=W.dtype)
+    no_grad = np.empty((0, k), dtype=W.dtype)
+    for block in nb.prange(n_blocks):
+        r0, r1 = _block_rows(n, n_blocks, block)
+        xb = np.empty((step_rows if gather else 0, m), dtype=X.dtype)
+        wb = np.empty((step_rows, k), dtype=W.dtype)
+        pb = np.empty((step_rows, k), dtype=W.dtype)
+        shifted = np.empty((step_rows if l1 != 0.0 else 0, k), dtype=W.dtype)
+        direct = C_part.shape[1] == m  # else C_part holds (X_s^T W_s)^T (see T_PRODUCT_K_BY_M)
+        product = np.empty((C_part.shape[1], C_part.shape[2]), dtype=W.dtype)
+        small = np.empty((k, k), dtype=W.dtype)
+        no_sq = np.zeros(k)
+        C_part[block, :, :] = 0.0
+        gram_part[block, :, :, :] = 0.0
+        cross = 0.0
+        for s0 in range(r0, r1, step_rows):
+            s = min(r1, s0 + step_rows) - s0
+            if gather:
+                for i in range(s):
+                    xb[i, :] = X[rows[s0 + i], :]
+                    wb[i, :] = W[rows[s0 + i], :]
+                xs, ws, ps = xb[:s], wb[:s], pb[:s]
+                np.dot(ws.T, ws, small)
+                gram_part[block, 0] += small
+            else:  # every row: W and P in place
+                xs, ws, ps = X[s0:s0 + s], W[s0:s0 + s], P_out[s0:s0 + s]
+            np.dot(xs, Ht, ps)
+            if l1 != 0.0:
+                for i in range(s):
+                    for j in range(k):
+                        shifted[i, j] = ps[i, j] - l1
+                if not gather:
+                    wb[:s] = ws
+                _projected_cd_rows(wb, G, shifted, steps, max_sweeps, tol, clip_rel, clip_abs, no_grad, 0.0,
+                                   no_sq, 0, s)
+                if not gather:
+                    ws[:, :] = wb[:s]
+            elif gather:
+                _projected_cd_rows(wb, G, pb, steps, max_sweeps, tol, clip_rel, clip_abs, no_grad, 0.0,
+                                   no_sq, 0, s)
+            else:
+                _projected_cd_rows(W, G, P_out, steps, max_sweeps, tol, clip_rel, clip_abs, no_grad, 0.0,
+                                   no_sq, s0, s0 + s)
+            if gather:
+                for i in range(s):
+                    W[rows[s0 + i], :] = wb[i, :]
+            np.dot(ws.T, ws, small)
+            gram_part[block, 1] += small
+            if direct:
+                np.dot(xs.T, ws, product)
+            else:
+                np.dot(ws.T, xs, product)
+            C_part[block] += product
+            for i in range(s):
+                for j in range(k):
+                    cross += np.float64(ws[i, j]) * np.float64(ps[i, j])
+        inner_part[block] = cross
 
 
 # --------------------------------------------------------------------------------------
@@ -879,7 +996,7 @@ _DOT_CHUNK = 1 << 16
 _DOT_LANES = 8
 
 
-@_per_dtype(lambda f: [nb.float64(f[::1], f[::1])], PARALLEL_JIT_OPTIONS)
+@_per_dtype(lambda f: [nb.float64(a, b) for a in _vector_types(f) for b in _vector_types(f)], PARALLEL_JIT_OPTIONS)
 def dot_in_float64(a, b):  # pragma: no cover - compiled
     """``a @ b`` accumulated in float64, :data:`_DOT_CHUNK` entries per thread task, each
     summed in :data:`_DOT_LANES` interleaved lanes (a fixed split and order: the sum does not
@@ -1173,6 +1290,49 @@ class CPUBackend:
         else:
             np.matmul(Xb.T, Wb, out=out)
         return out
+
+    def fuses_w_pass(self, X, n_rows, W):
+        """Whether :meth:`dense_w_pass` runs the ``W`` half of a minibatch of ``n_rows`` rows of
+        ``X``: dense, ``W``'s dtype, C-ordered, at least :data:`W_PASS_MIN_BYTES` of it (below
+        that the rows stay in cache between the separate products anyway), and rows narrow
+        enough for steps of :data:`W_PASS_MIN_STEP_ROWS` rows."""
+        return (
+            isinstance(X, np.ndarray) and X.dtype == W.dtype and _compiled_operands(X, W)
+            and n_rows * X.shape[1] * X.itemsize >= W_PASS_MIN_BYTES
+            and self._w_pass_step_rows(X) >= W_PASS_MIN_STEP_ROWS
+        )
+
+    @staticmethod
+    def _w_pass_step_rows(X):
+        return max(1, W_PASS_STEP_BYTES // (X.shape[1] * X.itemsize))
+
+    def dense_w_pass(self, X, rows, Ht, G, steps, l1, W, *, max_sweeps, tol, C_out, P_out=None):
+        """The ``W`` half of the minibatch ``X[rows]`` (every row for ``rows`` None) in one pass
+        over its rows of ``X`` (see :func:`dense_w_pass`; :meth:`fuses_w_pass` says where it pays).
+
+        ``W``'s selected rows are swept ``max_sweeps`` times (to ``tol``) for ``(G, X_B H^T - l1)``
+        at ``steps``, as :meth:`projected_cd` sweeps them; ``C_out`` gets ``X_B^T W_B``, and
+        ``P_out`` (required for every row, unused otherwise) ``X H^T``. Returns
+        ``(W_B^T W_B before, after, <W_B, X_B H^T>)``, the Grams as float64 host arrays
+        (``k x k``; "before" only for a selection, else zeros) and the inner product a float.
+        """
+        dtype = W.dtype
+        gather = rows is not None
+        n_rows = rows.shape[0] if gather else X.shape[0]
+        m, k = C_out.shape
+        step_rows = self._w_pass_step_rows(X)
+        n_blocks = max(1, min(_n_threads(), -(-n_rows // step_rows)))
+        C_part = self._scratch((n_blocks,) + ((k, m) if T_PRODUCT_K_BY_M[dtype] else (m, k)), dtype)
+        gram_part = np.empty((n_blocks, 2, k, k))
+        inner_part = np.empty(n_blocks)
+        dense_w_pass(
+            X, rows if gather else _NO_ROWS, gather, Ht, np.ascontiguousarray(G, dtype=dtype), dtype.type(l1),
+            np.ascontiguousarray(steps, dtype=dtype), int(max_sweeps), dtype.type(tol), W,
+            W if gather else P_out, C_part, gram_part, inner_part, step_rows,
+        )
+        _sum_blocks(C_part if C_part.shape[1:] == C_out.shape else C_part.transpose((0, 2, 1)), C_out)
+        grams = gram_part.sum(axis=0)
+        return grams[0], grams[1], float(inner_part.sum())
 
     @staticmethod
     def _product_blocks(A, B, out):

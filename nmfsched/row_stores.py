@@ -109,6 +109,9 @@ class InMemoryRows:
         self._ct_buf = be.empty((self.n_features, self.k), self.dtype)
         self._p_full = be.empty((self.n_samples, self.k), self.dtype)  # X H^T after a refresh
         self._p_full_current = False  # whether _p_full is X H^T for the W and H of the last refresh
+        self._c_full = None  # X^T W from a fused refresh, for the next one-batch H step
+        self._c_full_current = False  # whether _c_full is X^T W for the current W
+        self._one_batch = False  # whether the epochs are one batch of every row (see resize)
         self._xb_buf = self._xht_buf = self._wb_buf = None
         self.WtW = be.gram(self.W)
 
@@ -135,7 +138,8 @@ class InMemoryRows:
 
     def resize(self, batch_size):
         be, k = self.backend, self.k
-        if self.full_batch(batch_size):  # one batch of all rows works on X and W themselves
+        self._one_batch = self.full_batch(batch_size)
+        if self._one_batch:  # one batch of all rows works on X and W themselves
             self._xb_buf = self._xht_buf = self._wb_buf = None
             return
         self._xb_buf = None if self._is_sparse else be.empty((batch_size, self.n_features), self.dtype)
@@ -157,6 +161,13 @@ class InMemoryRows:
         """Sweeps on the rows' ``W`` against ``H``; the running ``W^T W`` changes by their Gram's change."""
         be = self.backend
         nb = rows.shape[0]
+        self._c_full_current = False
+        if self._fuses(nb):
+            HHt = be.gram(Ht)
+            before, after, _ = self._fused_w_half(rows, Ht, HHt, w_sweeps, 0.0, penalty, self._ct_buf)
+            self.WtW -= before
+            self.WtW += after
+            return nb, HHt, objective.BlockProblem(after, self._ct_buf)
         Xb = be.take_rows(self.X, rows, self._xb_buf)
         block = objective.w_block(be, Xb, Ht, self._xht_buf[:nb])
         Wb = be.take_rows(self.W, rows, self._wb_buf)
@@ -169,11 +180,24 @@ class InMemoryRows:
 
     def refresh(self, Ht, max_sweeps, tol, penalty):
         be = self.backend
-        block = objective.w_block(be, be.all_rows(self.X), Ht, self._p_full)
         self._p_full_current = True
-        objective.sweep(be, self.W, block, max_sweeps, tol, penalty.l1_W, penalty.l2_W)
-        self.WtW = be.gram(self.W)
-        loss = objective.loss_from_grams(self.sq_norm_X, be.inner(self.W, block.P), self.WtW, block.G)
+        if self._one_batch and self._fuses(self.n_samples):
+            # the next one-batch epoch's X^T W from the same pass (after a minibatch epoch it
+            # would go unused, and it costs as much compute as it saves in memory traffic)
+            if self._c_full is None:
+                self._c_full = be.empty((self.n_features, self.k), self.dtype)
+            HHt = be.gram(Ht)
+            _, self.WtW, cross = self._fused_w_half(None, Ht, HHt, max_sweeps, tol, penalty, self._c_full,
+                                                    self._p_full)
+            self._c_full_current = True
+            loss = objective.loss_from_grams(self.sq_norm_X, cross, self.WtW, HHt)
+            block = objective.BlockProblem(HHt, self._p_full)
+        else:
+            self._c_full_current = False
+            block = objective.w_block(be, be.all_rows(self.X), Ht, self._p_full)
+            objective.sweep(be, self.W, block, max_sweeps, tol, penalty.l1_W, penalty.l2_W)
+            self.WtW = be.gram(self.W)
+            loss = objective.loss_from_grams(self.sq_norm_X, be.inner(self.W, block.P), self.WtW, block.G)
         # float32 only: in float64 the identity resolves what float64 can, and the dense and sparse
         # fits' epochs stay bitwise alike
         if self.dtype != np.float64 and objective.below_gram_resolution(loss, self.sq_norm_X, self.dtype):
@@ -184,11 +208,28 @@ class InMemoryRows:
 
     def all_rows_h_block(self):
         be = self.backend
+        if self._c_full_current:
+            return objective.BlockProblem(self.WtW, self._c_full)
         return objective.BlockProblem(self.WtW, be.xbt_wb(be.all_rows(self.X), self.W, self._ct_buf))
 
     def regram(self, Ht):
         self.WtW = self.backend.gram(self.W)
-        self._p_full_current = False
+        self._p_full_current = self._c_full_current = False
+
+    def _fuses(self, n_rows):
+        """Whether the backend runs the ``W`` half of ``n_rows`` rows in one pass over them
+        (:meth:`CPUBackend.dense_w_pass <nmfsched.kernels.cpu.CPUBackend.dense_w_pass>`)."""
+        fuses = getattr(self.backend, "fuses_w_pass", None)
+        return not self._is_sparse and fuses is not None and fuses(self.X, n_rows, self.W)
+
+    def _fused_w_half(self, rows, Ht, HHt, max_sweeps, tol, penalty, C_out, P_out=None):
+        """The backend's one-pass ``W`` half (see :meth:`_fuses`) for ``H``'s Gram ``HHt``, with
+        :func:`~nmfsched.objective.sweep`'s penalised problem and steps."""
+        G = objective.add_to_diagonal(HHt, penalty.l2_W) if penalty.l2_W else HHt
+        return self.backend.dense_w_pass(
+            self.X, rows, Ht, G, objective.unit_steps(G, penalty.l1_W), penalty.l1_W, self.W,
+            max_sweeps=max_sweeps, tol=tol, C_out=C_out, P_out=P_out,
+        )
 
     def refreshed_block(self, HHt):
         """``(H H^T, X H^T)`` of the last :meth:`refresh` (``HHt`` its ``H H^T``), or None when a
@@ -213,7 +254,7 @@ class InMemoryRows:
         W, WtW = snapshot
         self.W[...] = W
         self.WtW = WtW.copy()
-        self._p_full_current = False
+        self._p_full_current = self._c_full_current = False
 
     def W_host(self):
         return self.backend.to_host(self.W)

@@ -297,3 +297,26 @@ def test_timings_say_where_the_fit_went_and_verbose_prints_them(capsys):
     assert sum(model.timings_.values()) <= wall
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("fit: ") and "init " in last and "epochs " in last and "s an epoch" in last
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_size", [60, 600])  # minibatches (gathered); one batch of every row
+def test_a_memory_mapped_x_fits_as_its_copy_in_memory_does(tmp_path, monkeypatch, dtype, batch_size):
+    """A read-only X (np.load with mmap_mode) runs the same compiled kernels as a writable one,
+    bit for bit: they only read it. The size thresholds are 0 so every threaded and fused
+    kernel takes it (before, the first threaded product failed deep in Numba's dispatch)."""
+    from nmfsched.kernels import cpu
+
+    for name in ("PARALLEL_MIN_PRODUCT_FLOPS", "PARALLEL_MIN_GATHER_BYTES", "W_PASS_MIN_BYTES"):
+        monkeypatch.setattr(cpu, name, 0)
+    X = low_rank(600, 300, 5, noise=0.1).astype(dtype)  # 180 000 entries: the chunked float32 norm
+    np.save(tmp_path / "X.npy", X)
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    assert not mapped.flags.writeable
+
+    def fit(data):
+        model = StochasticNMF(5, batch_size=batch_size, max_iter=6, tol=0, random_state=0)
+        return model.fit_transform(data), model.transform(data), model.components_
+
+    for got, expected in zip(fit(mapped), fit(X)):
+        np.testing.assert_array_equal(got, expected)

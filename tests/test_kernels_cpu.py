@@ -397,3 +397,57 @@ def test_serial_coordinate_kernel_refuses_operands_it_was_not_built_for(rng):
     rel, absolute = np.zeros(3), np.full(3, np.inf)
     with pytest.raises(TypeError, match="C-contiguous"):
         cpu.projected_cd_serial(np.asfortranarray(Y), G, P, steps, 1, 0.0, rel, absolute, *NO_STATS(np.float64, 3))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("selection", ["every row", "gathered"])
+@pytest.mark.parametrize("l1,l2,tol", [(0.0, 0.0, 0.0), (0.3, 0.2, 1e-3)])
+def test_dense_w_pass_matches_the_separate_steps(rng, monkeypatch, dtype, selection, l1, l2, tol):
+    """The fused W half gives what a gather, the two products and the coordinate oracle give:
+    the swept rows (the rest untouched), X_B^T W_B, the Grams before and after, <W_B, X_B H^T>
+    and, for every row, X H^T. Rows split into blocks of several steps of 50 rows (and a short one)."""
+    monkeypatch.setattr(cpu, "_n_threads", lambda: 3)
+    n, m, k = 1100, 37, 6
+    monkeypatch.setattr(cpu, "W_PASS_STEP_BYTES", 50 * m * np.dtype(dtype).itemsize)
+    X = rng.random((n, m)).astype(dtype)
+    Ht = rng.random((m, k)).astype(dtype)
+    W = rng.random((n, k)).astype(dtype)
+    rows = None if selection == "every row" else rng.permutation(n)[:700].astype(np.int64)
+    G = Ht.astype(np.float64).T @ Ht + l2 * np.eye(k)
+    steps = 1.0 / np.diag(G)
+    be = cpu.CPUBackend()
+    C, P_out, W_fused = np.full((m, k), np.nan, dtype), np.full((n, k), np.nan, dtype), W.copy()
+    before, after, cross = be.dense_w_pass(X, rows, Ht, G, steps, l1, W_fused, max_sweeps=3, tol=tol, C_out=C,
+                                           P_out=P_out if rows is None else None)
+
+    picked = np.arange(n) if rows is None else rows
+    Xb, Wb = X[picked].astype(np.float64), W[picked].astype(np.float64)
+    P = Xb @ Ht.astype(np.float64)
+    no_clip = np.zeros(k), np.full(k, np.inf)
+    swept, _ = cd_oracle(Wb, G, P - l1, steps, 3, tol, *no_clip)
+    rtol = 2e-4 if dtype == np.float32 else 1e-10
+    expected_W = W.astype(np.float64)
+    expected_W[picked] = swept
+    np.testing.assert_allclose(W_fused, expected_W, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(C, Xb.T @ swept, rtol=rtol)
+    np.testing.assert_allclose(after, swept.T @ swept, rtol=rtol)
+    np.testing.assert_allclose(cross, np.sum(swept * P), rtol=rtol)
+    if rows is None:
+        np.testing.assert_allclose(P_out, P, rtol=rtol)
+        np.testing.assert_array_equal(before, 0.0)
+    else:
+        np.testing.assert_allclose(before, Wb.T @ Wb, rtol=rtol)
+
+
+def test_dense_w_pass_runs_only_where_it_pays(rng, monkeypatch):
+    be = cpu.CPUBackend()
+    X, W = rng.random((50, 8)), rng.random((50, 3))
+    monkeypatch.setattr(cpu, "W_PASS_MIN_BYTES", 0)
+    assert be.fuses_w_pass(X, 50, W)
+    assert not be.fuses_w_pass(X.astype(np.float32), 50, W)  # mixed dtypes
+    assert not be.fuses_w_pass(np.asfortranarray(X), 50, W)
+    assert not be.fuses_w_pass(sp.csr_matrix(X), 50, W)
+    monkeypatch.setattr(cpu, "W_PASS_MIN_BYTES", 8 * 8 * 50)
+    assert be.fuses_w_pass(X, 50, W) and not be.fuses_w_pass(X, 49, W)
+    wide = rng.random((50, cpu.W_PASS_STEP_BYTES // (8 * cpu.W_PASS_MIN_STEP_ROWS) + 1))
+    assert not be.fuses_w_pass(wide, 50, W)  # steps of too few rows

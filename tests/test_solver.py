@@ -8,6 +8,7 @@ import scipy.sparse as sp
 from conftest import low_rank
 
 from nmfsched.epochs import LOSS_FLOOR, History, StoppingRules, run_epochs
+from nmfsched.kernels import cpu as cpu_kernels
 from nmfsched.kernels import get_backend
 from nmfsched.schedulers import ConstantScheduler, StepScheduler
 from nmfsched.solver import ONE_BATCH_H_SWEEPS, ONE_BATCH_W_SWEEPS, StochasticSolver, resolve_w_sweeps, solve_w
@@ -68,9 +69,12 @@ def make_solver(X, W, H, batch_size, w_sweeps, seed):
     )
 
 
-@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("sparse,fused", [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize("batch_size", [7, 40, 1000])  # 1000 > n: full batch
-def test_epochs_match_numpy_oracle(sparse, batch_size):
+def test_epochs_match_numpy_oracle(monkeypatch, sparse, fused, batch_size):
+    """``fused``: every ``W`` half in one pass over its rows (the CPU backend's ``dense_w_pass``,
+    on large dense minibatches only by default)."""
+    monkeypatch.setattr(cpu_kernels, "W_PASS_MIN_BYTES", 0 if fused else 1 << 62)
     rng = np.random.default_rng(0)
     X = low_rank(40, 25, 4, noise=0.1)
     if sparse:
@@ -398,6 +402,47 @@ def test_one_batch_epochs_reuse_the_refresh_product(monkeypatch):
     solver.restore(snap)
     calls.clear()
     solver.sgd_epoch(1.0)
+    assert len(calls) == 1
+
+
+def test_a_fused_refresh_gives_the_next_one_batch_epoch_its_x_t_w_until_w_changes(monkeypatch):
+    """Where the W half runs in one pass (large dense data; forced here), the refresh of a
+    one-batch epoch also forms X^T W for the next epoch's H step, which then takes no product
+    of its own and steps as the separate products would; a restore of W makes the store
+    compute X^T W afresh, and a minibatch epoch's refresh does not form it."""
+    monkeypatch.setattr(cpu_kernels, "W_PASS_MIN_BYTES", 0)
+    X = low_rank(50, 20, 3, noise=0.1)
+    rng = np.random.default_rng(3)
+    W0, H0 = rng.random((50, 3)), rng.random((3, 20))
+    solver = make_solver(X, W0.copy(), H0, 50, 2, seed=0)  # the store sweeps the W it is given
+    be = solver.backend
+    calls = []
+    real = type(be).xbt_wb
+    monkeypatch.setattr(type(be), "xbt_wb", lambda self, *a: calls.append(1) or real(self, *a))
+    for lr in (1.0, 0.7, 1.3):
+        solver.sgd_epoch(lr)
+        solver.refresh_w(2)
+        np.testing.assert_allclose(solver.rows.all_rows_h_block().P, X.T @ solver.W, rtol=1e-12)
+    assert not calls
+    monkeypatch.setattr(cpu_kernels, "W_PASS_MIN_BYTES", 1 << 62)
+    plain = make_solver(X, W0.copy(), H0, 50, 2, seed=0)
+    for lr in (1.0, 0.7, 1.3):
+        plain.sgd_epoch(lr)
+        plain.refresh_w(2)
+    np.testing.assert_allclose(solver.H, plain.H, rtol=1e-12)
+    monkeypatch.setattr(cpu_kernels, "W_PASS_MIN_BYTES", 0)
+
+    snap = solver.snapshot()
+    solver.sgd_epoch(1.0)
+    solver.refresh_w(2)
+    solver.restore(snap)
+    np.testing.assert_allclose(solver.rows.all_rows_h_block().P, X.T @ snap[0][0], rtol=1e-12)
+
+    minibatches = make_solver(X, W0.copy(), H0, 10, 2, seed=0)
+    minibatches.sgd_epoch(1.0)
+    calls.clear()
+    minibatches.refresh_w(2)
+    minibatches.rows.all_rows_h_block()
     assert len(calls) == 1
 
 
