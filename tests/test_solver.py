@@ -381,6 +381,13 @@ def test_a_guarded_extrapolated_one_batch_epoch_copies_w_once(monkeypatch):
     assert model.n_iter_ == 6 and len(copies) <= model.n_iter_ + 1  # was two per epoch
 
 
+def count_calls(monkeypatch, cls, name):
+    """A list that gets an entry for every call of ``cls.name`` (which still runs)."""
+    calls, real = [], getattr(cls, name)
+    monkeypatch.setattr(cls, name, lambda self, *a: calls.append(1) or real(self, *a))
+    return calls
+
+
 def test_one_batch_epochs_reuse_the_refresh_product(monkeypatch):
     """After a refresh, a one-batch epoch takes no X H^T of its own (the refresh's is the
     same product); after a restore it must compute one. The values are pinned by
@@ -388,10 +395,7 @@ def test_one_batch_epochs_reuse_the_refresh_product(monkeypatch):
     X = low_rank(50, 20, 3, noise=0.1)
     rng = np.random.default_rng(3)
     solver = make_solver(X, rng.random((50, 3)), rng.random((3, 20)), 50, 2, seed=0)
-    be = solver.backend
-    calls = []
-    real = type(be).xb_ht
-    monkeypatch.setattr(type(be), "xb_ht", lambda self, *a: calls.append(1) or real(self, *a))
+    calls = count_calls(monkeypatch, type(solver.backend), "xb_ht")
     for lr in (1.0, 0.7, 1.3):
         solver.sgd_epoch(lr)
         solver.refresh_w(2)
@@ -415,10 +419,7 @@ def test_a_fused_refresh_gives_the_next_one_batch_epoch_its_x_t_w_until_w_change
     rng = np.random.default_rng(3)
     W0, H0 = rng.random((50, 3)), rng.random((3, 20))
     solver = make_solver(X, W0.copy(), H0, 50, 2, seed=0)  # the store sweeps the W it is given
-    be = solver.backend
-    calls = []
-    real = type(be).xbt_wb
-    monkeypatch.setattr(type(be), "xbt_wb", lambda self, *a: calls.append(1) or real(self, *a))
+    calls = count_calls(monkeypatch, type(solver.backend), "xbt_wb")
     for lr in (1.0, 0.7, 1.3):
         solver.sgd_epoch(lr)
         solver.refresh_w(2)
