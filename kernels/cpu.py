@@ -632,7 +632,14 @@ def dense_t_matmul(A, B, out, partial):  # pragma: no cover - compiled
             np.dot(A[r0:r1].T, B[r0:r1], partial[block])
         else:
             np.dot(B[r0:r1].T, A[r0:r1], partial[block])
-    if direct:
+    _sum_product_blocks(partial, out)
+
+
+@nb.njit(**JIT_OPTIONS)  # typed by its callers; the sum itself is _sum_blocks' (parallel)
+def _sum_product_blocks(partial, out):  # pragma: no cover - compiled
+    """``out`` = the sum of the blocks of ``X.T @ W`` in ``partial``: each ``out``-shaped, or
+    ``out``'s transpose (the orientation :data:`T_PRODUCT_K_BY_M` picks)."""
+    if partial.shape[1] == out.shape[0] and partial.shape[2] == out.shape[1]:
         _sum_blocks(partial, out)
     else:
         _sum_blocks(partial.transpose((0, 2, 1)), out)
@@ -699,7 +706,7 @@ def dense_w_pass(X, rows, gather, Ht, G, l1, steps, max_sweeps, tol, W, P_out, C
         wb = np.empty((step_rows, k), dtype=W.dtype)
         pb = np.empty((step_rows, k), dtype=W.dtype)
         shifted = np.empty((step_rows if l1 != 0.0 else 0, k), dtype=W.dtype)
-        direct = C_part.shape[1] == m  # else C_part holds (X_s^T W_s)^T (see T_PRODUCT_K_BY_M)
+        direct = C_part.shape[1] == m and C_part.shape[2] == k  # else (X_s^T W_s)^T: T_PRODUCT_K_BY_M
         product = np.empty((C_part.shape[1], C_part.shape[2]), dtype=W.dtype)
         small = np.empty((k, k), dtype=W.dtype)
         no_sq = np.zeros(k)
@@ -1284,19 +1291,17 @@ class CPUBackend:
             return out
         n_blocks = self._product_blocks(Xb, Wb, out)
         if n_blocks > 1:
-            block_shape = out.shape[::-1] if T_PRODUCT_K_BY_M[out.dtype] else out.shape
-            dense_t_matmul(Xb, Wb, out, self._scratch((n_blocks,) + block_shape, out.dtype))
+            dense_t_matmul(Xb, Wb, out, self._t_product_scratch(n_blocks, out))
         else:
             np.matmul(Xb.T, Wb, out=out)
         return out
 
     def fuses_w_pass(self, X, n_rows, W):
         """Whether :meth:`dense_w_pass` runs the ``W`` half of a minibatch of ``n_rows`` rows of
-        ``X``: dense, ``W``'s dtype, C-ordered, at least :data:`W_PASS_MIN_BYTES` of it (below
-        that the rows stay in cache between the separate products anyway), and rows narrow
-        enough for steps of :data:`W_PASS_MIN_STEP_ROWS` rows."""
+        ``X``: dense, ``W``'s dtype, C-ordered, at least :data:`W_PASS_MIN_BYTES` of it, and rows
+        narrow enough for steps of :data:`W_PASS_MIN_STEP_ROWS` rows."""
         return (
-            isinstance(X, np.ndarray) and X.dtype == W.dtype and _compiled_operands(X, W)
+            _compiled_operands(X, W)
             and n_rows * X.shape[1] * X.itemsize >= W_PASS_MIN_BYTES
             and self._w_pass_step_rows(X) >= W_PASS_MIN_STEP_ROWS
         )
@@ -1321,7 +1326,7 @@ class CPUBackend:
         m, k = C_out.shape
         step_rows = self._w_pass_step_rows(X)
         n_blocks = max(1, min(_n_threads(), -(-n_rows // step_rows)))
-        C_part = self._scratch((n_blocks,) + ((k, m) if T_PRODUCT_K_BY_M[dtype] else (m, k)), dtype)
+        C_part = self._t_product_scratch(n_blocks, C_out)
         gram_part = np.empty((n_blocks, 2, k, k))
         inner_part = np.empty(n_blocks)
         dense_w_pass(
@@ -1329,7 +1334,7 @@ class CPUBackend:
             np.ascontiguousarray(steps, dtype=dtype), int(max_sweeps), dtype.type(tol), W,
             W if gather else P_out, C_part, gram_part, inner_part, step_rows,
         )
-        _sum_blocks(C_part if C_part.shape[1:] == C_out.shape else C_part.transpose((0, 2, 1)), C_out)
+        _sum_product_blocks(C_part, C_out)
         grams = gram_part.sum(axis=0)
         return grams[0], grams[1], float(inner_part.sum())
 
@@ -1354,6 +1359,12 @@ class CPUBackend:
         if n_threads < 2 or 2.0 * nnz * k < PARALLEL_MIN_PRODUCT_FLOPS or nnz < 2 * n_threads * m:
             return 1
         return min(n_threads, n_rows)
+
+    def _t_product_scratch(self, n_blocks, out):
+        """Scratch for ``n_blocks`` blocks of ``X.T @ W`` (``out``-shaped), each in the orientation
+        BLAS runs faster for ``out``'s dtype (:data:`T_PRODUCT_K_BY_M`)."""
+        block_shape = out.shape[::-1] if T_PRODUCT_K_BY_M[out.dtype] else out.shape
+        return self._scratch((n_blocks,) + block_shape, out.dtype)
 
     def _scratch(self, shape, dtype):
         """A reusable scratch array (contents undefined), kept per shape and dtype."""
