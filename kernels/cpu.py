@@ -29,46 +29,59 @@ class _PerDtypeKernel:
     own dispatcher, made on first use with that dtype's signatures only, so a float64 dense
     fit builds just the kernels it calls. ``dtype_arg`` is the argument
     whose dtype picks the dispatcher.
+
+    A kernel made with ``reads_only_data`` only reads its ``dtype_arg`` array (``X``), and a
+    read-only one (a memory-mapped file) gets a dispatcher of its own, built on first use from
+    ``signatures(f, readonly=True)``: most fits never meet one, and building the variants with
+    the others doubled the install's compile time (54 -> 110 s on 2 cores).
     """
 
     _lock = threading.Lock()
 
-    def __init__(self, py_func, signatures, options, dtype_arg):
+    def __init__(self, py_func, signatures, options, dtype_arg, reads_only_data=False):
         self.py_func = py_func
-        self._signatures = signatures  # Numba float type -> that dtype's signatures
+        self._signatures = signatures  # Numba float type (and readonly) -> that dtype's signatures
         self._options = options
         self._dtype_arg = dtype_arg
-        self._dispatchers = {}
+        self._reads_only_data = reads_only_data
+        self._dispatchers = {}  # per dtype, for writable data
+        self._readonly_dispatchers = {}  # per dtype, for read-only data (reads_only_data kernels)
         functools.update_wrapper(self, py_func)
 
-    def compiled(self, dtype):
-        """The dispatcher for ``dtype`` (float32 or float64)."""
+    def compiled(self, dtype, readonly=False):
+        """The dispatcher for ``dtype`` (float32 or float64), for read-only data if ``readonly``."""
         dtype = np.dtype(dtype)
-        dispatcher = self._dispatchers.get(dtype)
+        dispatchers = self._readonly_dispatchers if readonly else self._dispatchers
+        dispatcher = dispatchers.get(dtype)
         if dispatcher is None:
             if dtype not in (np.float32, np.float64):
                 raise TypeError(f"{self.__name__} takes float32 or float64 arrays, got {dtype}")
             with self._lock:
-                dispatcher = self._dispatchers.get(dtype)
+                dispatcher = dispatchers.get(dtype)
                 if dispatcher is None:
-                    signatures = self._signatures(nb.from_dtype(dtype))
+                    f = nb.from_dtype(dtype)
+                    signatures = self._signatures(f, readonly) if self._reads_only_data else self._signatures(f)
                     dispatcher = nb.njit(signatures, **self._options)(self.py_func)
-                    self._dispatchers[dtype] = dispatcher
+                    dispatchers[dtype] = dispatcher
         return dispatcher
 
     def __call__(self, *args):
-        dispatcher = self._dispatchers.get(args[self._dtype_arg].dtype)
-        return (dispatcher or self.compiled(args[self._dtype_arg].dtype))(*args)
+        data = args[self._dtype_arg]
+        if self._reads_only_data and not data.flags.writeable:
+            return self.compiled(data.dtype, readonly=True)(*args)
+        dispatcher = self._dispatchers.get(data.dtype)
+        return (dispatcher or self.compiled(data.dtype))(*args)
 
 
 _KERNELS = []
 
 
-def _per_dtype(signatures, options, dtype_arg=0):
-    """Decorator: a :class:`_PerDtypeKernel` with ``signatures(f)`` for float type ``f``."""
+def _per_dtype(signatures, options, dtype_arg=0, reads_only_data=False):
+    """Decorator: a :class:`_PerDtypeKernel` with ``signatures(f)`` for float type ``f``
+    (``signatures(f, readonly)`` with ``reads_only_data``)."""
 
     def wrap(py_func):
-        kernel = _PerDtypeKernel(py_func, signatures, options, dtype_arg)
+        kernel = _PerDtypeKernel(py_func, signatures, options, dtype_arg, reads_only_data)
         _KERNELS.append(kernel)
         return kernel
 
@@ -570,15 +583,10 @@ PARALLEL_MIN_GATHER_BYTES = 1 << 18
 T_PRODUCT_K_BY_M = {np.dtype(np.float32): False, np.dtype(np.float64): True}
 
 
-def _vector_types(f):
-    """A 1-D array of ``f``, writable or read-only (see :func:`_data_types`)."""
-    return [f[::1], nb.types.Array(f, 1, "C", readonly=True)]
-
-
-def _data_types(f):
-    """A dense ``X`` of ``f`` as the kernels that only read it take it: writable, or read-only
-    (a memory-mapped ``.npy`` file, an array whose owner set ``writeable=False``)."""
-    return [f[:, ::1], nb.types.Array(f, 2, "C", readonly=True)]
+def _data_type(f, readonly, ndim=2):
+    """A C-ordered array of ``f`` as a kernel that only reads it takes it: writable, or
+    read-only (a memory-mapped ``.npy`` file, an array whose owner set ``writeable=False``)."""
+    return nb.types.Array(f, ndim, "C", readonly=readonly)
 
 
 @nb.njit([nb.types.UniTuple(nb.int64, 2)(nb.int64, nb.int64, nb.int64)], **JIT_OPTIONS)
@@ -590,7 +598,8 @@ def _block_rows(n_rows, n_blocks, block):  # pragma: no cover - compiled
     return r0, min(n_rows, r0 + size)
 
 
-@_per_dtype(lambda f: [nb.void(x, f[:, ::1], f[:, ::1], nb.int64) for x in _data_types(f)], PARALLEL_JIT_OPTIONS)
+@_per_dtype(lambda f, ro: [nb.void(_data_type(f, ro), f[:, ::1], f[:, ::1], nb.int64)], PARALLEL_JIT_OPTIONS,
+            reads_only_data=True)
 def dense_matmul(A, B, out, n_blocks):  # pragma: no cover - compiled
     """``out = A @ B``, each of ``n_blocks`` blocks of rows of ``A`` on its own thread."""
     for block in nb.prange(n_blocks):
@@ -612,7 +621,8 @@ def _sum_blocks(partial, out):  # pragma: no cover - compiled
             out[i, j] = total
 
 
-@_per_dtype(lambda f: [nb.void(x, f[:, ::1], f[:, ::1], f[:, :, ::1]) for x in _data_types(f)], PARALLEL_JIT_OPTIONS)
+@_per_dtype(lambda f, ro: [nb.void(_data_type(f, ro), f[:, ::1], f[:, ::1], f[:, :, ::1])], PARALLEL_JIT_OPTIONS,
+            reads_only_data=True)
 def dense_t_matmul(A, B, out, partial):  # pragma: no cover - compiled
     """``out = A.T @ B``: block ``c`` of rows gives its product in ``partial[c]``, then the
     blocks are summed into ``out``.
@@ -645,7 +655,8 @@ def _sum_product_blocks(partial, out):  # pragma: no cover - compiled
         _sum_blocks(partial.transpose((0, 2, 1)), out)
 
 
-@_per_dtype(lambda f: [nb.void(x, nb.int64[::1], f[:, ::1]) for x in _data_types(f)], PARALLEL_JIT_OPTIONS)
+@_per_dtype(lambda f, ro: [nb.void(_data_type(f, ro), nb.int64[::1], f[:, ::1])], PARALLEL_JIT_OPTIONS,
+            reads_only_data=True)
 def gather_rows(X, rows, out):  # pragma: no cover - compiled
     """``out[i] = X[rows[i]]`` (``np.take(..., out=...)`` is 5x slower on wide rows)."""
     for i in nb.prange(rows.shape[0]):
@@ -667,18 +678,17 @@ W_PASS_STEP_BYTES = 256 * 300 * 4
 W_PASS_MIN_STEP_ROWS = 64
 
 
-def _w_pass_signatures(f):
+def _w_pass_signatures(f, readonly):
     # X, rows, gather, Ht, G, l1, steps, max_sweeps, tol, W, P_out, C_part, gram_part, inner_part, step_rows
     return [
         nb.void(
-            x, nb.int64[::1], nb.boolean, f[:, ::1], f[:, ::1], f, f[::1], nb.int64, f, f[:, ::1],
-            f[:, ::1], f[:, :, ::1], nb.float64[:, :, :, ::1], nb.float64[::1], nb.int64,
+            _data_type(f, readonly), nb.int64[::1], nb.boolean, f[:, ::1], f[:, ::1], f, f[::1], nb.int64, f,
+            f[:, ::1], f[:, ::1], f[:, :, ::1], nb.float64[:, :, :, ::1], nb.float64[::1], nb.int64,
         )
-        for x in _data_types(f)
     ]
 
 
-@_per_dtype(_w_pass_signatures, PARALLEL_JIT_OPTIONS)
+@_per_dtype(_w_pass_signatures, PARALLEL_JIT_OPTIONS, reads_only_data=True)
 def dense_w_pass(X, rows, gather, Ht, G, l1, steps, max_sweeps, tol, W, P_out, C_part, gram_part, inner_part,
                  step_rows):  # pragma: no cover - compiled
     """The ``W`` half of a dense minibatch, reading its rows of ``X`` from memory once.
@@ -725,22 +735,17 @@ def dense_w_pass(X, rows, gather, Ht, G, l1, steps, max_sweeps, tol, W, P_out, C
             else:  # every row: W and P in place
                 xs, ws, ps = X[s0:s0 + s], W[s0:s0 + s], P_out[s0:s0 + s]
             np.dot(xs, Ht, ps)
+            # the rows swept: Y[a:b] against P[a:b] (W's own rows in place, else the step's copy)
+            Y, P, a, b = (wb, pb, 0, s) if gather else (W, P_out, s0, s0 + s)
             if l1 != 0.0:
                 for i in range(s):
                     for j in range(k):
                         shifted[i, j] = ps[i, j] - l1
-                if not gather:
-                    wb[:s] = ws
-                _projected_cd_rows(wb, G, shifted, steps, max_sweeps, tol, clip_rel, clip_abs, no_grad, 0.0,
-                                   no_sq, 0, s)
-                if not gather:
-                    ws[:, :] = wb[:s]
-            elif gather:
-                _projected_cd_rows(wb, G, pb, steps, max_sweeps, tol, clip_rel, clip_abs, no_grad, 0.0,
-                                   no_sq, 0, s)
-            else:
-                _projected_cd_rows(W, G, P_out, steps, max_sweeps, tol, clip_rel, clip_abs, no_grad, 0.0,
-                                   no_sq, s0, s0 + s)
+                wb[:s] = ws  # a no-op for a gathered step (ws is wb[:s])
+                Y, P, a, b = wb, shifted, 0, s
+            _projected_cd_rows(Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, no_grad, 0.0, no_sq, a, b)
+            if l1 != 0.0 and not gather:
+                ws[:, :] = wb[:s]
             if gather:
                 for i in range(s):
                     W[rows[s0 + i], :] = wb[i, :]
@@ -1002,7 +1007,8 @@ _DOT_CHUNK = 1 << 16
 _DOT_LANES = 8
 
 
-@_per_dtype(lambda f: [nb.float64(a, b) for a in _vector_types(f) for b in _vector_types(f)], PARALLEL_JIT_OPTIONS)
+@_per_dtype(lambda f, ro: [nb.float64(_data_type(f, ro, 1), _data_type(f, ro, 1))], PARALLEL_JIT_OPTIONS,
+            reads_only_data=True)
 def dot_in_float64(a, b):  # pragma: no cover - compiled
     """``a @ b`` accumulated in float64, :data:`_DOT_CHUNK` entries per thread task, each
     summed in :data:`_DOT_LANES` interleaved lanes (a fixed split and order: the sum does not

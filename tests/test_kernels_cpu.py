@@ -451,3 +451,20 @@ def test_dense_w_pass_runs_only_where_it_pays(rng, monkeypatch):
     assert be.fuses_w_pass(X, 50, W) and not be.fuses_w_pass(X, 49, W)
     wide = rng.random((50, cpu.W_PASS_STEP_BYTES // (8 * cpu.W_PASS_MIN_STEP_ROWS) + 1))
     assert not be.fuses_w_pass(wide, 50, W)  # steps of too few rows
+
+
+def test_read_only_data_gets_its_own_dispatcher_built_on_first_use(rng):
+    """Kernels that only read X build their read-only variant when a read-only X first comes
+    (compile_kernels builds the writable ones only), and it computes what the writable one does."""
+    cpu.compile_kernels((np.float64,))
+    X, B = rng.random((40, 7)), rng.random((7, 3))
+    kernel = cpu.dense_matmul
+    kernel._readonly_dispatchers.clear()
+    expected = np.empty((40, 3))
+    kernel(X, B, expected, 2)
+    assert not kernel._readonly_dispatchers
+    X.setflags(write=False)
+    out = np.empty((40, 3))
+    kernel(X, B, out, 2)
+    assert list(kernel._readonly_dispatchers) == [np.dtype(np.float64)]
+    np.testing.assert_array_equal(out, expected)
