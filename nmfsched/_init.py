@@ -96,12 +96,59 @@ def init_power_iterations(k, n_samples, n_features):
 def range_finder(matmul, rmatmul, n_columns, width, n_iter, rng, dtype, *, xp=np):
     """An orthonormal basis (``width`` columns, an array of ``xp``) of the leading range of a
     matrix of ``n_columns`` columns known by its products ``X @ B`` and ``X.T @ Q``: ``X``
-    times a Gaussian draw from ``rng``, then ``n_iter`` QR-normalised power iterations."""
-    Q, _ = xp.linalg.qr(matmul(xp.asarray(rng.standard_normal((n_columns, width)), dtype=dtype)))
+    times a Gaussian draw from ``rng``, then ``n_iter`` power iterations, each product
+    orthonormalised (:func:`orthonormal_columns`)."""
+    Q = orthonormal_columns(matmul(xp.asarray(rng.standard_normal((n_columns, width)), dtype=dtype)), xp=xp)
     for _ in range(n_iter):
-        Z, _ = xp.linalg.qr(rmatmul(Q))
-        Q, _ = xp.linalg.qr(matmul(Z))
+        Z = orthonormal_columns(rmatmul(Q), xp=xp)
+        Q = orthonormal_columns(matmul(Z), xp=xp)
     return Q
+
+
+#: The largest condition number of its input at which :func:`orthonormal_columns` takes
+#: Cholesky QR, per dtype: where the float64 Gram (error ``eps64 cond^2``) and the
+#: product ``A R^-1`` in ``A``'s dtype (error ``eps cond``) both leave the first pass's
+#: columns within 1e-2 of orthonormal, so that the second pass makes them orthonormal to
+#: rounding (Yamamoto et al., 2015, on CholeskyQR2).
+CHOLESKY_QR_MAX_COND = {
+    np.dtype(np.float64): 1e-2 / np.sqrt(np.finfo(np.float64).eps),
+    np.dtype(np.float32): 1e-2 / np.finfo(np.float32).eps,
+}
+
+
+def orthonormal_columns(A, *, xp=np):
+    """An orthonormal basis of the columns of a tall ``A`` (``n x w``, full column rank), in
+    ``A``'s dtype.
+
+    A host ``A`` whose condition number is at most :data:`CHOLESKY_QR_MAX_COND` gets Cholesky
+    QR twice: ``R`` from the float64 Gram ``A^T A``, then ``A R^-1``, all in products, 9-10x
+    faster than LAPACK's Householder QR on one thread at 30 000 to a million rows and 40
+    columns (the range finder of a 300 000-row counts matrix spent 0.44 s in QR). Any other
+    ``A`` (a device array, a nearly dependent or non-finite one) gets Householder QR.
+    """
+    if xp is np and A.dtype in CHOLESKY_QR_MAX_COND and A.shape[0] >= A.shape[1]:
+        Q = _cholesky_qr(A, check_cond=True)
+        if Q is not None:
+            return _cholesky_qr(Q)
+    Q, _ = xp.linalg.qr(A)
+    return Q
+
+
+def _cholesky_qr(A, check_cond=False):
+    """``A R^-1`` with ``R^T R`` the Cholesky factorisation of ``A``'s float64 Gram, or None
+    where that fails (or, with ``check_cond``, where ``R``'s condition number exceeds
+    :data:`CHOLESKY_QR_MAX_COND`)."""
+    G = _gram_float64(A)
+    if not np.isfinite(G).all():
+        return None
+    try:
+        L = linalg.cholesky(G, lower=True, check_finite=False)
+    except linalg.LinAlgError:
+        return None
+    if check_cond and not np.linalg.cond(L) <= CHOLESKY_QR_MAX_COND[A.dtype]:  # NaN fails too
+        return None
+    R_inv = linalg.solve_triangular(L, np.eye(L.shape[0]), lower=True, check_finite=False).T
+    return _tall_product(np.ascontiguousarray(A), R_inv.astype(A.dtype))
 
 
 def randomized_svd_operator(matmul, rmatmul, shape, dtype, k, rng, *, xp=np, n_oversamples=10, n_iter=None):

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import low_rank
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.utils.extmath import randomized_svd
 
 from nmfsched import _init
@@ -223,3 +225,40 @@ def test_a_tall_sparse_matrix_starts_from_sampled_rows(monkeypatch):
         assert W.shape == (n, 4) and H.shape == (4, 200) and (W >= 0).all() and (H >= 0).all()
         assert np.isfinite(W).all() and np.isfinite(H).all() and W.any() and H.any()
     assert calls == ["sklearn", "sampled"]
+
+
+def _conditioned(n, w, cond, seed, dtype):
+    """A random ``n x w`` matrix with singular values spread log-evenly from 1 to ``cond``."""
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((n, w)))
+    V, _ = np.linalg.qr(rng.standard_normal((w, w)))
+    return ((U * np.logspace(0, np.log10(cond), w)) @ V.T).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype, atol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(40, 3000), w=st.integers(1, 40), log_cond=st.floats(0, 4), seed=st.integers(0, 2**16))
+def test_orthonormal_columns_span_the_columns_as_householder_qr(dtype, atol, n, w, log_cond, seed):
+    A = _conditioned(n, w, 10.0**log_cond, seed, dtype)
+    Q = _init.orthonormal_columns(A)
+    assert Q.dtype == dtype and Q.shape == (n, w)
+    Q64 = Q.astype(np.float64)
+    np.testing.assert_allclose(Q64.T @ Q64, np.eye(w), atol=atol)
+    Q_ref, _ = np.linalg.qr(A.astype(np.float64))
+    # the same subspace: the projectors agree (the columns may differ in sign)
+    np.testing.assert_allclose(Q64 @ (Q64.T @ Q_ref), Q_ref, atol=100 * atol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_orthonormal_columns_takes_cholesky_qr_where_well_conditioned_else_householder(monkeypatch, dtype):
+    limit = _init.CHOLESKY_QR_MAX_COND[np.dtype(dtype)]
+    well, badly = _conditioned(500, 10, 1e3, 0, dtype), _conditioned(500, 10, 10 * limit, 0, dtype)
+    calls = []
+    householder = np.linalg.qr
+    monkeypatch.setattr(np.linalg, "qr", lambda A, *a, **kw: calls.append(A.shape) or householder(A, *a, **kw))
+    _init.orthonormal_columns(well)
+    assert calls == []  # the fast path: no Householder QR
+    for A in (badly, np.ones((500, 10), dtype), np.zeros((500, 10), dtype)):
+        calls.clear()
+        Q = _init.orthonormal_columns(A)
+        assert calls == [A.shape] and np.isfinite(Q).all()
