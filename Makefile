@@ -10,7 +10,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test,notebooks,lint,docs]"
-	# compile the Numba kernels into their cache now (70 s on 2 cores, 2026-12-07), not in the first fit
+	# compile the Numba kernels into their cache now (80 s on 2 cores, fresh cache, 2026-12-07), not in the first fit
 	$(BIN)/python -c "from nmfsched.kernels.cpu import compile_kernels; compile_kernels()"
 	touch $(STAMP)
 

@@ -866,34 +866,46 @@ def observed_w_cd_rows(indptr, indices, r, W, H, steps, max_sweeps, tol, l1, l2)
     component stay within one row of ``H`` (measured on MovieLens, k=10: 2x faster than
     gathering from ``H^T``).
     """
-    k = W.shape[1]
-    for i in nb.prange(W.shape[0]):
-        p0, p1 = indptr[i], indptr[i + 1]
-        for _ in range(max_sweeps):
-            moved = 0.0
-            size = 0.0
+    n, k = W.shape
+    n_tasks = (n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for t in nb.prange(n_tasks):
+        i0, i1 = t * _ROWS_PER_TASK, min(n, (t + 1) * _ROWS_PER_TASK)
+        width = 0
+        for i in range(i0, i1):
+            width = max(width, indptr[i + 1] - indptr[i])
+        # the row's columns of H, gathered once for all its sweeps: the sweeps then read them in order
+        local = np.empty((k, width), dtype=H.dtype)
+        for i in range(i0, i1):
+            p0, p1 = indptr[i], indptr[i + 1]
+            size_i = p1 - p0
             for j in range(k):
-                old = np.float64(W[i, j])
-                s = steps[i, j]
-                if s == 0.0:
-                    size += abs(old)
-                    continue
-                g = 0.0
-                for p in range(p0, p1):
-                    g += np.float64(r[p]) * np.float64(H[j, indices[p]])
-                g += l1[i] + l2[i] * old
-                new = old - s * g
-                new = 0.0 if new < 0.0 else new  # NaN < 0 is false: NaN stays
-                new = np.float64(W.dtype.type(new))
-                step = new - old
-                if step != 0.0:
-                    W[i, j] = new
-                    for p in range(p0, p1):
-                        r[p] += step * H[j, indices[p]]
-                moved += abs(step)
-                size += abs(new)
-            if moved <= tol * size:
-                break
+                for q in range(size_i):
+                    local[j, q] = H[j, indices[p0 + q]]
+            for _ in range(max_sweeps):
+                moved = 0.0
+                size = 0.0
+                for j in range(k):
+                    old = np.float64(W[i, j])
+                    s = steps[i, j]
+                    if s == 0.0:
+                        size += abs(old)
+                        continue
+                    g = 0.0
+                    for q in range(size_i):
+                        g += np.float64(r[p0 + q]) * np.float64(local[j, q])
+                    g += l1[i] + l2[i] * old
+                    new = old - s * g
+                    new = 0.0 if new < 0.0 else new  # NaN < 0 is false: NaN stays
+                    new = np.float64(W.dtype.type(new))
+                    step = new - old
+                    if step != 0.0:
+                        W[i, j] = new
+                        for q in range(size_i):
+                            r[p0 + q] += step * local[j, q]
+                    moved += abs(step)
+                    size += abs(new)
+                if moved <= tol * size:
+                    break
 
 
 @_per_dtype(
@@ -917,37 +929,50 @@ def observed_residual_rows(indptr, indices, x, W, H, out):  # pragma: no cover -
 @_per_dtype(
     _index_signatures(lambda f, i: nb.int64(i[::1], i[::1], f[::1], f[:, ::1], f[:, ::1], nb.float64[:, ::1],
                                             nb.int64, nb.float64[::1], nb.float64[::1], nb.float64[::1],
-                                            nb.float64[::1])),
-    JIT_OPTIONS,
+                                            nb.float64[::1], nb.float64[:, ::1])),
+    PARALLEL_JIT_OPTIONS,
     dtype_arg=2,
 )
-def observed_h_cd_columns(indptr, indices, r, W, Ht, steps, max_sweeps, l1, l2, clip_rel, clip_abs):  # pragma: no cover
+def observed_h_cd_columns(indptr, indices, r, W, Ht, steps, max_sweeps, l1, l2, clip_rel, clip_abs,
+                          partial):  # pragma: no cover - compiled
     """:func:`nmfsched.kernels.namespace.observed_h_cd` in one pass per component: scatter the
-    gradient over the entries, step every column, then update the residual. Serial (the
-    scatter would race; ``l1`` and ``l2`` are the columns' penalty weights); returns the
-    clipped-step count."""
+    gradient over the entries, step every column, then update the residual; returns the
+    clipped-step count (``l1`` and ``l2`` are the columns' penalty weights).
+
+    The rows are split into ``partial.shape[0]`` blocks, one task each: a block scatters its
+    rows' gradient into its own row of ``partial`` (``n_blocks x m``), and the column's
+    gradient is their sum in block order, so the result depends on the number of blocks only;
+    with one block it is the serial scatter's, bit for bit. The residual's entries are updated
+    by the rows' blocks too (a row owns its entries).
+    """
     n_rows, k = W.shape
     m = Ht.shape[0]
-    g = np.empty(m)
+    n_blocks = partial.shape[0]
     delta = np.empty(m)
     n_clipped = 0
     for _ in range(max_sweeps):
         for j in range(k):
-            g[:] = 0.0
-            for i in range(n_rows):
-                w = np.float64(W[i, j])
-                if w != 0.0:
-                    for p in range(indptr[i], indptr[i + 1]):
-                        g[indices[p]] += w * np.float64(r[p])
+            for b in nb.prange(n_blocks):
+                g = partial[b]
+                g[:] = 0.0
+                r0, r1 = _block_rows(n_rows, n_blocks, b)
+                for i in range(r0, r1):
+                    w = np.float64(W[i, j])
+                    if w != 0.0:
+                        for p in range(indptr[i], indptr[i + 1]):
+                            g[indices[p]] += w * np.float64(r[p])
             rel, floor = clip_rel[j], clip_abs[j]
-            any_moved = False
-            for c in range(m):
+            n_moved = 0
+            for c in nb.prange(m):
                 old = np.float64(Ht[c, j])
                 s = steps[c, j]
                 if s == 0.0:
                     delta[c] = 0.0
                     continue
-                d = -s * (g[c] + l1[c] + l2[c] * old)
+                grad = partial[0, c]
+                for b in range(1, n_blocks):
+                    grad += partial[b, c]
+                d = -s * (grad + l1[c] + l2[c] * old)
                 clip = max(rel * abs(old), floor)
                 if d > clip:
                     d = clip
@@ -960,13 +985,16 @@ def observed_h_cd_columns(indptr, indices, r, W, Ht, steps, max_sweeps, l1, l2, 
                 new = np.float64(Ht.dtype.type(new))
                 Ht[c, j] = new
                 delta[c] = new - old
-                any_moved = any_moved or delta[c] != 0.0
-            if any_moved:
-                for i in range(n_rows):
-                    w = np.float64(W[i, j])
-                    if w != 0.0:
-                        for p in range(indptr[i], indptr[i + 1]):
-                            r[p] += w * delta[indices[p]]
+                if delta[c] != 0.0:
+                    n_moved += 1
+            if n_moved:
+                for b in nb.prange(n_blocks):
+                    r0, r1 = _block_rows(n_rows, n_blocks, b)
+                    for i in range(r0, r1):
+                        w = np.float64(W[i, j])
+                        if w != 0.0:
+                            for p in range(indptr[i], indptr[i + 1]):
+                                r[p] += w * delta[indices[p]]
     return n_clipped
 
 
@@ -1465,10 +1493,12 @@ class CPUBackend:
         k = Ht.shape[1]
         clip_rel, clip_abs = (np.zeros(k), np.full(k, np.inf)) if clips is None else clips
         m = Ht.shape[0]
+        # one block where threads would cost more than they save (the serial scatter's sums)
+        n_blocks = _n_threads() if R.data.shape[0] * k >= PARALLEL_MIN_FLOPS else 1
         return int(observed_h_cd_columns(
             R.indptr, R.indices, R.data, np.ascontiguousarray(W), Ht, np.ascontiguousarray(steps),
             int(max_sweeps), _per_line(l1, m), _per_line(l2, m), np.array(np.broadcast_to(clip_rel, (k,)), dtype=np.float64),
-            np.array(np.broadcast_to(clip_abs, (k,)), dtype=np.float64),
+            np.array(np.broadcast_to(clip_abs, (k,)), dtype=np.float64), self._scratch((n_blocks, m), np.float64),
         ))
 
     def column_sq_norms(self, A, mask=None):

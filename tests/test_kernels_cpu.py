@@ -468,3 +468,48 @@ def test_read_only_data_gets_its_own_dispatcher_built_on_first_use(rng):
     kernel(X, B, out, 2)
     assert list(kernel._readonly_dispatchers) == [np.dtype(np.float64)]
     np.testing.assert_array_equal(out, expected)
+
+
+def _observed_problem(seed, n, m, k, dtype):
+    """A residual CSR of rows of very different lengths (empty ones too), ``W`` with zeros,
+    per-entry steps with zeros, and penalty weights: what the observed kernels take."""
+    rng = np.random.default_rng(seed)
+    density = rng.choice([0.0, 0.05, 0.5, 1.0], size=n)
+    mask = rng.random((n, m)) < density[:, None]
+    R = sp.csr_matrix(np.where(mask, rng.standard_normal((n, m)), 0.0).astype(dtype))
+    R.data[R.data == 0] = 0.5  # keep every drawn entry stored
+    entry_rows = np.repeat(np.arange(n), np.diff(R.indptr))
+    W = (rng.random((n, k)) * (rng.random((n, k)) < 0.7)).astype(dtype)
+    Ht = rng.random((m, k)).astype(dtype)
+    w_steps = rng.random((n, k)) * (rng.random((n, k)) < 0.9)
+    h_steps = rng.random((m, k)) * (rng.random((m, k)) < 0.9)
+    return R, entry_rows, W, Ht, w_steps, h_steps, rng.random(n) * 0.1, rng.random(n) * 0.1
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 2e-4)])
+@pytest.mark.parametrize("parallel", [False, True], ids=["one block", "blocks"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_observed_kernels_match_their_numpy_oracles(monkeypatch, dtype, rtol, parallel, seed):
+    from nmfsched.kernels import namespace
+
+    # the threshold decides between one block (the serial scatter) and a block per thread
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_FLOPS", 0 if parallel else 1 << 62)
+    monkeypatch.setattr(cpu, "_n_threads", lambda: 3)  # blocks of unequal work, whatever the machine
+    be = cpu.CPUBackend()
+    R, entry_rows, W, Ht, w_steps, h_steps, l1, l2 = _observed_problem(seed, 150, 40, 5, dtype)
+    atol = rtol * 10
+
+    R_ref, W_ref = R.copy(), W.copy()
+    namespace.observed_w_cd(np, R_ref, entry_rows, W_ref, Ht, w_steps, 3, 0.0, l1, l2)
+    be.observed_w_cd(R, entry_rows, W, Ht, w_steps, max_sweeps=3, tol=0.0, l1=l1, l2=l2)
+    np.testing.assert_allclose(W, W_ref, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(R.data, R_ref.data, rtol=rtol, atol=atol)
+
+    clips = (np.full(5, 0.3), np.full(5, 0.02))
+    R_ref, Ht_ref = R.copy(), Ht.copy()
+    hl1, hl2 = l1[:40], l2[:40]
+    n_ref = namespace.observed_h_cd(np, R_ref, entry_rows, W, Ht_ref, h_steps, 2, hl1, hl2, *clips)
+    n_clipped = be.observed_h_cd(R, entry_rows, W, Ht, h_steps, max_sweeps=2, l1=hl1, l2=hl2, clips=clips)
+    np.testing.assert_allclose(Ht, Ht_ref, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(R.data, R_ref.data, rtol=rtol, atol=atol)
+    assert n_clipped == int(n_ref) > 0
