@@ -929,23 +929,24 @@ def observed_residual_rows(indptr, indices, x, W, H, out):  # pragma: no cover -
 @_per_dtype(
     _index_signatures(lambda f, i: nb.int64(i[::1], i[::1], f[::1], f[:, ::1], f[:, ::1], nb.float64[:, ::1],
                                             nb.int64, nb.float64[::1], nb.float64[::1], nb.float64[::1],
-                                            nb.float64[::1], nb.float64[:, ::1])),
+                                            nb.float64[::1], nb.int64[::1], nb.float64[:, ::1])),
     PARALLEL_JIT_OPTIONS,
     dtype_arg=2,
 )
-def observed_h_cd_columns(indptr, indices, r, W, Ht, steps, max_sweeps, l1, l2, clip_rel, clip_abs,
+def observed_h_cd_columns(indptr, indices, r, W, Ht, steps, max_sweeps, l1, l2, clip_rel, clip_abs, bounds,
                           partial):  # pragma: no cover - compiled
     """:func:`nmfsched.kernels.namespace.observed_h_cd` in one pass per component: scatter the
     gradient over the entries, step every column, then update the residual; returns the
     clipped-step count (``l1`` and ``l2`` are the columns' penalty weights).
 
-    The rows are split into ``partial.shape[0]`` blocks, one task each: a block scatters its
+    The rows are split into ``partial.shape[0]`` blocks, block ``b`` the rows
+    ``bounds[b]:bounds[b + 1]``, one task each: a block scatters its
     rows' gradient into its own row of ``partial`` (``n_blocks x m``), and the column's
     gradient is their sum in block order, so the result depends on the number of blocks only;
     with one block it is the serial scatter's, bit for bit. The residual's entries are updated
     by the rows' blocks too (a row owns its entries).
     """
-    n_rows, k = W.shape
+    k = W.shape[1]
     m = Ht.shape[0]
     n_blocks = partial.shape[0]
     delta = np.empty(m)
@@ -955,8 +956,7 @@ def observed_h_cd_columns(indptr, indices, r, W, Ht, steps, max_sweeps, l1, l2, 
             for b in nb.prange(n_blocks):
                 g = partial[b]
                 g[:] = 0.0
-                r0, r1 = _block_rows(n_rows, n_blocks, b)
-                for i in range(r0, r1):
+                for i in range(bounds[b], bounds[b + 1]):
                     w = np.float64(W[i, j])
                     if w != 0.0:
                         for p in range(indptr[i], indptr[i + 1]):
@@ -989,8 +989,7 @@ def observed_h_cd_columns(indptr, indices, r, W, Ht, steps, max_sweeps, l1, l2, 
                     n_moved += 1
             if n_moved:
                 for b in nb.prange(n_blocks):
-                    r0, r1 = _block_rows(n_rows, n_blocks, b)
-                    for i in range(r0, r1):
+                    for i in range(bounds[b], bounds[b + 1]):
                         w = np.float64(W[i, j])
                         if w != 0.0:
                             for p in range(indptr[i], indptr[i + 1]):
@@ -1493,12 +1492,16 @@ class CPUBackend:
         k = Ht.shape[1]
         clip_rel, clip_abs = (np.zeros(k), np.full(k, np.inf)) if clips is None else clips
         m = Ht.shape[0]
+        nnz = R.data.shape[0]
         # one block where threads would cost more than they save (the serial scatter's sums)
-        n_blocks = _n_threads() if R.data.shape[0] * k >= PARALLEL_MIN_FLOPS else 1
+        n_blocks = _n_threads() if nnz * k >= PARALLEL_MIN_FLOPS else 1
+        # blocks of about equal entries, not rows: ratings' rows differ in length by 100x
+        bounds = np.searchsorted(R.indptr, np.arange(n_blocks + 1) * (nnz / n_blocks)).astype(np.int64)
+        bounds[0], bounds[-1] = 0, W.shape[0]
         return int(observed_h_cd_columns(
             R.indptr, R.indices, R.data, np.ascontiguousarray(W), Ht, np.ascontiguousarray(steps),
             int(max_sweeps), _per_line(l1, m), _per_line(l2, m), np.array(np.broadcast_to(clip_rel, (k,)), dtype=np.float64),
-            np.array(np.broadcast_to(clip_abs, (k,)), dtype=np.float64), self._scratch((n_blocks, m), np.float64),
+            np.array(np.broadcast_to(clip_abs, (k,)), dtype=np.float64), bounds, self._scratch((n_blocks, m), np.float64),
         ))
 
     def column_sq_norms(self, A, mask=None):
