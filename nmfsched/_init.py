@@ -128,8 +128,9 @@ def orthonormal_columns(A, *, xp=np):
     """
     if xp is np and A.dtype in CHOLESKY_QR_MAX_COND and A.shape[0] >= A.shape[1]:
         Q = _cholesky_qr(A, check_cond=True)
+        Q = None if Q is None else _cholesky_qr(Q)
         if Q is not None:
-            return _cholesky_qr(Q)
+            return Q
     Q, _ = xp.linalg.qr(A)
     return Q
 

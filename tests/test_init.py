@@ -262,3 +262,12 @@ def test_orthonormal_columns_takes_cholesky_qr_where_well_conditioned_else_house
         calls.clear()
         Q = _init.orthonormal_columns(A)
         assert calls == [A.shape] and np.isfinite(Q).all()
+
+
+def test_orthonormal_columns_falls_back_when_the_second_cholesky_pass_fails(monkeypatch):
+    A = _conditioned(300, 8, 10.0, 1, np.float64)
+    first_pass = _init._cholesky_qr
+    monkeypatch.setattr(_init, "_cholesky_qr", lambda B, check_cond=False: first_pass(B, check_cond) if check_cond else None)
+    Q = _init.orthonormal_columns(A)
+    np.testing.assert_allclose(Q.T @ Q, np.eye(8), atol=1e-13)
+    np.testing.assert_allclose(Q @ (Q.T @ A), A, atol=1e-12)
