@@ -128,12 +128,26 @@ def _cd_signature(f):
 _LANES = 64
 
 
-@nb.njit(**JIT_OPTIONS)  # typed by its callers: projected_cd_parallel, projected_cd_serial
+@nb.njit(**JIT_OPTIONS)  # typed by its callers: projected_cd_parallel, projected_cd_serial, dense_w_pass
 def _projected_cd_rows(
     Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc, r0, r1
 ):  # pragma: no cover
-    """Rows ``r0:r1`` of :func:`projected_cd` (serial, :data:`_LANES` rows at a time);
-    returns their clipped-step count."""
+    """Rows ``r0:r1`` of :func:`projected_cd` (serial); returns their clipped-step count.
+
+    The rows are passed on as slices: indices that count from 0 are known non-negative, so
+    LLVM drops the negative-index wraparound that kept the group loops scalar."""
+    grad = grad_acc[r0:r1] if grad_acc.shape[0] > 0 else grad_acc
+    return _projected_cd_block(
+        Y[r0:r1], G, P[r0:r1], steps, max_sweeps, tol, clip_rel, clip_abs, grad, sq_weight, sq_acc
+    )
+
+
+@nb.njit(**JIT_OPTIONS)  # typed by its caller, _projected_cd_rows
+def _projected_cd_block(
+    Y, G, P, steps, max_sweeps, tol, clip_rel, clip_abs, grad_acc, sq_weight, sq_acc
+):  # pragma: no cover
+    """Every row of ``Y`` by :func:`projected_cd`, :data:`_LANES` rows at a time; returns
+    the clipped-step count."""
     k = Y.shape[1]
     accumulate = grad_acc.shape[0] > 0
     # Group buffers, index j * _LANES + q for entry j of the group's row q. The flat
@@ -146,8 +160,9 @@ def _projected_cd_rows(
     size = np.empty(_LANES)
     live = np.empty(_LANES, dtype=np.int64)  # 1 while the row still sweeps
     clipped = np.zeros(_LANES, dtype=np.int64)
-    for q0 in range(r0, r1, _LANES):
-        n_rows = min(_LANES, r1 - q0)
+    n_all = Y.shape[0]
+    for q0 in range(0, n_all, _LANES):
+        n_rows = min(_LANES, n_all - q0)
         for q in range(n_rows):
             live[q] = 1
         for j in range(k):
@@ -878,9 +893,11 @@ def observed_w_cd_rows(indptr, indices, r, W, H, steps, max_sweeps, tol, l1, l2)
         for i in range(i0, i1):
             p0, p1 = indptr[i], indptr[i + 1]
             size_i = p1 - p0
+            # the row's entries as slices, indexed from 0: known non-negative, so the loops vectorise
+            columns, r_i = indices[p0:p1], r[p0:p1]
             for j in range(k):
                 for q in range(size_i):
-                    local[j, q] = H[j, indices[p0 + q]]
+                    local[j, q] = H[j, columns[q]]
             for _ in range(max_sweeps):
                 moved = 0.0
                 size = 0.0
@@ -892,7 +909,7 @@ def observed_w_cd_rows(indptr, indices, r, W, H, steps, max_sweeps, tol, l1, l2)
                         continue
                     g = 0.0
                     for q in range(size_i):
-                        g += np.float64(r[p0 + q]) * np.float64(local[j, q])
+                        g += np.float64(r_i[q]) * np.float64(local[j, q])
                     g += l1[i] + l2[i] * old
                     new = old - s * g
                     new = 0.0 if new < 0.0 else new  # NaN < 0 is false: NaN stays
@@ -901,7 +918,7 @@ def observed_w_cd_rows(indptr, indices, r, W, H, steps, max_sweeps, tol, l1, l2)
                     if step != 0.0:
                         W[i, j] = new
                         for q in range(size_i):
-                            r[p0 + q] += step * local[j, q]
+                            r_i[q] += step * local[j, q]
                     moved += abs(step)
                     size += abs(new)
                 if moved <= tol * size:
@@ -1045,15 +1062,24 @@ def dot_in_float64(a, b):  # pragma: no cover - compiled
     partial = np.zeros(n_chunks)
     for c in nb.prange(n_chunks):
         start, stop = c * _DOT_CHUNK, min(n, (c + 1) * _DOT_CHUNK)
-        lanes = np.zeros(_DOT_LANES)
-        whole = start + (stop - start) // _DOT_LANES * _DOT_LANES
-        for i in range(start, whole, _DOT_LANES):
-            for j in range(_DOT_LANES):
-                lanes[j] += np.float64(a[i + j]) * np.float64(b[i + j])
-        for i in range(whole, stop):
-            lanes[0] += np.float64(a[i]) * np.float64(b[i])
-        partial[c] = lanes.sum()
+        partial[c] = _dot_lanes(a[start:stop], b[start:stop])
     return partial.sum()
+
+
+@nb.njit(**JIT_OPTIONS)  # typed by its caller, dot_in_float64
+def _dot_lanes(a, b):  # pragma: no cover - compiled
+    """``a @ b`` in float64, in :data:`_DOT_LANES` interleaved lanes. Whole arrays, indexed
+    from 0: LLVM keeps a loop over ``a[start + i]`` scalar (the index might be negative and
+    wrap), 6x slower on a million x 300 float32."""
+    lanes = np.zeros(_DOT_LANES)
+    n = a.shape[0]
+    whole = n // _DOT_LANES * _DOT_LANES
+    for i in range(0, whole, _DOT_LANES):
+        for j in range(_DOT_LANES):
+            lanes[j] += np.float64(a[i + j]) * np.float64(b[i + j])
+    for i in range(whole, n):
+        lanes[0] += np.float64(a[i]) * np.float64(b[i])
+    return lanes.sum()
 
 
 #: Interleaved lanes of :func:`scan_entries`' screen (as :data:`_DOT_LANES`: one
@@ -1073,17 +1099,37 @@ _MAX_LANES = 32
 
 
 @nb.njit(**JIT_OPTIONS)  # typed by its caller, scan_entries
-def _largest_in(values, start, stop):  # pragma: no cover - compiled
-    """The largest of ``values[start:stop]`` (none NaN) and 0, in :data:`_MAX_LANES` lanes. A
-    loop of its own: taken in the screen's loop, the maximum kept that loop scalar."""
+def _largest_in(values):  # pragma: no cover - compiled
+    """The largest of ``values`` (none NaN) and 0, in :data:`_MAX_LANES` lanes. A loop of its
+    own: taken in the screen's loop, the maximum kept that loop scalar."""
     tops = np.zeros(_MAX_LANES, dtype=values.dtype)
-    whole = start + (stop - start) // _MAX_LANES * _MAX_LANES
-    for i in range(start, whole, _MAX_LANES):
+    n = values.shape[0]
+    whole = n // _MAX_LANES * _MAX_LANES
+    for i in range(0, whole, _MAX_LANES):
         for j in range(_MAX_LANES):
             tops[j] = max(tops[j], values[i + j])
-    for i in range(whole, stop):
+    for i in range(whole, n):
         tops[0] = max(tops[0], values[i])
     return tops.max()
+
+
+@nb.njit(**JIT_OPTIONS)  # typed by its caller, scan_entries
+def _screen(values):  # pragma: no cover - compiled
+    """The sum of ``v * 0 + (v - |v|)`` over ``values`` in :data:`_SCREEN_LANES` lanes: 0
+    exactly when every entry is finite and not below 0 (see :func:`scan_entries`). Whole
+    arrays indexed from 0, as :func:`_dot_lanes`, so the loop vectorises."""
+    lanes = np.zeros(_SCREEN_LANES, dtype=values.dtype)
+    zero = values.dtype.type(0)
+    n = values.shape[0]
+    whole = n // _SCREEN_LANES * _SCREEN_LANES
+    for i in range(0, whole, _SCREEN_LANES):
+        for j in range(_SCREEN_LANES):
+            v = values[i + j]
+            lanes[j] += v * zero + (v - abs(v))
+    for i in range(whole, n):
+        v = values[i]
+        lanes[0] += v * zero + (v - abs(v))
+    return lanes.sum()
 
 
 @_per_dtype(_scan_signatures, PARALLEL_JIT_OPTIONS)
@@ -1104,21 +1150,13 @@ def scan_entries(values):  # pragma: no cover - compiled
     zero = values.dtype.type(0)
     for c in nb.prange(n_chunks):
         start, stop = c * _DOT_CHUNK, min(n, (c + 1) * _DOT_CHUNK)
-        lanes = np.zeros(_SCREEN_LANES, dtype=values.dtype)
-        whole = start + (stop - start) // _SCREEN_LANES * _SCREEN_LANES
-        for i in range(start, whole, _SCREEN_LANES):
-            for j in range(_SCREEN_LANES):
-                v = values[i + j]
-                lanes[j] += v * zero + (v - abs(v))
-        for i in range(whole, stop):
-            v = values[i]
-            lanes[0] += v * zero + (v - abs(v))
-        if lanes.sum() == 0:
-            largest[c] = _largest_in(values, start, stop)
+        chunk = values[start:stop]
+        if _screen(chunk) == 0:
+            largest[c] = _largest_in(chunk)
             continue
         top = zero
-        for i in range(start, stop):
-            v = values[i]
+        for i in range(chunk.shape[0]):
+            v = chunk[i]
             counts[c, 0] += v != v
             counts[c, 1] += abs(v) == np.inf
             counts[c, 2] += v < 0
