@@ -1,5 +1,8 @@
 """Initial factors: NNDSVD, NNDSVDa, NNDSVDar, random, or the user's own."""
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 import scipy.sparse as sp
 from scipy import linalg
@@ -320,13 +323,28 @@ def _tall_product(A, B):
 
 def _gram_float64(A, block_rows=8192):
     """``A.T @ A`` accumulated in float64 (a float32 ``A`` by blocks of rows, so the Gram
-    resolves singular values below float32's ``sqrt(eps)`` of the largest)."""
+    resolves singular values below float32's ``sqrt(eps)`` of the largest).
+
+    The blocks' Grams are formed on Numba's number of threads (BLAS is single-threaded in a
+    fit, and releases the GIL) and summed in order, so the result does not depend on the
+    thread count."""
     if A.dtype == np.float64:
         return A.T @ A
-    G = np.zeros((A.shape[1], A.shape[1]))
-    for r0 in range(0, A.shape[0], block_rows):
+
+    def block_gram(r0):
         B = A[r0:r0 + block_rows].astype(np.float64)
-        G += B.T @ B
+        return B.T @ B
+
+    starts = range(0, A.shape[0], block_rows)
+    n_threads = min(len(starts), numba.get_num_threads())
+    if n_threads > 1:
+        with ThreadPoolExecutor(n_threads) as pool:
+            grams = list(pool.map(block_gram, starts))
+    else:
+        grams = map(block_gram, starts)
+    G = np.zeros((A.shape[1], A.shape[1]))
+    for block in grams:
+        G += block
     return G
 
 
@@ -381,10 +399,11 @@ def nndsvd_from_svd(U, S, Vt, init="nndsvd", mean=None, rng=None, dtype=np.float
         H[H == 0] = fill
     elif init == "nndsvdar":
         for A in (W, H):
-            values = rng.standard_normal(int(np.count_nonzero(A == 0)))
+            counts = cpu_kernels.zero_counts(A)
+            values = rng.standard_normal(int(counts.sum()))
             values *= fill  # in place: a million-row W has millions of zeros
             values /= 100
-            cpu_kernels.fill_zeros(A, np.abs(values, out=values))
+            cpu_kernels.fill_zeros(A, np.abs(values, out=values), counts)
     return W, H
 
 
