@@ -516,8 +516,8 @@ class DaskRows:
             self._W_host = np.concatenate(self.data.gather(self.W))
         return self._W_host
 
-    def snapshot(self):
-        return list(self.W), self._W_host, self.WtW.copy()  # futures are immutable
+    def snapshot(self, spare=None):
+        return list(self.W), self._W_host, self.WtW.copy()  # futures are immutable: nothing to reuse
 
     def restore(self, snapshot):
         W, W_host, WtW = snapshot
@@ -693,7 +693,7 @@ class ObservedDaskRows(DaskRows):
             nb = int(sum(self.data.rows[c] for c in chunks))
             yield nb, observed.ColumnGramBlock(G, P, nb, fit)
 
-    def snapshot(self):
+    def snapshot(self, spare=None):
         return super().snapshot(), self.curvature.copy(), self._penalty_sums.copy()
 
     def restore(self, snapshot):

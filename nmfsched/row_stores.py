@@ -79,8 +79,9 @@ class RowStore(Protocol):
     def probe_blocks(self, batch_size: int, rng: np.random.Generator, Ht):
         """Per minibatch of one epoch, ``(|B|, block)`` at the current ``W`` and ``H`` (as :meth:`w_half`'s)."""
 
-    def snapshot(self) -> Any:
-        """A copy of ``W`` and ``WtW`` for :meth:`restore`."""
+    def snapshot(self, spare=None) -> Any:
+        """A copy of ``W`` and ``WtW`` for :meth:`restore`. ``spare``, an earlier snapshot of
+        this store that nothing holds any more, may be overwritten instead of allocating one."""
 
     def restore(self, snapshot) -> None: ...
 
@@ -247,8 +248,8 @@ class InMemoryRows:
             yield nb, objective.h_block(be, Xb, Wb, self._ct_buf)
 
     # -- state ----------------------------------------------------------------------------
-    def snapshot(self):
-        return self.W.copy(), self.WtW.copy()
+    def snapshot(self, spare=None):
+        return _copy_into(spare[0] if spare is not None else None, self.W), self.WtW.copy()
 
     def restore(self, snapshot):
         W, WtW = snapshot
@@ -327,8 +328,9 @@ class ObservedRows(InMemoryRows):
             else:
                 yield rows.shape[0], observed.block(be, self.X[rows], self.W[rows], Ht)
 
-    def snapshot(self):
-        return self.W.copy(), self.WtW.copy(), self.curvature.copy()
+    def snapshot(self, spare=None):
+        W = _copy_into(spare[0] if spare is not None else None, self.W)
+        return W, self.WtW.copy(), self.curvature.copy()
 
     def restore(self, snapshot):
         W, WtW, curvature = snapshot
@@ -354,3 +356,11 @@ def even_batch_size_at_most(n_samples, batch_size):
     bound's variance estimate, made for batches of one size, does not foresee."""
     b = min(max(1, int(batch_size)), n_samples)
     return even_batch_size(n_samples, -(-n_samples // b))
+
+
+def _copy_into(out, a):
+    """A copy of ``a``: into ``out`` where it has ``a``'s shape and dtype, else a new array."""
+    if out is None or out.shape != a.shape or out.dtype != a.dtype:
+        return a.copy()
+    out[...] = a
+    return out

@@ -349,7 +349,7 @@ def test_snapshots_share_the_rows_until_w_changes(monkeypatch):
     solver = make_solver(X, rng.random((60, 3)), rng.random((3, 15)), 20, 1, seed=0)
     copies = []
     real = type(solver.rows).snapshot
-    monkeypatch.setattr(type(solver.rows), "snapshot", lambda self: copies.append(1) or real(self))
+    monkeypatch.setattr(type(solver.rows), "snapshot", lambda self, spare=None: copies.append(1) or real(self, spare))
     first = solver.snapshot()
     assert solver.snapshot()[0] is first[0] and len(copies) == 1
     solver.sgd_epoch(0.5)  # minibatches: W changes
@@ -357,7 +357,7 @@ def test_snapshots_share_the_rows_until_w_changes(monkeypatch):
     second = solver.snapshot()
     assert second[0] is not first[0] and len(copies) == 2
     solver.restore(first)
-    np.testing.assert_array_equal(solver.W, first[0][0])
+    np.testing.assert_array_equal(solver.W, first[0].rows[0])
     third = solver.snapshot()
     assert third[0] is not first[0] and len(copies) == 3  # a restore counts as a change
     solver.restore(second)
@@ -376,9 +376,36 @@ def test_a_guarded_extrapolated_one_batch_epoch_copies_w_once(monkeypatch):
     X = low_rank(80, 12, 3, noise=0.1)
     copies = []
     real = InMemoryRows.snapshot
-    monkeypatch.setattr(InMemoryRows, "snapshot", lambda self: copies.append(1) or real(self))
+    monkeypatch.setattr(InMemoryRows, "snapshot", lambda self, spare=None: copies.append(1) or real(self, spare))
     model = StochasticNMF(3, batch_size=80, max_iter=6, tol=0, random_state=0).fit(X)
     assert model.n_iter_ == 6 and len(copies) <= model.n_iter_ + 1  # was two per epoch
+
+
+def test_a_snapshot_overwrites_the_last_copy_only_once_no_snapshot_holds_it():
+    """The rows' last copy is reused for the next snapshot after every snapshot holding it is
+    gone, and never while one is held: each restore still brings back its own W."""
+    X = low_rank(60, 15, 3, noise=0.1)
+    rng = np.random.default_rng(0)
+    solver = make_solver(X, rng.random((60, 3)), rng.random((3, 15)), 60, 1, seed=0)
+    first = solver.snapshot()
+    W_first = first[0].rows[0].copy()
+    solver.refresh_w(2)
+    second = solver.snapshot()  # the first is still held: a new copy
+    assert second[0].rows[0] is not first[0].rows[0]
+    W_second = solver.W.copy()
+    solver.restore(first)
+    np.testing.assert_array_equal(solver.W, W_first)
+    np.testing.assert_array_equal(second[0].rows[0], W_second)
+    kept = second[0].rows[0]
+    del first, second  # no snapshot holds the last copy any more
+    solver.refresh_w(2)
+    W_third = solver.W.copy()
+    third = solver.snapshot()
+    assert third[0].rows[0] is kept  # overwritten, not allocated
+    np.testing.assert_array_equal(kept, W_third)
+    solver.refresh_w(2)
+    solver.restore(third)
+    np.testing.assert_array_equal(solver.W, W_third)
 
 
 def count_calls(monkeypatch, cls, name):
@@ -437,7 +464,7 @@ def test_a_fused_refresh_gives_the_next_one_batch_epoch_its_x_t_w_until_w_change
     solver.sgd_epoch(1.0)
     solver.refresh_w(2)
     solver.restore(snap)
-    np.testing.assert_allclose(solver.rows.all_rows_h_block().P, X.T @ snap[0][0], rtol=1e-12)
+    np.testing.assert_allclose(solver.rows.all_rows_h_block().P, X.T @ snap[0].rows[0], rtol=1e-12)
 
     minibatches = make_solver(X, W0.copy(), H0, 10, 2, seed=0)
     minibatches.sgd_epoch(1.0)
