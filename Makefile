@@ -10,7 +10,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test,notebooks,lint,docs]"
-	# compile the Numba kernels into their cache now (80 s on 2 cores, fresh cache, 2026-12-07), not in the first fit
+	# compile the Numba kernels into their cache now (80 s on a 2-core Intel 2026-12-07, 110 s on a 2-core AMD EPYC 2026-12-08, fresh cache), not in the first fit
 	$(BIN)/python -c "from nmfsched.kernels.cpu import compile_kernels; compile_kernels()"
 	touch $(STAMP)
 
