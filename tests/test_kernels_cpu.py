@@ -275,16 +275,21 @@ def test_scan_entries_screen_edges(dtype):
     assert list(counts) == [5, 0, 0] and largest == 0.0
 
 
+@pytest.mark.parametrize("rows", [301, 3 * cpu.ZERO_FILL_ROWS_PER_TASK + 5])  # one block; four, on the threads
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fill_zeros_matches_numpys_mask_assignment(rng, dtype):
-    a = rng.random((301, 7)).astype(dtype)
+def test_fill_zeros_matches_numpys_mask_assignment(rng, dtype, rows):
+    a = rng.random((rows, 7)).astype(dtype)
     a[a < 0.4] = 0
     a[0, 0], a[5, 6] = -0.0, 0.0  # -0.0 == 0: filled as NumPy's mask takes it
     values = rng.standard_normal(int(np.count_nonzero(a == 0))) * 1e-3  # float64, rounded on the way in
     expected = a.copy()
     expected[expected == 0] = values
+    counts = cpu.zero_counts(a)
+    assert counts.sum() == values.shape[0] and counts.shape[0] == -(-rows // cpu.ZERO_FILL_ROWS_PER_TASK)
     cpu.fill_zeros(a, values)
     np.testing.assert_array_equal(a, expected)
+    with pytest.raises(ValueError, match="zeros but"):  # too few values: refused before any write
+        cpu.fill_zeros(expected.copy() * 0, values)
     with pytest.raises(TypeError):  # not C-ordered: refused, never filled in a copy
         cpu.fill_zeros(np.asfortranarray(a), values)
 
