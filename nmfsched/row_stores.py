@@ -329,8 +329,7 @@ class ObservedRows(InMemoryRows):
                 yield rows.shape[0], observed.block(be, self.X[rows], self.W[rows], Ht)
 
     def snapshot(self, spare=None):
-        W = _copy_into(spare[0] if spare is not None else None, self.W)
-        return W, self.WtW.copy(), self.curvature.copy()
+        return (*super().snapshot(spare), self.curvature.copy())
 
     def restore(self, snapshot):
         W, WtW, curvature = snapshot
